@@ -1,0 +1,75 @@
+"""Configuration: one frozen dataclass per concern, defaults = the seed notebook's values.
+
+The CLI and the notebook build these; library code receives them as arguments and reads no globals.
+Stage 2 of training is an override of a few stage-1 values (see ``TrainConfig``).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    root: str = "chest_xray"            # folder holding train/ [val/] test/ with one sub-folder per class
+    image_size: int = 256               # square input side; images are squashed like the seed does
+    batch_size: int = 32
+    validation: str = "test"            # "test" (seed: val has 16 images) | "val" | "holdout:0.1"
+    limit: int | None = None            # cap per split, stratified by class (quick runs); None = all
+    class_names: tuple[str, ...] = ("NORMAL", "PNEUMONIA")
+    seed: int = 42
+    workers: int = 4                    # decoder threads (OpenCV releases the GIL)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backbone: str = "vgg19"             # a key of models.BACKBONES, or "auto" (vgg19 if ImageNet weights exist)
+    weights: str = "imagenet"           # "imagenet" | "none" | path to a weights file
+    num_classes: int = 2
+    dense_units: int = 256
+    dropout: tuple[float, float] = (0.4, 0.3)
+    l2: float = 1e-4                    # L2 penalty on the dense layer of the head
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    epochs: int
+    learning_rate: float
+    clipnorm: float | None = None
+    unfreeze_from: str | None = None    # first backbone layer made trainable; None = backbone frozen
+    train_backbone: bool = False        # True = the whole backbone trains (models without pretrained weights)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    stage1: StageConfig = field(default_factory=lambda: StageConfig(epochs=7, learning_rate=3e-4))
+    stage2: StageConfig = field(default_factory=lambda: StageConfig(
+        epochs=14, learning_rate=1e-5, clipnorm=1.0, unfreeze_from="block5_conv1"))
+    label_smoothing: float = 0.05
+    class_weighting: bool = True        # sklearn compute_class_weight("balanced")
+    early_stopping_patience: int = 4
+    reduce_lr_patience: int = 2
+    reduce_lr_factor: float = 0.5
+    min_lr: float = 1e-7
+    seed: int = 42
+    verbose: int = 1                    # Keras progress bar (1) or one line per epoch (2)
+
+    def with_epochs(self, stage1: int | None = None, stage2: int | None = None) -> "TrainConfig":
+        """Same schedule with other epoch counts (quick runs, tests)."""
+        s1 = self.stage1 if stage1 is None else replace(self.stage1, epochs=stage1)
+        s2 = self.stage2 if stage2 is None else replace(self.stage2, epochs=stage2)
+        return replace(self, stage1=s1, stage2=s2)
+
+
+@dataclass(frozen=True)
+class CamConfig:
+    method: str = "gradcam"
+    target_layer: str | None = None     # None = the backbone's default (block5_conv3 for VGG19)
+    top_fraction: float = 0.05          # share of pixels painted red in the overlay
+    batch_size: int = 16
+    n_samples: int = 8                  # images in sample_results.png
+
+
+def to_json(*configs) -> str:
+    """Serialise configs as one JSON object keyed by class name (saved next to the weights)."""
+    return json.dumps({type(c).__name__: asdict(c) for c in configs}, indent=2)

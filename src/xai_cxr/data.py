@@ -1,0 +1,296 @@
+"""Data: scan the Kermany folder layout into a manifest, decode images once, build tf.data pipelines.
+
+Pixel convention: images are decoded to grayscale uint8 (any bit depth or channel count in, EXIF
+orientation applied), squashed to ``image_size`` squared, and kept in memory as uint8. The tf.data
+pipeline turns a batch into 3 identical channels of float32 in [0, 255] and applies the backbone's own
+``preprocess`` (``vgg19.preprocess_input`` for VGG19). Decoding happens once, before tf.data, so a
+corrupt file is found, skipped and reported instead of killing an epoch half-way.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".dcm"}
+SPLITS = ("train", "val", "test")
+LAYOUT = """expected layout (folder names are case-insensitive):
+  {root}/
+    train/NORMAL/*.jpeg   train/PNEUMONIA/*.jpeg
+    val/NORMAL/*.jpeg     val/PNEUMONIA/*.jpeg     (optional)
+    test/NORMAL/*.jpeg    test/PNEUMONIA/*.jpeg
+Download "Chest X-Ray Images (Pneumonia)" from Kaggle into {root}/ (see chest_xray/README.md),
+or run `xai-cxr demo` to use generated phantoms."""
+
+
+class DatasetLayoutError(ValueError):
+    """The data folder does not have the expected split/class layout."""
+
+
+class ImageReadError(ValueError):
+    """One image could not be decoded; carries the path and the reason."""
+
+    def __init__(self, path, reason):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = str(path), reason
+
+
+def _child_dirs(folder: Path) -> dict[str, Path]:
+    """Sub-folders by lower-case name, skipping hidden ones and macOS metadata."""
+    out = {}
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if entry.is_dir() and not entry.name.startswith((".", "__MACOSX")):
+            out.setdefault(entry.name.lower(), Path(entry.path))
+    return out
+
+
+def is_mask_file(name: str) -> bool:
+    return Path(name).stem.lower().endswith("_mask")
+
+
+def _image_files(folder: Path) -> list[Path]:
+    files = []
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        name = entry.name
+        if name.startswith(".") or is_mask_file(name) or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
+            continue
+        if entry.is_file():
+            files.append(Path(entry.path))
+    return files
+
+
+_PERSON = re.compile(r"(person\d+)_", re.IGNORECASE)
+_IM = re.compile(r"^((?:NORMAL\d*-)?IM-\d+)-", re.IGNORECASE)
+
+
+def parse_kermany_name(name: str) -> tuple[str | None, str]:
+    """(subtype, patient_id) from a Kermany file name.
+
+    ``person1_bacteria_1.jpeg`` → ("bacteria", "person1"); ``NORMAL2-IM-1427-0001.jpeg`` → (None,
+    "NORMAL2-IM-1427"); anything else → (None, file stem), i.e. every image its own patient.
+    """
+    stem = Path(name).stem
+    low = stem.lower()
+    subtype = "bacteria" if "bacteria" in low else "virus" if "virus" in low else None
+    m = _PERSON.search(stem) or _IM.search(stem)
+    return subtype, (m.group(1) if m else stem)
+
+
+def scan_dataset(root: str | Path, class_names=("NORMAL", "PNEUMONIA"), splits=SPLITS) -> pd.DataFrame:
+    """Manifest of every image under ``root/{split}/{class}``: one row per image, sorted by path.
+
+    Columns: path, split, label, label_idx, subtype (normal/bacteria/virus), patient_id, mask_path.
+    A missing root, a split without class folders or an empty class folder raise
+    ``DatasetLayoutError`` naming the folder and showing the expected layout. Missing splits are allowed
+    here (``require_splits`` checks what a run needs).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetLayoutError(f"data folder not found: {root}\n" + LAYOUT.format(root=root))
+    rows = []
+    split_dirs = _child_dirs(root)
+    for split in splits:
+        if split not in split_dirs:
+            continue
+        class_dirs = _child_dirs(split_dirs[split])
+        for idx, label in enumerate(class_names):
+            folder = class_dirs.get(label.lower())
+            if folder is None:
+                raise DatasetLayoutError(
+                    f"class folder missing: {split_dirs[split] / label}\n" + LAYOUT.format(root=root))
+            files = _image_files(folder)
+            if not files:
+                raise DatasetLayoutError(f"class folder has no images: {folder}\n" + LAYOUT.format(root=root))
+            for f in files:
+                subtype, patient = parse_kermany_name(f.name)
+                mask = next((m for m in (f.with_name(f.stem + "_mask" + f.suffix), f.with_name(f.stem + "_mask.png"))
+                             if m.exists()), None)
+                rows.append({"path": str(f), "split": split, "label": label, "label_idx": idx,
+                             "subtype": subtype or ("normal" if idx == 0 else None),
+                             "patient_id": f"{label}/{patient}" if patient == f.stem else patient,
+                             "mask_path": str(mask) if mask else None})
+    if not rows:
+        raise DatasetLayoutError(f"no split folders ({', '.join(splits)}) in {root}\n" + LAYOUT.format(root=root))
+    return pd.DataFrame(rows).sort_values("path", ignore_index=True)
+
+
+def require_splits(df: pd.DataFrame, *splits: str, root: str | Path = "chest_xray") -> None:
+    missing = [s for s in splits if not (df["split"] == s).any()]
+    if missing:
+        raise DatasetLayoutError(f"split folder(s) missing: {', '.join(str(Path(root) / s) for s in missing)}\n"
+                                 + LAYOUT.format(root=root))
+
+
+def limit_per_split(df: pd.DataFrame, limit: int | None, seed: int = 42) -> pd.DataFrame:
+    """At most ``limit`` rows per split, keeping the class ratio (stratified, seeded)."""
+    if limit is None:
+        return df
+    from sklearn.model_selection import train_test_split
+    parts = []
+    for _, part in df.groupby("split", sort=True):
+        if len(part) > limit:
+            part, _ = train_test_split(part, train_size=limit, stratify=part["label_idx"], random_state=seed)
+        parts.append(part)
+    return pd.concat(parts).sort_values("path", ignore_index=True)
+
+
+def holdout_split(train: pd.DataFrame, fraction: float, seed: int = 42) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split ``train`` into (train, holdout) by patient id: no patient appears on both sides."""
+    from sklearn.model_selection import GroupShuffleSplit
+    gss = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
+    tr, ho = next(gss.split(train, train["label_idx"], groups=train["patient_id"]))
+    return train.iloc[tr].reset_index(drop=True), train.iloc[ho].reset_index(drop=True)
+
+
+def select_validation(df: pd.DataFrame, validation: str, seed: int = 42):
+    """Return (train, validation, test, note) for ``validation`` = "test" | "val" | "holdout:F".
+
+    "test" reproduces the seed (Kermany's val split has only 16 images) and says that test metrics are
+    then optimistic, because the test split also chose the best epoch and the learning-rate schedule.
+    """
+    train, test = df[df.split == "train"], df[df.split == "test"]
+    if validation == "test":
+        note = ("validation = the test split (as the seed notebook does; val has only 16 images): "
+                "early stopping and checkpoint selection see the test images, so test metrics are optimistic. "
+                "Use --validation holdout:0.1 for an unbiased estimate.")
+        return train.reset_index(drop=True), test.reset_index(drop=True), test.reset_index(drop=True), note
+    if validation == "val":
+        val = df[df.split == "val"]
+        if val.empty:
+            raise DatasetLayoutError("--validation val asked for, but there is no val/ split folder; "
+                                     "use --validation test or --validation holdout:0.1")
+        note = f"validation = the val split ({len(val)} images)"
+        return train.reset_index(drop=True), val.reset_index(drop=True), test.reset_index(drop=True), note
+    if validation.startswith("holdout:"):
+        fraction = float(validation.split(":", 1)[1])
+        if not 0 < fraction < 1:
+            raise ValueError(f"holdout fraction must be in (0, 1), got {fraction}")
+        tr, ho = holdout_split(train, fraction, seed)
+        note = (f"validation = {len(ho)} train images of {ho.patient_id.nunique()} patients held out "
+                f"({fraction:.0%}, grouped by patient); the test split stays unseen until evaluation")
+        return tr, ho, test.reset_index(drop=True), note
+    raise ValueError(f"--validation must be test, val or holdout:FRACTION, got {validation!r}")
+
+
+def class_weights(labels, num_classes: int | None = None) -> dict[int, float]:
+    """Balanced class weights (scikit-learn): n_samples / (n_classes * count_c), so each class sums to n/K."""
+    from sklearn.utils.class_weight import compute_class_weight
+    labels = np.asarray(labels)
+    classes = np.arange(num_classes if num_classes else labels.max() + 1)
+    w = compute_class_weight("balanced", classes=classes, y=labels)
+    return {int(c): float(v) for c, v in zip(classes, w)}
+
+
+def _dicom_to_gray(path: Path) -> np.ndarray:
+    import pydicom
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    ds = pydicom.dcmread(path)
+    if "PixelData" not in ds:
+        raise ImageReadError(path, "DICOM file has no pixel data")
+    arr = apply_voi_lut(apply_modality_lut(ds.pixel_array, ds), ds).astype(np.float32)
+    if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+        arr = arr.max() - arr
+    return arr
+
+
+def read_gray(path: str | Path) -> np.ndarray:
+    """Decode one image file to a 2-D grayscale uint8 array, or raise ``ImageReadError``.
+
+    JPEG/PNG/BMP/TIFF of any bit depth and channel count (alpha dropped, EXIF orientation applied) and
+    DICOM (modality and VOI LUT, MONOCHROME1 inverted). Images deeper than 8 bit are min-max scaled.
+    Truncated JPEGs (no end-of-image marker) are refused rather than half-decoded.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".dcm":
+        arr = _dicom_to_gray(path)
+    else:
+        buf = np.fromfile(path, np.uint8)       # np.fromfile copes with non-ASCII names, cv2.imread does not
+        if buf.size == 0:
+            raise ImageReadError(path, "empty file")
+        if buf[:2].tobytes() == b"\xff\xd8" and b"\xff\xd9" not in buf[-4096:].tobytes():
+            raise ImageReadError(path, "truncated JPEG (no end-of-image marker)")
+        arr = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
+        if arr is None:
+            raise ImageReadError(path, "not a decodable image")
+    if arr.dtype != np.uint8:
+        arr = arr.astype(np.float32)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = ((arr - lo) / (hi - lo) * 255).round() if hi > lo else np.zeros_like(arr)
+        arr = arr.astype(np.uint8)
+    return arr
+
+
+def load_image(path: str | Path, size: int) -> np.ndarray:
+    """Decode and squash one image to (size, size) uint8."""
+    img = read_gray(path)
+    interp = cv2.INTER_AREA if min(img.shape) >= size else cv2.INTER_LINEAR
+    return cv2.resize(img, (size, size), interpolation=interp)
+
+
+@dataclass
+class ImageSet:
+    """Decoded images of one manifest: ``images`` (N, S, S) uint8 aligned with ``manifest`` rows."""
+    images: np.ndarray
+    manifest: pd.DataFrame
+    skipped: list[tuple[str, str]] = field(default_factory=list)   # (path, reason)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.manifest["label_idx"].to_numpy()
+
+
+def load_images(manifest: pd.DataFrame, size: int, workers: int = 4, progress: bool = True) -> ImageSet:
+    """Decode every image of ``manifest`` once; unreadable files are dropped and listed in ``skipped``."""
+    from tqdm.auto import tqdm
+
+    def one(path):
+        try:
+            return load_image(path, size), None
+        except (ImageReadError, cv2.error, OSError, ValueError) as exc:
+            return None, getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
+
+    paths = manifest["path"].tolist()
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        results = list(tqdm(pool.map(one, paths), total=len(paths), desc=f"decoding {size}px",
+                            disable=not progress, leave=False))
+    keep = [i for i, (img, _) in enumerate(results) if img is not None]
+    skipped = [(paths[i], err) for i, (img, err) in enumerate(results) if img is None]
+    for p, why in skipped:
+        log.warning("skipped %s: %s", p, why)
+    images = np.stack([results[i][0] for i in keep]) if keep else np.zeros((0, size, size), np.uint8)
+    return ImageSet(images, manifest.iloc[keep].reset_index(drop=True), skipped)
+
+
+def to_model_input(images, preprocess):
+    """uint8 (B, H, W) grayscale → float32 (B, H, W, 3) through the backbone's ``preprocess``."""
+    import tensorflow as tf
+    x = tf.cast(images, tf.float32)[..., None]
+    return preprocess(tf.repeat(x, 3, axis=-1))
+
+
+def make_dataset(images: np.ndarray, labels: np.ndarray | None, preprocess, num_classes: int = 2,
+                 batch_size: int = 32, shuffle: bool = False, seed: int = 42):
+    """tf.data pipeline over decoded uint8 images: [shuffle] → batch → preprocess + one-hot → prefetch."""
+    import tensorflow as tf
+    if labels is None:
+        ds = tf.data.Dataset.from_tensor_slices(images)
+    else:
+        ds = tf.data.Dataset.from_tensor_slices((images, np.asarray(labels, np.int32)))
+    if shuffle:
+        ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    if labels is None:
+        ds = ds.map(lambda x: to_model_input(x, preprocess), num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        ds = ds.map(lambda x, y: (to_model_input(x, preprocess), tf.one_hot(y, num_classes)),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,28 @@
+"""Heat map vs. known lesion mask (phantoms, or any data set with masks)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .overlay import top_fraction_mask
+
+
+def _dilate(mask: np.ndarray, px: int) -> np.ndarray:
+    if px <= 0:
+        return mask.astype(bool)
+    import cv2
+    return cv2.dilate(mask.astype(np.uint8), np.ones((2 * px + 1, 2 * px + 1), np.uint8)) > 0
+
+
+def pointing_game(heats: np.ndarray, masks: np.ndarray, tolerance_px: int = 2) -> np.ndarray:
+    """Per image: is the hottest pixel inside the lesion mask (dilated by ``tolerance_px``)?"""
+    hits = []
+    for heat, mask in zip(heats, masks):
+        y, x = np.unravel_index(np.argmax(heat), heat.shape)
+        hits.append(bool(_dilate(mask, tolerance_px)[y, x]))
+    return np.array(hits)
+
+
+def top_fraction_hit_rate(heats: np.ndarray, masks: np.ndarray, fraction: float = 0.05) -> np.ndarray:
+    """Per image: share of the top-``fraction`` heat pixels that fall inside the lesion mask."""
+    return np.array([(top_fraction_mask(h, fraction) & m.astype(bool)).sum() / max(1, top_fraction_mask(h, fraction).sum())
+                     for h, m in zip(heats, masks)])

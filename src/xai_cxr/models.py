@@ -1,0 +1,202 @@
+"""Backbone registry and the classifier: backbone → GAP → Dropout 0.4 → Dense(L2) → Dropout 0.3 → softmax.
+
+Models are built *flat* (the backbone's layers live in the top-level functional graph, not in a nested
+sub-model), so ``model.get_layer("block5_conv3")`` works for Grad-CAM, also after ``load_trained_model``.
+Saved models are weights + a JSON config, rebuilt from code: nothing from disk is executed.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+from .config import ModelConfig
+
+IMAGENET_URL = "https://storage.googleapis.com/tensorflow/keras-applications/vgg19/"
+HEAD_PREFIX = "head_"
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """Pretrained weights were asked for but are not on disk (there is no download at run time)."""
+
+
+@dataclass(frozen=True)
+class Backbone:
+    name: str
+    build: Callable          # (input_tensor, weights_path_or_None) -> output tensor of the feature extractor
+    preprocess: Callable     # float32 RGB in [0, 255] -> model input
+    target_layer: str        # default Grad-CAM layer
+    finetune_from: str | None  # first layer unfrozen in stage 2; None = no pretrained weights, train it all
+    imagenet_file: str | None  # file name in ~/.keras/models/ holding ImageNet weights
+
+
+def _vgg19(inputs, weights):
+    import keras
+    return keras.applications.VGG19(include_top=False, weights=weights, input_tensor=inputs).output
+
+
+def _vgg19_preprocess(x):
+    import keras
+    return keras.applications.vgg19.preprocess_input(x)
+
+
+def _cxr_small(inputs, weights):
+    """Compact BatchNorm CNN: four blocks of two 3×3 convs, 32→256 filters (trains on a CPU in minutes).
+
+    BatchNorm momentum 0.9, not Keras's 0.99: with a few hundred steps the moving statistics must converge,
+    otherwise training accuracy is high and inference accuracy is at chance (measured while planning).
+    """
+    from keras import layers
+    x = inputs
+    for block, filters in enumerate((32, 64, 128, 256), start=1):
+        for conv in (1, 2):
+            x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"block{block}_conv{conv}")(x)
+            x = layers.BatchNormalization(momentum=0.9, name=f"block{block}_bn{conv}")(x)
+            x = layers.Activation("relu", name=f"block{block}_relu{conv}")(x)
+        if block < 4:
+            x = layers.MaxPooling2D(name=f"block{block}_pool")(x)
+    return x
+
+
+def _unit_scale(x):
+    return x / 255.0
+
+
+BACKBONES: dict[str, Backbone] = {
+    "vgg19": Backbone("vgg19", _vgg19, _vgg19_preprocess, "block5_conv3", "block5_conv1",
+                      "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+    "cxr-small": Backbone("cxr-small", _cxr_small, _unit_scale, "block4_relu2", None, None),
+}
+
+
+def keras_models_dir() -> Path:
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+
+
+def imagenet_available(backbone: str = "vgg19") -> bool:
+    spec = BACKBONES[backbone]
+    return spec.imagenet_file is not None and (keras_models_dir() / spec.imagenet_file).is_file()
+
+
+def resolve_backbone(name: str) -> tuple[str, str | None]:
+    """"auto" → ("vgg19", None) when ImageNet weights are on disk, else ("cxr-small", reason)."""
+    if name != "auto":
+        return name, None
+    if imagenet_available("vgg19"):
+        return "vgg19", None
+    return "cxr-small", (f"ImageNet weights for VGG19 not found ({keras_models_dir() / BACKBONES['vgg19'].imagenet_file}); "
+                         "VGG19 from random weights does not learn in demo time, so the compact BatchNorm CNN "
+                         "'cxr-small' is used instead (same training, evaluation and Grad-CAM code).")
+
+
+def resolve_weights(backbone: str, weights: str | None) -> str | None:
+    """Map "imagenet" | "none" | PATH to a local file path (or None), never downloading anything."""
+    spec = BACKBONES[backbone]
+    if weights in (None, "none", "None"):
+        return None
+    if weights == "imagenet":
+        if spec.imagenet_file is None:
+            raise WeightsNotFoundError(f"backbone {backbone!r} has no ImageNet weights; use --weights none "
+                                       "or --weights PATH")
+        path = keras_models_dir() / spec.imagenet_file
+        if not path.is_file():
+            raise WeightsNotFoundError(
+                f"ImageNet weights for {backbone} not found: {path}\n"
+                f"There is no download at run time. On a machine with internet, fetch\n"
+                f"  {IMAGENET_URL}{spec.imagenet_file}\n"
+                f"and copy it to {path} (or pass --weights /path/to/{spec.imagenet_file}).\n"
+                f"To train from random weights instead, pass --weights none (VGG19 then learns little; "
+                f"--backbone cxr-small is made for that case).")
+        return str(path)
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise WeightsNotFoundError(f"weights file not found: {path} (use --weights imagenet|none|PATH)")
+    return str(path)
+
+
+def build_model(cfg: ModelConfig, image_size: int = 256):
+    """The classifier for ``cfg`` at ``image_size``² × 3, with backbone layers flat in the graph."""
+    import keras
+    from keras import layers, regularizers
+    spec = BACKBONES[cfg.backbone]
+    weights = resolve_weights(cfg.backbone, cfg.weights)
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    # backbone weights from a path go through Keras itself for vgg19; for a full-model file see load_trained_model
+    x = spec.build(inputs, weights if spec.imagenet_file else None)
+    x = layers.GlobalAveragePooling2D(name=HEAD_PREFIX + "gap")(x)
+    x = layers.Dropout(cfg.dropout[0], name=HEAD_PREFIX + "dropout1")(x)
+    x = layers.Dense(cfg.dense_units, activation="relu", kernel_regularizer=regularizers.l2(cfg.l2),
+                     name=HEAD_PREFIX + "dense")(x)
+    x = layers.Dropout(cfg.dropout[1], name=HEAD_PREFIX + "dropout2")(x)
+    outputs = layers.Dense(cfg.num_classes, activation="softmax", name=HEAD_PREFIX + "predictions")(x)
+    model = keras.Model(inputs, outputs, name=f"{cfg.backbone}_classifier")
+    if weights and not spec.imagenet_file:
+        model.load_weights(weights)
+    return model
+
+
+def backbone_layers(model):
+    """Layers of the feature extractor, in graph order (everything but the input and the head)."""
+    return [l for l in model.layers if not l.name.startswith(HEAD_PREFIX) and l.__class__.__name__ != "InputLayer"]
+
+
+def set_trainable(model, train_backbone: bool = False, unfreeze_from: str | None = None) -> None:
+    """Freeze the backbone, or unfreeze it from layer ``unfreeze_from`` on (stage 2), or train it all."""
+    names = [l.name for l in backbone_layers(model)]
+    if unfreeze_from is not None and unfreeze_from not in names:
+        raise ValueError(f"unfreeze_from={unfreeze_from!r} is not a backbone layer; have {names}")
+    start = len(names) if unfreeze_from is None else names.index(unfreeze_from)
+    for i, layer in enumerate(backbone_layers(model)):
+        layer.trainable = train_backbone or i >= start
+    for layer in model.layers:
+        if layer.name.startswith(HEAD_PREFIX):
+            layer.trainable = True
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What is needed to rebuild and use saved weights, stored as ``model_config.json`` beside them."""
+    backbone: str
+    image_size: int
+    class_names: tuple[str, ...]
+    threshold: float = 0.5
+    target_layer: str | None = None
+    dense_units: int = 256
+    dropout: tuple[float, float] = (0.4, 0.3)
+    l2: float = 1e-4
+
+    def save(self, folder: str | Path) -> Path:
+        path = Path(folder) / "model_config.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "ModelCard":
+        data = json.loads((Path(folder) / "model_config.json").read_text())
+        data["class_names"] = tuple(data["class_names"])
+        data["dropout"] = tuple(data["dropout"])
+        return cls(**data)
+
+    def model_config(self) -> ModelConfig:
+        return ModelConfig(backbone=self.backbone, weights="none", num_classes=len(self.class_names),
+                           dense_units=self.dense_units, dropout=self.dropout, l2=self.l2)
+
+
+def load_trained_model(folder: str | Path = "saved_weights"):
+    """Rebuild the model from ``model_config.json`` and load ``model.weights.h5``: returns (model, card)."""
+    folder = Path(folder)
+    for f in ("model_config.json", "model.weights.h5"):
+        if not (folder / f).is_file():
+            raise FileNotFoundError(f"{folder / f} not found: train first (`xai-cxr train` or `xai-cxr demo`)")
+    card = ModelCard.load(folder)
+    model = build_model(card.model_config(), card.image_size)
+    try:
+        model.load_weights(folder / "model.weights.h5")
+    except ValueError as exc:
+        raise ValueError(f"{folder / 'model.weights.h5'} does not fit a {card.backbone} model at "
+                         f"{card.image_size}px as model_config.json says: {exc}") from exc
+    return model, card

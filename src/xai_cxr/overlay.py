@@ -1,0 +1,83 @@
+"""Overlays: pure functions from (grayscale X-ray, heat map) to RGB uint8 arrays, and the sample grid.
+
+Saving and showing are left to the caller (CLI, notebook): these functions only return arrays/figures.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+RED = (255, 0, 0)
+
+
+def top_fraction_mask(heat: np.ndarray, fraction: float = 0.05) -> np.ndarray:
+    """Boolean mask of exactly round(fraction · N) hottest pixels.
+
+    Ties at the threshold are broken by pixel order (row-major, first wins), so the count is exact even
+    on flat or quantised maps, and a zero fraction selects nothing.
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+    heat = np.asarray(heat)
+    k = int(round(fraction * heat.size))
+    order = np.argsort(-heat.ravel(), kind="stable")
+    mask = np.zeros(heat.size, bool)
+    mask[order[:k]] = True
+    return mask.reshape(heat.shape)
+
+
+def _gray_rgb(gray: np.ndarray) -> np.ndarray:
+    gray = np.asarray(gray)
+    if gray.ndim == 3:
+        gray = gray[..., 0]
+    if gray.dtype != np.uint8:
+        raise ValueError(f"gray image must be uint8, got {gray.dtype}")
+    return np.repeat(gray[..., None], 3, axis=-1)
+
+
+def red_overlay(gray: np.ndarray, heat: np.ndarray, fraction: float = 0.05, alpha: float = 0.6,
+                color=RED) -> np.ndarray:
+    """The X-ray in grayscale with its top ``fraction`` of heat painted ``color`` (alpha-blended).
+
+    Pixels outside the top region keep their grayscale value exactly.
+    """
+    rgb = _gray_rgb(gray)
+    if heat.shape != rgb.shape[:2]:
+        raise ValueError(f"heat map {heat.shape} and image {rgb.shape[:2]} differ in size")
+    mask = top_fraction_mask(heat, fraction)
+    out = rgb.copy()
+    blended = (1 - alpha) * rgb[mask].astype(np.float32) + alpha * np.asarray(color, np.float32)
+    out[mask] = np.clip(blended.round(), 0, 255).astype(np.uint8)
+    return out
+
+
+def jet_overlay(gray: np.ndarray, heat: np.ndarray, alpha: float = 0.4, cmap: str = "jet") -> np.ndarray:
+    """The classic blend: (1 - alpha) · X-ray + alpha · colormap(heat)."""
+    import matplotlib
+    rgb = _gray_rgb(gray).astype(np.float32)
+    colored = matplotlib.colormaps[cmap](np.clip(heat, 0, 1))[..., :3] * 255
+    return np.clip((1 - alpha) * rgb + alpha * colored, 0, 255).round().astype(np.uint8)
+
+
+def sample_grid(grays, heats, true_labels, pred_labels, confidences, class_names, fraction: float = 0.05,
+                columns: int = 4):
+    """Matplotlib figure: per image the X-ray and its top-``fraction`` red overlay, titled with
+    true label, prediction and confidence (green when right, red when wrong)."""
+    import matplotlib.pyplot as plt
+    n = len(grays)
+    cols = min(columns, max(n, 1))
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, 2 * cols, figsize=(4.2 * cols, 2.4 * rows + 0.4), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i in range(n):
+        r, c = divmod(i, cols)
+        a0, a1 = axes[r, 2 * c], axes[r, 2 * c + 1]
+        a0.imshow(grays[i], cmap="gray", vmin=0, vmax=255)
+        a1.imshow(red_overlay(grays[i], heats[i], fraction))
+        ok = true_labels[i] == pred_labels[i]
+        a0.set_title(f"true {class_names[true_labels[i]]}", fontsize=8)
+        a1.set_title(f"pred {class_names[pred_labels[i]]} ({confidences[i]:.0%})", fontsize=8,
+                     color="green" if ok else "red")
+    fig.suptitle(f"Grad-CAM: top {fraction:.0%} of heat in red", fontsize=10)
+    fig.tight_layout()
+    return fig

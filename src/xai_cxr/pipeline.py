@@ -1,0 +1,211 @@
+"""The end-to-end run the CLI and the notebook share: data → model → two-stage training → test
+evaluation → Grad-CAM sample grid. Each step is a function with arrays in and out; ``run`` wires them and
+does the file I/O (weights, metrics.json, figures)."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from .config import CamConfig, DataConfig, ModelConfig, TrainConfig, to_json
+from .data import (ImageSet, class_weights, limit_per_split, load_images, make_dataset, require_splits,
+                   scan_dataset, select_validation)
+from .models import BACKBONES, ModelCard, build_model, resolve_backbone
+
+log = logging.getLogger(__name__)
+PHANTOM_ROOT = Path("phantoms") / "chest_xray"
+
+
+def has_split(root: str | Path, split: str = "train") -> bool:
+    root = Path(root)
+    return root.is_dir() and any(p.is_dir() and p.name.lower() == split for p in root.iterdir())
+
+
+def demo_configs(data_root: str | Path | None = None, seed: int = 42):
+    """Configs of ``xai-cxr demo``: phantoms at 128 px (not 256, to fit ≤ 10 minutes on 2 CPU cores)
+    unless ``data_root`` holds real data, backbone "auto", short stages."""
+    from .phantom import PhantomConfig, write_phantom_dataset
+    if data_root is not None and has_split(data_root):
+        root, size, note = Path(data_root), 256, f"data: {data_root}"
+    else:
+        pcfg = PhantomConfig(seed=seed)
+        root = write_phantom_dataset(PHANTOM_ROOT, pcfg)
+        size = pcfg.image_size
+        note = (f"data: {2 * pcfg.n_train} train / {2 * pcfg.n_test} test synthetic phantoms at "
+                f"{size}px in {root} (no chest_xray/train found; the real input size is 256px)")
+    data = DataConfig(root=str(root), image_size=size, seed=seed)
+    model = ModelConfig(backbone="auto")
+    train = replace(TrainConfig(seed=seed).with_epochs(stage1=12, stage2=4), verbose=2)
+    return data, model, train, note
+
+
+@dataclass
+class Prepared:
+    """Decoded splits ready for training."""
+    train: ImageSet
+    val: ImageSet
+    test: ImageSet
+    validation_note: str
+    class_weight: dict[int, float]
+
+    @property
+    def skipped(self):
+        seen = {}
+        for s in (self.train, self.val, self.test):
+            seen.update(dict(s.skipped))
+        return sorted(seen.items())
+
+
+def prepare_data(cfg: DataConfig, progress: bool = True) -> Prepared:
+    """Scan, limit, choose validation, decode once (corrupt files skipped), class weights."""
+    df = scan_dataset(cfg.root, cfg.class_names)
+    require_splits(df, "train", "test", root=cfg.root)
+    df = limit_per_split(df, cfg.limit, cfg.seed)
+    train, val, test, note = select_validation(df, cfg.validation, cfg.seed)
+    sets = {}
+    for name, part in (("train", train), ("val", val), ("test", test)):
+        if name == "val" and cfg.validation == "test":
+            continue
+        sets[name] = load_images(part, cfg.image_size, cfg.workers, progress)
+    if cfg.validation == "test":
+        sets["val"] = sets["test"]
+    cw = class_weights(sets["train"].labels, len(cfg.class_names))
+    return Prepared(sets["train"], sets["val"], sets["test"], note, cw)
+
+
+def datasets(prep: Prepared, cfg: DataConfig, preprocess):
+    train = make_dataset(prep.train.images, prep.train.labels, preprocess, len(cfg.class_names),
+                         cfg.batch_size, shuffle=True, seed=cfg.seed)
+    val = make_dataset(prep.val.images, prep.val.labels, preprocess, len(cfg.class_names), cfg.batch_size)
+    return train, val
+
+
+def pick_samples(labels: np.ndarray, n: int, seed: int = 42) -> np.ndarray:
+    """Indices of up to ``n`` images, as balanced over classes as the data allow (seeded)."""
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    per = {c: list(rng.permutation(np.flatnonzero(labels == c))) for c in classes}
+    picked = []
+    while len(picked) < n and any(per.values()):
+        for c in classes:
+            if per[c] and len(picked) < n:
+                picked.append(per[c].pop(0))
+    return np.array(sorted(picked), int)
+
+
+def explain_images(model, grays: np.ndarray, preprocess, cam_cfg: CamConfig, target_layer: str):
+    """Grad-CAM maps (B, H, W) in [0, 1], predicted classes and confidences for uint8 gray images."""
+    from .cam import CAM_METHODS
+    from .data import to_model_input
+    x = to_model_input(grays, preprocess).numpy()
+    proba = model.predict(x, batch_size=cam_cfg.batch_size, verbose=0)
+    cam = CAM_METHODS[cam_cfg.method](model, cam_cfg.target_layer or target_layer, cam_cfg.batch_size)
+    pred = proba.argmax(1)
+    heats = cam(x, targets=pred)
+    return heats, pred, proba.max(1)
+
+
+def _save(fig, path: Path):
+    import matplotlib.pyplot as plt
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def run(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, cam_cfg: CamConfig = CamConfig(),
+        weights_dir: str | Path = "saved_weights", results_dir: str | Path = "sample_results") -> dict:
+    """Train, evaluate on the test split and draw the Grad-CAM sample grid; returns a summary dict."""
+    from .evaluate import evaluate_predictions, format_metrics, plot_confusion, plot_roc, predict_proba
+    from .localization import pointing_game
+    from .train import plot_history, train_two_stage
+    t0 = time.time()
+    weights_dir, results_dir = Path(weights_dir), Path(results_dir)
+    backbone, why = resolve_backbone(model_cfg.backbone)
+    if why:
+        print("note:", why)
+    model_cfg = replace(model_cfg, backbone=backbone,
+                        weights="none" if why else model_cfg.weights)
+    spec = BACKBONES[backbone]
+
+    prep = prepare_data(data_cfg)
+    print(f"train {len(prep.train.images)}  val {len(prep.val.images)}  test {len(prep.test.images)} images "
+          f"at {data_cfg.image_size}px; class weights {prep.class_weight}")
+    print("note:", prep.validation_note)
+    train_ds, val_ds = datasets(prep, data_cfg, spec.preprocess)
+
+    model = build_model(model_cfg, data_cfg.image_size)
+    print(f"model: {backbone} (weights: {model_cfg.weights}), {model.count_params():,} parameters, "
+          f"Grad-CAM layer {cam_cfg.target_layer or spec.target_layer}")
+    history = train_two_stage(model, train_ds, val_ds, train_cfg, weights_dir,
+                              prep.class_weight if train_cfg.class_weighting else None, spec.finetune_from)
+    card = ModelCard(backbone, data_cfg.image_size, tuple(data_cfg.class_names),
+                     target_layer=cam_cfg.target_layer or spec.target_layer, dense_units=model_cfg.dense_units,
+                     dropout=model_cfg.dropout, l2=model_cfg.l2)
+    card.save(weights_dir)
+    (weights_dir / "run_config.json").write_text(to_json(data_cfg, model_cfg, train_cfg, cam_cfg))
+    _save(plot_history(history), weights_dir / "training_curves.png")
+
+    test = prep.test
+    test_ds = make_dataset(test.images, None, spec.preprocess, batch_size=data_cfg.batch_size)
+    proba = predict_proba(model, test_ds)
+    metrics = evaluate_predictions(test.labels, proba, data_cfg.class_names, seed=data_cfg.seed)
+    metrics.update(backbone=backbone, weights=model_cfg.weights, image_size=data_cfg.image_size,
+                   validation=data_cfg.validation, validation_note=prep.validation_note,
+                   skipped_images=[{"path": p, "reason": r} for p, r in prep.skipped])
+
+    idx = pick_samples(test.labels, cam_cfg.n_samples, data_cfg.seed)
+    heats, pred, conf = explain_images(model, test.images[idx], spec.preprocess, cam_cfg, card.target_layer)
+    from .overlay import sample_grid
+    fig = sample_grid(test.images[idx], heats, test.labels[idx], pred, conf, data_cfg.class_names,
+                      cam_cfg.top_fraction)
+    grid_path = _save(fig, results_dir / "sample_results.png")
+
+    masks = _lesion_masks(test, data_cfg.image_size)
+    if masks is not None:
+        pos = np.flatnonzero((test.labels == 1) & (masks.reshape(len(masks), -1).any(1)))
+        if len(pos):
+            h, _, _ = explain_images(model, test.images[pos], spec.preprocess,
+                                     cam_cfg, card.target_layer)
+            hits = pointing_game(h, masks[pos])
+            metrics["gradcam_pointing_game"] = {"hit_rate": float(hits.mean()), "n_images": int(len(pos))}
+
+    _save(plot_confusion(metrics, data_cfg.class_names), results_dir / "confusion_matrix.png")
+    _save(plot_roc(test.labels, proba[:, 1]), results_dir / "roc_curve.png")
+    metrics["wall_time_s"] = round(time.time() - t0, 1)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    tmp = results_dir / "metrics.json.tmp"
+    tmp.write_text(json.dumps(metrics, indent=2))
+    os.replace(tmp, results_dir / "metrics.json")
+
+    print("\ntest metrics:\n" + format_metrics(metrics))
+    if "gradcam_pointing_game" in metrics:
+        pg = metrics["gradcam_pointing_game"]
+        print(f"Grad-CAM pointing game on phantom lesions: {pg['hit_rate']:.1%} of {pg['n_images']} images")
+    if prep.skipped:
+        print(f"\nskipped {len(prep.skipped)} unreadable image(s):")
+        for p, r in prep.skipped:
+            print(f"  {p}: {r}")
+    print(f"\nweights      {weights_dir / 'model.weights.h5'}\nhistory      {weights_dir / 'history.json'}"
+          f"\ncurves       {weights_dir / 'training_curves.png'}\nmetrics      {results_dir / 'metrics.json'}"
+          f"\nfigures      {results_dir / 'confusion_matrix.png'}, {results_dir / 'roc_curve.png'}"
+          f"\nGrad-CAM     {grid_path}\ntotal time   {metrics['wall_time_s']:.0f} s")
+    return {"model": model, "card": card, "metrics": metrics, "history": history, "prepared": prep}
+
+
+def _lesion_masks(images: ImageSet, size: int):
+    """Lesion masks aligned with ``images`` when the data set has them (phantoms), else None."""
+    if "mask_path" not in images.manifest or images.manifest["mask_path"].isna().all():
+        return None
+    import cv2
+    out = np.zeros((len(images.manifest), size, size), bool)
+    for i, p in enumerate(images.manifest["mask_path"]):
+        if isinstance(p, str):
+            out[i] = cv2.resize(cv2.imread(p, cv2.IMREAD_GRAYSCALE), (size, size),
+                                interpolation=cv2.INTER_NEAREST) > 127
+    return out
