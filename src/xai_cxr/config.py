@@ -15,7 +15,7 @@ class DataConfig:
     image_size: int = 256               # square input side; images are squashed like the seed does
     batch_size: int = 32
     validation: str = "test"            # "test" (seed: val has 16 images) | "val" | "holdout:0.1"
-    limit: int | None = None            # cap per split, stratified by class (quick runs); None = all
+    limit: int | None = None            # cap on train images, stratified by class (quick runs); None = all
     class_names: tuple[str, ...] = ("NORMAL", "PNEUMONIA")
     seed: int = 42
     workers: int = 4                    # decoder threads (OpenCV releases the GIL)

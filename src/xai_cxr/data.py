@@ -130,17 +130,14 @@ def require_splits(df: pd.DataFrame, *splits: str, root: str | Path = "chest_xra
                                  + LAYOUT.format(root=root))
 
 
-def limit_per_split(df: pd.DataFrame, limit: int | None, seed: int = 42) -> pd.DataFrame:
-    """At most ``limit`` rows per split, keeping the class ratio (stratified, seeded)."""
-    if limit is None:
+def limit_train(df: pd.DataFrame, limit: int | None, seed: int = 42) -> pd.DataFrame:
+    """Keep at most ``limit`` train images, stratified by class and seeded; val and test stay whole."""
+    if limit is None or (df["split"] == "train").sum() <= limit:
         return df
     from sklearn.model_selection import train_test_split
-    parts = []
-    for _, part in df.groupby("split", sort=True):
-        if len(part) > limit:
-            part, _ = train_test_split(part, train_size=limit, stratify=part["label_idx"], random_state=seed)
-        parts.append(part)
-    return pd.concat(parts).sort_values("path", ignore_index=True)
+    train = df[df["split"] == "train"]
+    kept, _ = train_test_split(train, train_size=limit, stratify=train["label_idx"], random_state=seed)
+    return pd.concat([kept, df[df["split"] != "train"]]).sort_values("path", ignore_index=True)
 
 
 def holdout_split(train: pd.DataFrame, fraction: float, seed: int = 42) -> tuple[pd.DataFrame, pd.DataFrame]:

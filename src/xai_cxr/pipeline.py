@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import CamConfig, DataConfig, ModelConfig, TrainConfig, to_json
-from .data import (ImageSet, class_weights, limit_per_split, load_images, make_dataset, require_splits,
+from .data import (ImageSet, class_weights, limit_train, load_images, make_dataset, require_splits,
                    scan_dataset, select_validation)
 from .models import BACKBONES, ModelCard, build_model, resolve_backbone
 
@@ -65,7 +65,7 @@ def prepare_data(cfg: DataConfig, progress: bool = True) -> Prepared:
     """Scan, limit, choose validation, decode once (corrupt files skipped), class weights."""
     df = scan_dataset(cfg.root, cfg.class_names)
     require_splits(df, "train", "test", root=cfg.root)
-    df = limit_per_split(df, cfg.limit, cfg.seed)
+    df = limit_train(df, cfg.limit, cfg.seed)
     train, val, test, note = select_validation(df, cfg.validation, cfg.seed)
     sets = {}
     for name, part in (("train", train), ("val", val), ("test", test)):

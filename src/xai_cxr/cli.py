@@ -1,0 +1,185 @@
+"""Command line: ``xai-cxr demo | train | evaluate | explain | phantoms``.
+
+The CLI builds the config dataclasses from flags and calls the package; choices come from the registries.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from .config import CamConfig, DataConfig, ModelConfig, TrainConfig
+
+
+def _setup_device(device: str) -> None:
+    """--device cpu hides every GPU (CUDA and Apple Metal) before TensorFlow touches them."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
+    import tensorflow as tf
+    if device == "cpu":
+        tf.config.set_visible_devices([], "GPU")
+    elif device == "gpu" and not tf.config.list_physical_devices("GPU"):
+        sys.exit("error: --device gpu, but TensorFlow sees no GPU (see README: CUDA / Apple Metal installs)")
+
+
+def _add_common(p, data=True):
+    from .cam import CAM_METHODS
+    from .models import BACKBONES
+    p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
+                   help="cpu hides GPUs (compare with this when Metal/CUDA results look off)")
+    p.add_argument("--seed", type=int, default=42)
+    if data:
+        p.add_argument("--data-dir", default="chest_xray", help="folder with train/ [val/] test/ (default: chest_xray)")
+        p.add_argument("--image-size", type=int, default=None, help="input side in px (default 256; demo 128)")
+        p.add_argument("--batch-size", type=int, default=32)
+        p.add_argument("--limit", type=int, default=None, help="at most N train images, stratified (quick runs); val/test stay whole")
+        p.add_argument("--validation", default="test", help="test (seed default) | val | holdout:0.1")
+        p.add_argument("--backbone", choices=["auto", *BACKBONES], default=None)
+        p.add_argument("--weights", default=None, help="imagenet | none | PATH (default: imagenet)")
+        p.add_argument("--epochs1", type=int, default=None, help="stage-1 epochs (default 7)")
+        p.add_argument("--epochs2", type=int, default=None, help="stage-2 epochs (default 14)")
+    p.add_argument("--cam", choices=list(CAM_METHODS), default="gradcam")
+    p.add_argument("--target-layer", default=None, help="CAM layer (default: the backbone's, block5_conv3 for VGG19)")
+    p.add_argument("--top-fraction", type=float, default=0.05, help="share of pixels painted red (default 0.05)")
+    p.add_argument("--weights-dir", default="saved_weights")
+    p.add_argument("--results-dir", default="sample_results")
+
+
+def _configs(args, data: DataConfig, model: ModelConfig, train: TrainConfig):
+    data = replace(data, root=args.data_dir if args.data_dir else data.root, seed=args.seed,
+                   batch_size=args.batch_size, limit=args.limit, validation=args.validation,
+                   **({"image_size": args.image_size} if args.image_size else {}))
+    model = replace(model, **({"backbone": args.backbone} if args.backbone else {}),
+                    **({"weights": args.weights} if args.weights else {}))
+    train = replace(train.with_epochs(args.epochs1, args.epochs2), seed=args.seed)
+    cam = CamConfig(method=args.cam, target_layer=args.target_layer, top_fraction=args.top_fraction)
+    return data, model, train, cam
+
+
+def cmd_demo(args):
+    from .pipeline import demo_configs, run
+    data, model, train, note = demo_configs(args.data_dir if args.data_dir != "chest_xray" or
+                                            Path("chest_xray/train").is_dir() else None, args.seed)
+    print(note)
+    args.data_dir = data.root
+    data, model, train, cam = _configs(args, data, model, train)
+    run(data, model, train, cam, args.weights_dir, args.results_dir)
+
+
+def cmd_train(args):
+    from .pipeline import run
+    data, model, train, cam = _configs(args, DataConfig(), ModelConfig(), TrainConfig())
+    run(data, model, train, cam, args.weights_dir, args.results_dir)
+
+
+def cmd_evaluate(args):
+    import numpy as np
+    from .data import load_images, make_dataset, require_splits, scan_dataset
+    from .evaluate import evaluate_predictions, format_metrics, predict_proba
+    from .models import BACKBONES, load_trained_model
+    model, card = load_trained_model(args.weights_dir)
+    df = scan_dataset(args.data_dir, card.class_names)
+    require_splits(df, "test", root=args.data_dir)
+    test = load_images(df[df.split == "test"], card.image_size)
+    proba = predict_proba(model, make_dataset(test.images, None, BACKBONES[card.backbone].preprocess,
+                                              batch_size=args.batch_size))
+    m = evaluate_predictions(test.labels, proba, card.class_names, card.threshold, seed=args.seed)
+    m["skipped_images"] = [{"path": p, "reason": r} for p, r in test.skipped]
+    out = Path(args.results_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(m, indent=2))
+    print(format_metrics(m))
+    for p, r in test.skipped:
+        print(f"skipped {p}: {r}")
+    print(f"metrics → {out / 'metrics.json'}")
+
+
+def cmd_explain(args):
+    import cv2
+    import numpy as np
+    from .data import ImageReadError, load_image
+    from .models import BACKBONES, load_trained_model
+    from .overlay import jet_overlay, red_overlay
+    from .pipeline import explain_images
+    model, card = load_trained_model(args.weights_dir)
+    spec = BACKBONES[card.backbone]
+    grays, names, skipped = [], [], []
+    for path in args.images:
+        try:
+            grays.append(load_image(path, card.image_size))
+            names.append(Path(path))
+        except (ImageReadError, OSError, cv2.error) as exc:
+            skipped.append((path, str(exc)))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if grays:
+        cam = CamConfig(method=args.cam, target_layer=args.target_layer, top_fraction=args.top_fraction)
+        heats, pred, conf = explain_images(model, np.stack(grays), spec.preprocess, cam, card.target_layer)
+        for g, h, p, c, name in zip(grays, heats, pred, conf, names):
+            panel = np.hstack([red_overlay(g, h, args.top_fraction), jet_overlay(g, h)])
+            dest = out / f"{name.stem}_gradcam.png"
+            cv2.imwrite(str(dest), cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
+            print(f"{name}: {card.class_names[p]} ({c:.1%}) → {dest}")
+    for p, why in skipped:
+        print(f"skipped {p}: {why}", file=sys.stderr)
+    if skipped and not grays:
+        sys.exit(1)
+
+
+def cmd_phantoms(args):
+    from .phantom import PhantomConfig, write_phantom_dataset
+    cfg = PhantomConfig(image_size=args.image_size, n_train=args.n_train, n_test=args.n_test,
+                        n_val=args.n_val, seed=args.seed)
+    root = write_phantom_dataset(args.out, cfg)
+    print(f"phantoms → {root}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="xai-cxr", description="Explainable pneumonia detection on chest X-rays")
+    sub = p.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("demo", help="phantoms (or chest_xray/) → training → evaluation → sample_results.png")
+    _add_common(d)
+    d.set_defaults(func=cmd_demo)
+    t = sub.add_parser("train", help="two-stage training, then test evaluation and Grad-CAM samples")
+    _add_common(t)
+    t.set_defaults(func=cmd_train)
+    e = sub.add_parser("evaluate", help="metrics of saved weights on the test split")
+    e.add_argument("--data-dir", default="chest_xray")
+    e.add_argument("--batch-size", type=int, default=32)
+    _add_common(e, data=False)
+    e.set_defaults(func=cmd_evaluate)
+    x = sub.add_parser("explain", help="Grad-CAM overlays for image files")
+    x.add_argument("images", nargs="+")
+    x.add_argument("--out", default="sample_results/explain")
+    _add_common(x, data=False)
+    x.set_defaults(func=cmd_explain)
+    g = sub.add_parser("phantoms", help="write a synthetic phantom data set with lesion masks")
+    g.add_argument("--out", default="phantoms/chest_xray")
+    g.add_argument("--image-size", type=int, default=128)
+    g.add_argument("--n-train", type=int, default=300)
+    g.add_argument("--n-test", type=int, default=100)
+    g.add_argument("--n-val", type=int, default=0)
+    g.add_argument("--seed", type=int, default=0)
+    g.set_defaults(func=cmd_phantoms, device="auto")
+    return p
+
+
+def main(argv=None) -> int:
+    from .data import DatasetLayoutError
+    from .models import WeightsNotFoundError
+    args = build_parser().parse_args(argv)
+    _setup_device(args.device)
+    try:
+        args.func(args)
+    except (DatasetLayoutError, WeightsNotFoundError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""Manifest, decoding, splits, class weights and the tf.data pipeline."""
+import os
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from xai_cxr.data import (DatasetLayoutError, ImageReadError, class_weights, holdout_split, limit_train,
+                          load_images, make_dataset, parse_kermany_name, read_gray, scan_dataset,
+                          select_validation)
+
+
+def _img(path, value=128, shape=(20, 24)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.full(shape, value, np.uint8))
+
+
+@pytest.mark.parametrize("name, subtype, patient", [
+    ("person1_bacteria_1.jpeg", "bacteria", "person1"),
+    ("person1437_virus_2482.jpeg", "virus", "person1437"),
+    ("IM-0115-0001.jpeg", None, "IM-0115"),
+    ("NORMAL2-IM-1427-0001.jpeg", None, "NORMAL2-IM-1427"),
+    ("scan.png", None, "scan"),
+])
+def test_parse_kermany_name_subtype_and_patient(name, subtype, patient):
+    assert parse_kermany_name(name) == (subtype, patient)
+
+
+def test_manifest_parses_subtypes_patients_masks_and_ignores_junk(tmp_path):
+    root = tmp_path / "chest_xray"
+    _img(root / "Train" / "normal" / "IM-0001-0001.jpeg")
+    _img(root / "Train" / "normal" / "IM-0001-0002.jpeg")
+    _img(root / "Train" / "PNEUMONIA" / "person7_bacteria_30.jpeg")
+    _img(root / "Train" / "PNEUMONIA" / "person7_bacteria_30_mask.png")
+    _img(root / "Train" / "PNEUMONIA" / "person8_virus_31.png")
+    (root / "Train" / "PNEUMONIA" / ".DS_Store").write_bytes(b"junk")
+    (root / "Train" / "PNEUMONIA" / "notes.txt").write_text("not an image")
+    _img(root / "__MACOSX" / "train" / "NORMAL" / "._x.jpeg")
+    _img(root / "TEST" / "Normal" / "IM-0002-0001.jpeg")
+    _img(root / "TEST" / "Pneumonia" / "person9_virus_1.jpeg")
+    df = scan_dataset(root)
+    assert len(df) == 6 and set(df.split) == {"train", "test"}
+    row = df[df.path.str.endswith("person7_bacteria_30.jpeg")].iloc[0]
+    assert (row.label, row.label_idx, row.subtype, row.patient_id) == ("PNEUMONIA", 1, "bacteria", "person7")
+    assert row.mask_path.endswith("person7_bacteria_30_mask.png")
+    assert df[df.label == "NORMAL"].subtype.eq("normal").all()
+    assert df[df.split == "train"].patient_id.value_counts()["IM-0001"] == 2
+    assert df.path.is_monotonic_increasing
+
+
+@pytest.mark.parametrize("case, match", [
+    ("no_root", "data folder not found"),
+    ("empty_class", "class folder has no images"),
+    ("missing_class", "class folder missing"),
+])
+def test_layout_errors_name_the_folder_and_show_layout(tmp_path, case, match):
+    root = tmp_path / "data"
+    if case != "no_root":
+        _img(root / "train" / "NORMAL" / "a.png")
+        if case == "empty_class":
+            (root / "train" / "PNEUMONIA").mkdir()
+    with pytest.raises(DatasetLayoutError, match=match) as info:
+        scan_dataset(root)
+    assert str(root) in str(info.value) and "expected layout" in str(info.value)
+
+
+def test_class_weights_balance_counts():
+    labels = np.array([0] * 30 + [1] * 90)
+    w = class_weights(labels)
+    counts = np.bincount(labels)
+    assert w[0] * counts[0] == pytest.approx(w[1] * counts[1]) == pytest.approx(len(labels) / 2)
+    assert w[0] == pytest.approx(2.0) and w[1] == pytest.approx(2 / 3)
+
+
+def test_read_gray_handles_depths_and_channels(tmp_path):
+    rng = np.random.default_rng(0)
+    g16 = rng.integers(0, 65535, (10, 12), dtype=np.uint16)
+    cv2.imwrite(str(tmp_path / "g16.png"), g16)
+    expected16 = np.round((g16 - g16.min()) / (g16.max() - g16.min()) * 255).astype(np.uint8)
+    np.testing.assert_array_equal(read_gray(tmp_path / "g16.png"), expected16)
+
+    bgra = rng.integers(0, 255, (10, 12, 4), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "rgba.png"), bgra)
+    b, g, r = (bgra[..., i].astype(float) for i in range(3))
+    np.testing.assert_allclose(read_gray(tmp_path / "rgba.png"), 0.299 * r + 0.587 * g + 0.114 * b, atol=1.5)
+
+    cv2.imwrite(str(tmp_path / "gray.png"), bgra[..., 0])
+    np.testing.assert_array_equal(read_gray(tmp_path / "gray.png"), bgra[..., 0])
+
+
+def test_corrupt_images_are_skipped_and_reported(tmp_path):
+    good = tmp_path / "good.jpeg"
+    _img(good, 90)
+    truncated = tmp_path / "truncated.jpeg"
+    truncated.write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])
+    (tmp_path / "empty.jpeg").write_bytes(b"")
+    (tmp_path / "text.jpeg").write_text("this is not a JPEG")
+    for bad, why in (("truncated.jpeg", "truncated"), ("empty.jpeg", "empty"), ("text.jpeg", "not a decodable")):
+        with pytest.raises(ImageReadError, match=why):
+            read_gray(tmp_path / bad)
+    names = ["good.jpeg", "truncated.jpeg", "empty.jpeg", "text.jpeg"]
+    manifest = pd.DataFrame({"path": [str(tmp_path / n) for n in names], "label_idx": [0, 1, 1, 0]})
+    out = load_images(manifest, 16, progress=False)
+    assert out.images.shape == (1, 16, 16) and out.labels.tolist() == [0]
+    assert sorted(os.path.basename(p) for p, _ in out.skipped) == sorted(names[1:])
+
+
+def test_real_dicom_reads_as_gray(tmp_path):
+    from conftest import SHARED
+    path = SHARED / "dicom" / "nih-chestxray14-no-finding.dcm"
+    if not path.exists():
+        pytest.skip(f"{path} not present")
+    img = read_gray(path)
+    assert img.shape == (1024, 1024) and img.dtype == np.uint8 and img.std() > 10
+
+
+def _manifest(n_patients=40, per_patient=3):
+    rows = []
+    for p in range(n_patients):
+        for k in range(per_patient):
+            rows.append({"path": f"/x/p{p}_{k}.png", "split": "train", "label_idx": p % 2,
+                         "label": "PNEUMONIA" if p % 2 else "NORMAL", "patient_id": f"person{p}"})
+    rows += [{"path": f"/x/t{i}.png", "split": "test", "label_idx": i % 2, "label": "?", "patient_id": f"t{i}"}
+             for i in range(10)]
+    return pd.DataFrame(rows)
+
+
+def test_holdout_split_keeps_patients_on_one_side_and_is_seeded():
+    train = _manifest()
+    tr, ho = holdout_split(train[train.split == "train"], 0.2, seed=1)
+    assert not set(tr.patient_id) & set(ho.patient_id)
+    assert len(tr) + len(ho) == 120 and 0 < len(ho) < 60
+    tr2, ho2 = holdout_split(train[train.split == "train"], 0.2, seed=1)
+    assert ho.path.tolist() == ho2.path.tolist()
+
+
+def test_select_validation_modes():
+    df = _manifest()
+    tr, val, test, note = select_validation(df, "test")
+    assert val.path.tolist() == test.path.tolist() and "optimistic" in note
+    tr, val, test, note = select_validation(df, "holdout:0.25")
+    assert not set(tr.patient_id) & set(val.patient_id) and len(test) == 10
+    with pytest.raises(DatasetLayoutError, match="no val/ split"):
+        select_validation(df, "val")
+    with pytest.raises(ValueError, match="holdout"):
+        select_validation(df, "sideways")
+
+
+def test_limit_train_is_stratified_and_keeps_test_whole():
+    df = _manifest()
+    small = limit_train(df, 30, seed=0)
+    train = small[small.split == "train"]
+    assert len(train) == 30 and train.label_idx.sum() == 15
+    assert (small.split == "test").sum() == 10
+    assert limit_train(df, 30, seed=0).path.tolist() == small.path.tolist()
+
+
+def test_pipeline_applies_vgg19_preprocessing_and_one_hot():
+    from xai_cxr.models import BACKBONES
+    images = np.random.default_rng(0).integers(0, 256, (5, 8, 8), dtype=np.uint8)
+    ds = make_dataset(images, np.array([0, 1, 1, 0, 1]), BACKBONES["vgg19"].preprocess, batch_size=4)
+    x, y = next(iter(ds))
+    # caffe mode by hand: RGB→BGR then minus the ImageNet BGR means; gray channels are identical
+    expected = images[:4, ..., None].astype(np.float32) - np.array([103.939, 116.779, 123.68], np.float32)
+    np.testing.assert_allclose(x.numpy(), expected, atol=1e-4)
+    np.testing.assert_array_equal(y.numpy(), [[1, 0], [0, 1], [0, 1], [1, 0]])
+
+
+def test_shuffle_is_seeded():
+    from xai_cxr.models import BACKBONES
+    images = np.arange(20, dtype=np.uint8).reshape(20, 1, 1).repeat(4, 1).repeat(4, 2)
+    order = lambda seed: np.concatenate([x.numpy()[:, 0, 0, 0] for x, _ in make_dataset(  # noqa: E731
+        images, np.zeros(20, int), BACKBONES["cxr-small"].preprocess, batch_size=8, shuffle=True, seed=seed)])
+    assert (order(1) == order(1)).all() and not (order(1) == order(2)).all()
