@@ -7,11 +7,7 @@ import numpy as np
 
 def predict_proba(model, dataset) -> np.ndarray:
     """Class probabilities (N, K) over a tf.data dataset of images or (images, labels)."""
-    import tensorflow as tf
-    out = []
-    for batch in dataset:
-        x = batch[0] if isinstance(batch, tuple) else batch
-        out.append(model(x, training=False).numpy() if isinstance(x, tf.Tensor) else model.predict(x, verbose=0))
+    out = [model(batch[0] if isinstance(batch, tuple) else batch, training=False).numpy() for batch in dataset]
     return np.concatenate(out) if out else np.zeros((0, model.output_shape[-1]))
 
 

@@ -137,6 +137,14 @@ def build_model(cfg: ModelConfig, image_size: int = 256):
     return model
 
 
+def backbone_of(model) -> str:
+    """Registry key of a model made by ``build_model`` (its name is "<backbone>_classifier")."""
+    name = model.name.removesuffix("_classifier")
+    if name not in BACKBONES:
+        raise ValueError(f"model {model.name!r} was not built by xai_cxr.models.build_model")
+    return name
+
+
 def backbone_layers(model):
     """Layers of the feature extractor, in graph order (everything but the input and the head)."""
     return [l for l in model.layers if not l.name.startswith(HEAD_PREFIX) and l.__class__.__name__ != "InputLayer"]

@@ -15,7 +15,7 @@ import numpy as np
 from .config import CamConfig, DataConfig, ModelConfig, TrainConfig, to_json
 from .data import (ImageSet, class_weights, limit_train, load_images, make_dataset, require_splits,
                    scan_dataset, select_validation)
-from .models import BACKBONES, ModelCard, build_model, resolve_backbone
+from .models import BACKBONES, ModelCard, backbone_of, build_model, resolve_backbone
 
 log = logging.getLogger(__name__)
 PHANTOM_ROOT = Path("phantoms") / "chest_xray"
@@ -99,106 +99,66 @@ def pick_samples(labels: np.ndarray, n: int, seed: int = 42) -> np.ndarray:
 
 
 def explain_images(model, grays: np.ndarray, preprocess, cam_cfg: CamConfig, target_layer: str):
-    """Grad-CAM maps (B, H, W) in [0, 1], predicted classes and confidences for uint8 gray images."""
+    """CAM maps (B, H, W) in [0, 1], predicted classes and confidences for uint8 gray images."""
     from .cam import CAM_METHODS
     from .data import to_model_input
     x = to_model_input(grays, preprocess).numpy()
     proba = model.predict(x, batch_size=cam_cfg.batch_size, verbose=0)
     cam = CAM_METHODS[cam_cfg.method](model, cam_cfg.target_layer or target_layer, cam_cfg.batch_size)
     pred = proba.argmax(1)
-    heats = cam(x, targets=pred)
-    return heats, pred, proba.max(1)
+    return cam(x, targets=pred), pred, proba.max(1)
 
 
-def _save(fig, path: Path):
-    import matplotlib.pyplot as plt
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
-
-
-def run(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, cam_cfg: CamConfig = CamConfig(),
-        weights_dir: str | Path = "saved_weights", results_dir: str | Path = "sample_results") -> dict:
-    """Train, evaluate on the test split and draw the Grad-CAM sample grid; returns a summary dict."""
-    from .evaluate import evaluate_predictions, format_metrics, plot_confusion, plot_roc, predict_proba
-    from .localization import pointing_game
-    from .train import plot_history, train_two_stage
-    t0 = time.time()
-    weights_dir, results_dir = Path(weights_dir), Path(results_dir)
+def resolve_model(model_cfg: ModelConfig) -> tuple[ModelConfig, str | None]:
+    """Resolve backbone "auto"; returns the concrete config and, on fallback, the reason to print."""
     backbone, why = resolve_backbone(model_cfg.backbone)
-    if why:
-        print("note:", why)
-    model_cfg = replace(model_cfg, backbone=backbone,
-                        weights="none" if why else model_cfg.weights)
-    spec = BACKBONES[backbone]
+    return replace(model_cfg, backbone=backbone, weights="none" if why else model_cfg.weights), why
 
-    prep = prepare_data(data_cfg)
-    print(f"train {len(prep.train.images)}  val {len(prep.val.images)}  test {len(prep.test.images)} images "
-          f"at {data_cfg.image_size}px; class weights {prep.class_weight}")
-    print("note:", prep.validation_note)
+
+def fit(model, prep: Prepared, data_cfg: DataConfig, train_cfg: TrainConfig, weights_dir: str | Path):
+    """Two-stage training on the prepared splits (class weights from the train counts)."""
+    from .train import train_two_stage
+    spec = BACKBONES[backbone_of(model)]
     train_ds, val_ds = datasets(prep, data_cfg, spec.preprocess)
+    return train_two_stage(model, train_ds, val_ds, train_cfg, weights_dir,
+                           prep.class_weight if train_cfg.class_weighting else None, spec.finetune_from)
 
-    model = build_model(model_cfg, data_cfg.image_size)
-    print(f"model: {backbone} (weights: {model_cfg.weights}), {model.count_params():,} parameters, "
-          f"Grad-CAM layer {cam_cfg.target_layer or spec.target_layer}")
-    history = train_two_stage(model, train_ds, val_ds, train_cfg, weights_dir,
-                              prep.class_weight if train_cfg.class_weighting else None, spec.finetune_from)
-    card = ModelCard(backbone, data_cfg.image_size, tuple(data_cfg.class_names),
-                     target_layer=cam_cfg.target_layer or spec.target_layer, dense_units=model_cfg.dense_units,
-                     dropout=model_cfg.dropout, l2=model_cfg.l2)
-    card.save(weights_dir)
-    (weights_dir / "run_config.json").write_text(to_json(data_cfg, model_cfg, train_cfg, cam_cfg))
-    _save(plot_history(history), weights_dir / "training_curves.png")
 
-    test = prep.test
-    test_ds = make_dataset(test.images, None, spec.preprocess, batch_size=data_cfg.batch_size)
-    proba = predict_proba(model, test_ds)
+def evaluate_on_test(model, test: ImageSet, data_cfg: DataConfig, skipped=()):
+    """Metrics dict and class probabilities of ``model`` on the decoded test split."""
+    from .evaluate import evaluate_predictions, predict_proba
+    spec = BACKBONES[backbone_of(model)]
+    proba = predict_proba(model, make_dataset(test.images, None, spec.preprocess, batch_size=data_cfg.batch_size))
     metrics = evaluate_predictions(test.labels, proba, data_cfg.class_names, seed=data_cfg.seed)
-    metrics.update(backbone=backbone, weights=model_cfg.weights, image_size=data_cfg.image_size,
-                   validation=data_cfg.validation, validation_note=prep.validation_note,
-                   skipped_images=[{"path": p, "reason": r} for p, r in prep.skipped])
+    metrics["skipped_images"] = [{"path": p, "reason": r} for p, r in skipped]
+    return metrics, proba
 
-    idx = pick_samples(test.labels, cam_cfg.n_samples, data_cfg.seed)
-    heats, pred, conf = explain_images(model, test.images[idx], spec.preprocess, cam_cfg, card.target_layer)
+
+def sample_figure(model, test: ImageSet, data_cfg: DataConfig, cam_cfg: CamConfig, target_layer: str):
+    """The sample_results.png grid: balanced test images with true/predicted label, confidence, overlay."""
     from .overlay import sample_grid
-    fig = sample_grid(test.images[idx], heats, test.labels[idx], pred, conf, data_cfg.class_names,
-                      cam_cfg.top_fraction)
-    grid_path = _save(fig, results_dir / "sample_results.png")
-
-    masks = _lesion_masks(test, data_cfg.image_size)
-    if masks is not None:
-        pos = np.flatnonzero((test.labels == 1) & (masks.reshape(len(masks), -1).any(1)))
-        if len(pos):
-            h, _, _ = explain_images(model, test.images[pos], spec.preprocess,
-                                     cam_cfg, card.target_layer)
-            hits = pointing_game(h, masks[pos])
-            metrics["gradcam_pointing_game"] = {"hit_rate": float(hits.mean()), "n_images": int(len(pos))}
-
-    _save(plot_confusion(metrics, data_cfg.class_names), results_dir / "confusion_matrix.png")
-    _save(plot_roc(test.labels, proba[:, 1]), results_dir / "roc_curve.png")
-    metrics["wall_time_s"] = round(time.time() - t0, 1)
-    results_dir.mkdir(parents=True, exist_ok=True)
-    tmp = results_dir / "metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2))
-    os.replace(tmp, results_dir / "metrics.json")
-
-    print("\ntest metrics:\n" + format_metrics(metrics))
-    if "gradcam_pointing_game" in metrics:
-        pg = metrics["gradcam_pointing_game"]
-        print(f"Grad-CAM pointing game on phantom lesions: {pg['hit_rate']:.1%} of {pg['n_images']} images")
-    if prep.skipped:
-        print(f"\nskipped {len(prep.skipped)} unreadable image(s):")
-        for p, r in prep.skipped:
-            print(f"  {p}: {r}")
-    print(f"\nweights      {weights_dir / 'model.weights.h5'}\nhistory      {weights_dir / 'history.json'}"
-          f"\ncurves       {weights_dir / 'training_curves.png'}\nmetrics      {results_dir / 'metrics.json'}"
-          f"\nfigures      {results_dir / 'confusion_matrix.png'}, {results_dir / 'roc_curve.png'}"
-          f"\nGrad-CAM     {grid_path}\ntotal time   {metrics['wall_time_s']:.0f} s")
-    return {"model": model, "card": card, "metrics": metrics, "history": history, "prepared": prep}
+    spec = BACKBONES[backbone_of(model)]
+    idx = pick_samples(test.labels, cam_cfg.n_samples, data_cfg.seed)
+    heats, pred, conf = explain_images(model, test.images[idx], spec.preprocess, cam_cfg, target_layer)
+    return sample_grid(test.images[idx], heats, test.labels[idx], pred, conf, data_cfg.class_names,
+                       cam_cfg.top_fraction)
 
 
-def _lesion_masks(images: ImageSet, size: int):
+def lesion_pointing_game(model, test: ImageSet, data_cfg: DataConfig, cam_cfg: CamConfig, target_layer: str):
+    """Grad-CAM pointing game on positive test images that have lesion masks (phantoms); None if none do."""
+    from .localization import pointing_game
+    masks = lesion_masks(test, data_cfg.image_size)
+    if masks is None:
+        return None
+    pos = np.flatnonzero((test.labels == 1) & masks.reshape(len(masks), -1).any(1))
+    if not len(pos):
+        return None
+    spec = BACKBONES[backbone_of(model)]
+    heats, _, _ = explain_images(model, test.images[pos], spec.preprocess, cam_cfg, target_layer)
+    return {"hit_rate": float(pointing_game(heats, masks[pos]).mean()), "n_images": int(len(pos))}
+
+
+def lesion_masks(images: ImageSet, size: int):
     """Lesion masks aligned with ``images`` when the data set has them (phantoms), else None."""
     if "mask_path" not in images.manifest or images.manifest["mask_path"].isna().all():
         return None
@@ -209,3 +169,74 @@ def _lesion_masks(images: ImageSet, size: int):
             out[i] = cv2.resize(cv2.imread(p, cv2.IMREAD_GRAYSCALE), (size, size),
                                 interpolation=cv2.INTER_NEAREST) > 127
     return out
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    import matplotlib.pyplot as plt
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _write_json(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def run(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, cam_cfg: CamConfig = CamConfig(),
+        weights_dir: str | Path = "saved_weights", results_dir: str | Path = "sample_results") -> dict:
+    """Train, evaluate on the test split and draw the Grad-CAM sample grid; writes every artefact and
+    returns {"model", "card", "metrics", "history", "prepared"}."""
+    from .evaluate import format_metrics, plot_confusion, plot_roc
+    from .train import plot_history
+    t0 = time.time()
+    weights_dir, results_dir = Path(weights_dir), Path(results_dir)
+    model_cfg, why = resolve_model(model_cfg)
+    if why:
+        print("note:", why)
+    spec = BACKBONES[model_cfg.backbone]
+    target_layer = cam_cfg.target_layer or spec.target_layer
+
+    prep = prepare_data(data_cfg)
+    print(f"train {len(prep.train.images)}  val {len(prep.val.images)}  test {len(prep.test.images)} images "
+          f"at {data_cfg.image_size}px; class weights {prep.class_weight}")
+    print("note:", prep.validation_note)
+    model = build_model(model_cfg, data_cfg.image_size)
+    print(f"model: {model_cfg.backbone} (weights: {model_cfg.weights}), {model.count_params():,} parameters, "
+          f"Grad-CAM layer {target_layer}")
+    history = fit(model, prep, data_cfg, train_cfg, weights_dir)
+    card = ModelCard(model_cfg.backbone, data_cfg.image_size, tuple(data_cfg.class_names), target_layer=target_layer,
+                     dense_units=model_cfg.dense_units, dropout=model_cfg.dropout, l2=model_cfg.l2)
+    card.save(weights_dir)
+    (weights_dir / "run_config.json").write_text(to_json(data_cfg, model_cfg, train_cfg, cam_cfg))
+    save_figure(plot_history(history), weights_dir / "training_curves.png")
+
+    metrics, proba = evaluate_on_test(model, prep.test, data_cfg, prep.skipped)
+    metrics.update(backbone=model_cfg.backbone, weights=model_cfg.weights, image_size=data_cfg.image_size,
+                   validation=data_cfg.validation, validation_note=prep.validation_note)
+    grid_path = save_figure(sample_figure(model, prep.test, data_cfg, cam_cfg, target_layer),
+                            results_dir / "sample_results.png")
+    pg = lesion_pointing_game(model, prep.test, data_cfg, cam_cfg, target_layer)
+    if pg:
+        metrics["gradcam_pointing_game"] = pg
+    save_figure(plot_confusion(metrics, data_cfg.class_names), results_dir / "confusion_matrix.png")
+    save_figure(plot_roc(prep.test.labels, proba[:, 1]), results_dir / "roc_curve.png")
+    metrics["wall_time_s"] = round(time.time() - t0, 1)
+    _write_json(metrics, results_dir / "metrics.json")
+
+    print("\ntest metrics:\n" + format_metrics(metrics))
+    if pg:
+        print(f"Grad-CAM pointing game on phantom lesions: {pg['hit_rate']:.1%} of {pg['n_images']} images")
+    if prep.skipped:
+        print(f"\nskipped {len(prep.skipped)} unreadable image(s):")
+        for p, r in prep.skipped:
+            print(f"  {p}: {r}")
+    print(f"\nweights      {weights_dir / 'model.weights.h5'}\nhistory      {weights_dir / 'history.json'}"
+          f"\ncurves       {weights_dir / 'training_curves.png'}\nmetrics      {results_dir / 'metrics.json'}"
+          f"\nfigures      {results_dir / 'confusion_matrix.png'}, {results_dir / 'roc_curve.png'}"
+          f"\nGrad-CAM     {grid_path}\ntotal time   {metrics['wall_time_s']:.0f} s")
+    return {"model": model, "card": card, "metrics": metrics, "history": history, "prepared": prep}

@@ -91,7 +91,7 @@ def train_two_stage(model, train_ds, val_ds, cfg: TrainConfig, out_dir: str | Pa
             keras.callbacks.TerminateOnNaN(),
         ]
         h = model.fit(train_ds, validation_data=val_ds, epochs=stage.epochs, class_weight=class_weight,
-                      callbacks=callbacks, verbose=cfg.verbose)
+                      callbacks=callbacks, verbose=cfg.verbose, shuffle=False)
         history[name] = {k: [float(v) for v in vals] for k, vals in h.history.items()}
         if ckpt.best_epoch is not None:
             model.load_weights(ckpt_path)

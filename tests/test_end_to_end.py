@@ -1,0 +1,135 @@
+"""Short end-to-end runs on tiny phantoms, the CLI, and real Kermany images when ../shared has them."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from xai_cxr.config import CamConfig, DataConfig, ModelConfig, TrainConfig
+from xai_cxr.phantom import PhantomConfig, write_phantom_dataset
+
+
+@pytest.fixture(scope="module")
+def phantom_root(tmp_path_factory):
+    cfg = PhantomConfig(image_size=64, n_train=12, n_test=6, seed=1)
+    return write_phantom_dataset(tmp_path_factory.mktemp("data") / "chest_xray", cfg)
+
+
+@pytest.fixture(scope="module")
+def trained(phantom_root, tmp_path_factory):
+    from xai_cxr.pipeline import run
+    out = tmp_path_factory.mktemp("run")
+    data = DataConfig(root=str(phantom_root), image_size=64, batch_size=8)
+    train = TrainConfig(verbose=0).with_epochs(2, 0)
+    result = run(data, ModelConfig(backbone="cxr-small", weights="none"), train, CamConfig(n_samples=4),
+                 out / "weights", out / "results")
+    return out, result
+
+
+def test_short_train_on_phantoms_writes_weights_metrics_and_figure(trained):
+    out, result = trained
+    for f in ("weights/model.weights.h5", "weights/model_config.json", "weights/history.json",
+              "weights/training_curves.png", "results/metrics.json", "results/sample_results.png",
+              "results/confusion_matrix.png", "results/roc_curve.png"):
+        assert (out / f).is_file(), f
+    metrics = json.loads((out / "results/metrics.json").read_text())
+    assert metrics["n_images"] == 12 and metrics["backbone"] == "cxr-small"
+    assert sum(map(sum, metrics["confusion_matrix"])) == 12
+    assert 0 <= metrics["accuracy"] <= 1 and "optimistic" in metrics["validation_note"]
+    assert 0 <= metrics["gradcam_pointing_game"]["hit_rate"] <= 1
+    assert len(json.loads((out / "weights/history.json").read_text())["stage1"]["loss"]) == 2
+    grid = cv2.imread(str(out / "results/sample_results.png"))
+    assert grid.shape[0] > 100 and grid.shape[1] > 300 and grid.std() > 10
+
+
+def test_saved_weights_reload_to_the_same_predictions(trained):
+    from xai_cxr.models import load_trained_model
+    out, result = trained
+    loaded, card = load_trained_model(out / "weights")
+    x = np.random.default_rng(0).random((3, 64, 64, 3)).astype("float32")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), result["model"].predict(x, verbose=0), atol=1e-5)
+    assert card.target_layer == "block4_relu2" and card.image_size == 64
+
+
+def test_cli_explain_and_evaluate(trained, phantom_root, capsys):
+    from xai_cxr.cli import main
+    out, _ = trained
+    image = sorted((phantom_root / "test" / "PNEUMONIA").glob("person*[0-9].png"))[0]
+    bad = out / "broken.jpeg"
+    bad.write_bytes(b"nope")
+    assert main(["explain", str(image), str(bad), "--weights-dir", str(out / "weights"),
+                 "--out", str(out / "explain")]) == 0
+    captured = capsys.readouterr()
+    panel = cv2.imread(str(out / "explain" / f"{image.stem}_gradcam.png"))
+    assert panel.shape == (64, 128, 3)
+    assert "broken.jpeg" in captured.err and ("PNEUMONIA" in captured.out or "NORMAL" in captured.out)
+    assert main(["evaluate", "--data-dir", str(phantom_root), "--weights-dir", str(out / "weights"),
+                 "--results-dir", str(out / "eval")]) == 0
+    a = json.loads((out / "eval/metrics.json").read_text())
+    b = json.loads((out / "results/metrics.json").read_text())
+    assert a["confusion_matrix"] == b["confusion_matrix"]
+
+
+def test_cli_missing_imagenet_weights_is_a_clear_error(phantom_root, tmp_path, monkeypatch, capsys):
+    from xai_cxr.cli import main
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    code = main(["train", "--data-dir", str(phantom_root), "--image-size", "32", "--weights-dir",
+                 str(tmp_path / "w"), "--results-dir", str(tmp_path / "r")])
+    assert code == 2
+    assert "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5" in capsys.readouterr().err
+    assert not (tmp_path / "w" / "model.weights.h5").exists()
+
+
+def test_cli_wrong_root_shows_layout(tmp_path, capsys):
+    from xai_cxr.cli import main
+    assert main(["train", "--data-dir", str(tmp_path / "nothing"), "--weights", "none"]) == 2
+    err = capsys.readouterr().err
+    assert "nothing" in err and "expected layout" in err
+
+
+def test_vgg19_two_stage_freezes_then_finetunes_block5(tmp_path):
+    """Stage 1 changes only the head; stage 2 also block5; blocks 1-4 never change."""
+    from xai_cxr.data import make_dataset
+    from xai_cxr.models import BACKBONES, build_model
+    from xai_cxr.train import train_two_stage
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (16, 32, 32), dtype=np.uint8), np.arange(16) % 2
+    ds = make_dataset(images, labels, BACKBONES["vgg19"].preprocess, batch_size=8, shuffle=True)
+    model = build_model(ModelConfig(weights="none"), 32)
+    snap = lambda: {n: model.get_layer(n).get_weights()[0].copy()  # noqa: E731
+                    for n in ("block1_conv1", "block4_conv4", "block5_conv1", "head_dense")}
+    before = snap()
+    cfg = TrainConfig(verbose=0).with_epochs(1, 0)
+    train_two_stage(model, ds, ds, cfg, tmp_path, {0: 1.0, 1: 1.0})
+    after1 = snap()
+    assert not np.allclose(before["head_dense"], after1["head_dense"])
+    for n in ("block1_conv1", "block4_conv4", "block5_conv1"):
+        np.testing.assert_array_equal(before[n], after1[n])
+    history = train_two_stage(model, ds, ds, TrainConfig(verbose=0).with_epochs(1, 1), tmp_path)
+    after2 = snap()
+    assert set(history) == {"stage1", "stage2"}
+    assert not np.allclose(after1["block5_conv1"], after2["block5_conv1"])
+    for n in ("block1_conv1", "block4_conv4"):
+        np.testing.assert_array_equal(before[n], after2[n])
+    assert (tmp_path / "model.weights.h5").is_file() and not list(tmp_path.glob("*.tmp.*"))
+
+
+def test_real_kermany_scan_pipeline_forward_and_gradcam(kermany224):
+    """The real 224-px Kermany copy: manifest counts, then decode → pipeline → forward → Grad-CAM."""
+    from xai_cxr.cam import GradCAM
+    from xai_cxr.data import load_images, make_dataset, scan_dataset
+    from xai_cxr.models import BACKBONES, build_model
+    df = scan_dataset(kermany224)
+    test = df[df.split == "test"]
+    assert (test.label.value_counts()[["NORMAL", "PNEUMONIA"]] == [234, 390]).all()
+    assert (test.subtype.value_counts()[["bacteria", "virus"]] == [242, 148]).all()
+    assert df[df.split == "train"].shape[0] == 5216 and not (df.split == "val").any()
+    few = test.groupby("label").head(3)
+    images = load_images(few, 64, progress=False)
+    assert images.images.shape == (6, 64, 64) and not images.skipped
+    model = build_model(ModelConfig(weights="none"), 64)
+    x = next(iter(make_dataset(images.images, None, BACKBONES["vgg19"].preprocess, batch_size=6)))
+    proba = model.predict(x, verbose=0)
+    np.testing.assert_allclose(proba.sum(1), 1, atol=1e-5)
+    maps = GradCAM(model, "block5_conv3")(x.numpy())
+    assert maps.shape == (6, 64, 64) and np.isfinite(maps).all()

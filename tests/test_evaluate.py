@@ -1,0 +1,38 @@
+"""Metrics against hand counts; bootstrap CIs."""
+import numpy as np
+import pytest
+
+from xai_cxr.evaluate import binary_metrics, bootstrap_ci, evaluate_predictions
+
+
+def test_binary_metrics_match_hand_counts():
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1])
+    p = np.array([.1, .6, .2, .3, .9, .8, .4, .7, .95, .55])
+    m = binary_metrics(y, p)
+    tp, fp, tn, fn = 5, 1, 3, 1                       # counted by hand at threshold 0.5
+    assert m["confusion_matrix"] == [[tn, fp], [fn, tp]]
+    assert m["accuracy"] == pytest.approx((tp + tn) / 10)
+    assert m["precision"] == pytest.approx(tp / (tp + fp))
+    assert m["recall"] == pytest.approx(tp / (tp + fn))
+    assert m["specificity"] == pytest.approx(tn / (tn + fp))
+    assert m["f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
+    # AUC = share of (pos, neg) pairs ranked correctly
+    pairs = [(a > b) + 0.5 * (a == b) for a in p[y == 1] for b in p[y == 0]]
+    assert m["roc_auc"] == pytest.approx(np.mean(pairs))
+
+
+def test_bootstrap_ci_brackets_estimate_and_is_seeded():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    p = np.clip(y * 0.6 + rng.normal(0.2, 0.25, 200), 0, 1)
+    ci = bootstrap_ci(y, p, n_boot=300, seed=1)
+    acc = np.mean((p >= 0.5) == y)
+    assert ci["accuracy_ci95"][0] < acc < ci["accuracy_ci95"][1]
+    assert ci == bootstrap_ci(y, p, n_boot=300, seed=1)
+
+
+def test_evaluate_predictions_reports_per_class():
+    y = np.array([0, 1, 1, 0])
+    proba = np.array([[.9, .1], [.2, .8], [.6, .4], [.3, .7]])
+    m = evaluate_predictions(y, proba, n_boot=50)
+    assert m["per_class"]["NORMAL"]["support"] == 2 and m["accuracy"] == 0.5

@@ -1,0 +1,70 @@
+"""Model registry, offline weight rules, stage freezing, save/load."""
+import numpy as np
+import pytest
+
+from xai_cxr.config import ModelConfig
+from xai_cxr.models import (BACKBONES, ModelCard, WeightsNotFoundError, backbone_layers, build_model,
+                            load_trained_model, resolve_backbone, resolve_weights, set_trainable)
+
+
+def test_missing_imagenet_weights_error_names_file_url_and_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    with pytest.raises(WeightsNotFoundError) as info:
+        build_model(ModelConfig(backbone="vgg19", weights="imagenet"), 32)
+    msg = str(info.value)
+    assert str(tmp_path / "models" / "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5") in msg
+    assert "https://" in msg and "--weights none" in msg
+
+
+def test_imagenet_file_present_is_used_without_download(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    path = tmp_path / "models" / BACKBONES["vgg19"].imagenet_file
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"x")
+    assert resolve_weights("vgg19", "imagenet") == str(path)
+    assert resolve_backbone("auto") == ("vgg19", None)
+
+
+def test_auto_backbone_falls_back_to_compact_cnn_and_says_why(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    name, why = resolve_backbone("auto")
+    assert name == "cxr-small" and "not found" in why
+
+
+def test_weights_path_must_exist():
+    with pytest.raises(WeightsNotFoundError, match="nowhere.h5"):
+        resolve_weights("vgg19", "/nowhere.h5")
+
+
+def test_head_has_dropouts_l2_and_softmax():
+    model = build_model(ModelConfig(weights="none"), 32)
+    assert [round(l.rate, 2) for l in model.layers if l.__class__.__name__ == "Dropout"] == [0.4, 0.3]
+    dense = model.get_layer("head_dense")
+    assert dense.kernel_regularizer is not None and dense.kernel_regularizer.l2 == pytest.approx(1e-4)
+    assert model.output_shape == (None, 2) and model.layers[-1].activation.__name__ == "softmax"
+
+
+def test_stage2_unfreezes_block5_and_head_only():
+    model = build_model(ModelConfig(weights="none"), 32)
+    set_trainable(model)
+    assert not any(l.trainable for l in backbone_layers(model))
+    set_trainable(model, unfreeze_from="block5_conv1")
+    trainable = [l.name for l in backbone_layers(model) if l.trainable]
+    assert trainable == ["block5_conv1", "block5_conv2", "block5_conv3", "block5_conv4", "block5_pool"]
+    assert model.get_layer("head_dense").trainable
+    with pytest.raises(ValueError, match="not a backbone layer"):
+        set_trainable(model, unfreeze_from="block9_conv1")
+
+
+def test_trained_model_round_trip_and_wrong_size_error(tmp_path):
+    cfg = ModelConfig(backbone="cxr-small", weights="none")
+    model = build_model(cfg, 32)
+    model.save_weights(tmp_path / "model.weights.h5")
+    ModelCard("cxr-small", 32, ("NORMAL", "PNEUMONIA"), target_layer="block4_relu2").save(tmp_path)
+    loaded, card = load_trained_model(tmp_path)
+    x = np.random.default_rng(0).random((2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    assert card.class_names == ("NORMAL", "PNEUMONIA")
+    ModelCard("vgg19", 32, ("NORMAL", "PNEUMONIA")).save(tmp_path)      # weights of another architecture
+    with pytest.raises(ValueError, match="does not fit a vgg19 model"):
+        load_trained_model(tmp_path)

@@ -1,0 +1,118 @@
+"""Writes eXplainable-ai.ipynb (outputs cleared). Edit the cells here, then run this script."""
+import nbformat as nbf
+
+md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
+cells = [
+    md("""# Explainable pneumonia detection on chest X-rays
+
+This notebook walks through the whole `xai_cxr` pipeline, one step per cell: scan the data, decode it once,
+train a classifier in two stages, evaluate it on the test split, and explain its predictions with Grad-CAM.
+Every step is a call into the `xai_cxr` package, so the command line (`xai-cxr demo`, `xai-cxr train`)
+does exactly the same thing.
+
+**Data.** With the Kaggle *Chest X-Ray Images (Pneumonia)* set unpacked in `chest_xray/`, the notebook uses it
+at 256 px. Without it, it generates **synthetic chest X-ray phantoms** (lungs, ribs, heart shadow, and
+consolidation-like opacities with known lesion masks) at 128 px, so everything runs offline in minutes and we
+can *check* that the heat maps point at the lesion.
+
+*Research use only; not a diagnostic device.*"""),
+    md("Parameters. `QUICK = True` shrinks the run to seconds (the test suite executes the notebook that way)."),
+    code("""DATA_DIR = "chest_xray"   # Kaggle layout: train/ [val/] test/ with NORMAL/ and PNEUMONIA/ inside
+SEED = 42
+QUICK = False""", metadata={"tags": ["parameters"]}),
+    code("""%matplotlib inline
+from dataclasses import replace
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from xai_cxr.config import CamConfig
+from xai_cxr.data import scan_dataset
+from xai_cxr.evaluate import format_metrics, plot_confusion, plot_roc
+from xai_cxr.models import BACKBONES, build_model
+from xai_cxr.pipeline import (demo_configs, evaluate_on_test, fit, lesion_masks, lesion_pointing_game,
+                              prepare_data, resolve_model, sample_figure, save_figure)
+from xai_cxr.train import plot_history"""),
+    md("""## 1. Data
+
+`demo_configs` picks the data (your `chest_xray/` when it has a `train/` split, phantoms otherwise), the input
+size and a short training schedule. The configs are frozen dataclasses: change a value with `replace`."""),
+    code("""data_cfg, model_cfg, train_cfg, note = demo_configs(DATA_DIR, seed=SEED)
+if QUICK:
+    data_cfg = replace(data_cfg, image_size=64, limit=48)
+    train_cfg = train_cfg.with_epochs(stage1=1, stage2=1)
+print(note)
+data_cfg"""),
+    md("The manifest: one row per image, with the pneumonia subtype and patient id parsed from Kermany file names."),
+    code("""manifest = scan_dataset(data_cfg.root)
+print(manifest.groupby(["split", "label"]).size().unstack())
+manifest.head(3)"""),
+    md("""## 2. Decode once, class weights, and the validation choice
+
+Images are decoded to grayscale once (unreadable files are skipped and listed), squashed to a square, and kept
+as uint8 in memory; tf.data then batches them and applies the backbone's preprocessing.
+
+Kermany's `val/` split has only 16 images, so — like the seed notebook — the **test split serves as validation
+data** by default. That choice is visible here: early stopping and checkpoint selection then see the test
+images, so the test metrics are optimistic. `replace(data_cfg, validation="holdout:0.1")` holds out 10% of the
+train patients instead."""),
+    code("""prep = prepare_data(data_cfg)
+print(prep.validation_note)
+print("class weights:", prep.class_weight)
+print("skipped:", prep.skipped or "none")"""),
+    code("""masks = lesion_masks(prep.test, data_cfg.image_size)
+fig, axes = plt.subplots(1, 6, figsize=(14, 2.6))
+for ax, i in zip(axes, np.r_[np.flatnonzero(prep.test.labels == 0)[:3], np.flatnonzero(prep.test.labels == 1)[:3]]):
+    ax.imshow(prep.test.images[i], cmap="gray")
+    if masks is not None and masks[i].any():
+        ax.contour(masks[i], levels=[0.5], colors="yellow", linewidths=0.8)
+    ax.set_title(prep.test.manifest.label[i], fontsize=9)
+    ax.axis("off")
+plt.show()"""),
+    md("""## 3. Model
+
+VGG19 with ImageNet weights is the seed's model. ImageNet weights are never downloaded at run time: Keras's
+cache file `~/.keras/models/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5` is used when present. Without it,
+VGG19 from random weights does not learn in demo time, so `backbone="auto"` falls back to `cxr-small`, a compact
+BatchNorm CNN, and says so. Both share the head (GAP → Dropout 0.4 → Dense 256 + L2 → Dropout 0.3 → softmax),
+the training, the evaluation and the Grad-CAM code."""),
+    code("""model_cfg, why = resolve_model(model_cfg)
+print(why or f"using {model_cfg.backbone} with ImageNet weights")
+model = build_model(model_cfg, data_cfg.image_size)
+spec = BACKBONES[model_cfg.backbone]
+print(f"{model.name}: {model.count_params():,} parameters; Grad-CAM layer {spec.target_layer}")"""),
+    md("""## 4. Two-stage training
+
+Stage 1 trains the head on the frozen backbone (Adam 3e-4); stage 2 unfreezes `block5_conv1` and above (Adam
+1e-5, clipnorm 1.0). Each stage has fresh EarlyStopping, ReduceLROnPlateau and checkpoint callbacks; the loss is
+categorical cross-entropy with label smoothing 0.05, weighted by class. `cxr-small` has no pretrained weights, so
+it trains whole in a single stage."""),
+    code("""history = fit(model, prep, data_cfg, train_cfg, weights_dir="saved_weights")
+plot_history(history);"""),
+    md("## 5. Evaluation on the test split"),
+    code("""metrics, proba = evaluate_on_test(model, prep.test, data_cfg, prep.skipped)
+print(format_metrics(metrics))
+plot_confusion(metrics, data_cfg.class_names)
+plot_roc(prep.test.labels, proba[:, 1]);"""),
+    md("""## 6. Grad-CAM
+
+Grad-CAM weights each channel of the target layer by the spatial mean of the class logit's gradient and keeps
+the positive part of the weighted sum. The overlay paints the **top 5% of heat red** on the grayscale X-ray."""),
+    code("""cam_cfg = CamConfig()
+fig = sample_figure(model, prep.test, data_cfg, cam_cfg, spec.target_layer)
+save_figure(fig, "sample_results/sample_results.png")
+fig"""),
+    md("""On phantoms we know where the lesion is, so the heat map can be *checked*: the pointing game counts the
+positive test images whose hottest pixel lies inside the lesion mask."""),
+    code("""pg = lesion_pointing_game(model, prep.test, data_cfg, cam_cfg, spec.target_layer)
+print(f"pointing game: {pg['hit_rate']:.1%} of {pg['n_images']} images" if pg else "no lesion masks in this data set")"""),
+    md("""## Where next
+
+- Real data: put the Kaggle set in `chest_xray/` and rerun, or `xai-cxr train --data-dir chest_xray`.
+- ImageNet weights: copy the Keras cache file named above into `~/.keras/models/` (see the README).
+- Explain your own images: `xai-cxr explain IMAGE... --out DIR`."""),
+]
+nb = nbf.v4.new_notebook(cells=cells, metadata={
+    "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+    "language_info": {"name": "python"}})
+nbf.write(nb, "eXplainable-ai.ipynb")
