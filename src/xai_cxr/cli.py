@@ -55,7 +55,8 @@ def _configs(args, data: DataConfig, model: ModelConfig, train: TrainConfig):
                    **({"image_size": args.image_size} if args.image_size else {}))
     model = replace(model, **({"backbone": args.backbone} if args.backbone else {}),
                     **({"weights": args.weights} if args.weights else {}))
-    train = replace(train.with_epochs(args.epochs1, args.epochs2), seed=args.seed)
+    train = replace(train.with_epochs(args.epochs1, args.epochs2), seed=args.seed,
+                    verbose=1 if sys.stdout.isatty() else 2)   # progress bars only on a terminal
     cam = CamConfig(method=args.cam, target_layer=args.target_layer, top_fraction=args.top_fraction)
     return data, model, train, cam
 

@@ -1,7 +1,23 @@
-"""Class activation maps: one base (``BaseCAM``), one small subclass per method."""
+"""Class activation maps: one base (``BaseCAM``) that owns layer lookup, the tape, batching, ReLU,
+normalisation and upsampling; one small subclass per method. ``CAM_METHODS`` is the one registry the CLI,
+the audit and the tests read."""
 from .base import BaseCAM, conv_layer_names, normalize_maps, upsample_maps
+from .eigencam import EigenCAM
+from .fusion import FusedCAM, choose_target_layer
 from .gradcam import GradCAM
+from .gradcam_pp import GradCAMPlusPlus
+from .hirescam import HiResCAM
+from .layercam import LayerCAM
+from .scorecam import ScoreCAM
 
-CAM_METHODS = {"gradcam": GradCAM}
+CAM_METHODS = {
+    "gradcam": GradCAM,
+    "gradcam++": GradCAMPlusPlus,
+    "hirescam": HiResCAM,
+    "layercam": LayerCAM,
+    "scorecam": ScoreCAM,
+    "eigencam": EigenCAM,
+}
 
-__all__ = ["BaseCAM", "GradCAM", "CAM_METHODS", "conv_layer_names", "normalize_maps", "upsample_maps"]
+__all__ = ["BaseCAM", "CAM_METHODS", "EigenCAM", "FusedCAM", "GradCAM", "GradCAMPlusPlus", "HiResCAM",
+           "LayerCAM", "ScoreCAM", "choose_target_layer", "conv_layer_names", "normalize_maps", "upsample_maps"]

@@ -157,6 +157,11 @@ class BaseCAM:
             w = w[:, None, None, :]
         return np.maximum((w * acts).sum(-1), 0)
 
+    def compute(self, x, targets):
+        """Raw maps (B, h, w) for one batch ``x`` (a tf tensor) and ``targets`` (tensor of ints or None)."""
+        acts, grads, _ = self._step(x, targets)
+        return self.cam_raw(acts.numpy().astype(np.float64), grads.numpy().astype(np.float64))
+
     def __call__(self, images, targets=None, upsample: bool = True) -> np.ndarray:
         """Maps for ``images`` (B, H, W, C) and class ``targets`` (None = predicted; int; or (B,) ints)."""
         import tensorflow as tf
@@ -170,8 +175,7 @@ class BaseCAM:
         for start in range(0, n, self.batch_size):
             x = tf.constant(images[start:start + self.batch_size])
             t = None if targets is None else tf.constant(targets[start:start + self.batch_size])
-            acts, grads, _ = self._step(x, t)
-            maps.append(self.cam_raw(acts.numpy().astype(np.float64), grads.numpy().astype(np.float64)))
+            maps.append(self.compute(x, t))
         cams = normalize_maps(np.concatenate(maps) if maps else np.zeros((0, 1, 1)))
         if upsample and len(cams):
             cams = upsample_maps(cams, images.shape[1:3])

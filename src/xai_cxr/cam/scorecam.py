@@ -1,0 +1,54 @@
+"""Score-CAM (Wang et al., 2020): each channel, upsampled and scaled to [0, 1], masks the input; the
+channel's weight is the softmax over channels of the target-class probability of the masked input.
+
+Gradient-free. Masked inputs are run in batches of ``mask_batch`` (one forward per channel per image). As in
+pytorch-grad-cam, each activation map is upsampled first, then min-max scaled.."""
+import numpy as np
+
+from .base import BaseCAM
+
+
+class ScoreCAM(BaseCAM):
+    mask_batch = 64
+
+    def compute(self, x, targets):
+        import tensorflow as tf
+        acts, scores = self._scores(x)
+        acts = acts.numpy().astype(np.float64)
+        if targets is None:
+            targets = tf.argmax(scores, axis=-1, output_type=tf.int32)
+        targets = np.asarray(targets)
+        b, h, w, c = acts.shape
+        out = np.zeros((b, h, w))
+        images = x.numpy()
+        for i in range(b):
+            chans = np.moveaxis(acts[i], -1, 0)                                  # (C, h, w)
+            masks = _minmax(_upsample(chans, images.shape[1:3]))                # (C, H, W) in [0, 1]
+            probs = []
+            for s in range(0, c, self.mask_batch):
+                masked = images[i][None] * masks[s:s + self.mask_batch, ..., None]
+                logits = self._scores(tf.constant(masked, tf.float32))[1].numpy()
+                probs.append(_softmax(logits)[:, targets[i]])
+            weights = _softmax(np.concatenate(probs)[None])[0]                   # (C,)
+            out[i] = np.maximum((weights[None, None, :] * acts[i]).sum(-1), 0)
+        return out
+
+    def weights(self, acts, grads):     # not used: compute() is overridden
+        raise NotImplementedError
+
+
+def _upsample(chans, size):
+    import tensorflow as tf
+    return tf.image.resize(chans[..., None].astype(np.float32), size, method="bilinear")[..., 0].numpy()
+
+
+def _minmax(chans):
+    lo = chans.min(axis=(1, 2), keepdims=True)
+    span = chans.max(axis=(1, 2), keepdims=True) - lo
+    return np.where(span > 0, (chans - lo) / np.where(span > 0, span, 1), 0.0)
+
+
+def _softmax(z):
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
