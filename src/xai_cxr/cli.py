@@ -131,6 +131,43 @@ def cmd_explain(args):
         sys.exit(1)
 
 
+def cmd_audit(args):
+    import matplotlib
+    matplotlib.use("Agg")
+    from .audit import audit, error_galleries, make_explainer, to_markdown
+    from .config import AuditConfig
+    from .data import load_images, require_splits, scan_dataset
+    from .models import load_trained_model
+    from .overlay import gallery
+    from .pipeline import lesion_masks, save_figure
+    model, card = load_trained_model(args.weights_dir)
+    df = scan_dataset(args.data_dir, card.class_names)
+    require_splits(df, "test", root=args.data_dir)
+    test = load_images(df[df.split == "test"], card.image_size)
+    masks = lesion_masks(test, card.image_size)
+    cfg = AuditConfig(methods=tuple(args.methods or ()), n_images=args.n_images, steps=args.steps,
+                      baseline=args.baseline, seed=args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = audit(model, card.backbone, test, masks, cfg, args.target_layer)
+    md = to_markdown(result)
+    (out / "audit.md").write_text(f"# Explanation audit\n\nmodel: {card.backbone} at {card.image_size}px "
+                                  f"({args.weights_dir}); data: {args.data_dir} test split\n\n" + md)
+    for key in ("localization", "faithfulness", "sanity"):
+        if result[key] is not None:
+            result[key].to_csv(out / f"audit_{key}.csv", index=False)
+    for name, (idx, maps) in result["maps"].items():
+        k = idx[:12]
+        fig = gallery(test.images[k], maps[:12], [test.manifest.path[i].split("/")[-1][:22] for i in k],
+                      None if masks is None else masks[k], suptitle=f"{name}: top 5% of heat")
+        save_figure(fig, out / "methods" / f"{name}.png")
+    for name, fig in error_galleries(model, card.backbone, test, masks, target_layer=args.target_layer,
+                                     class_names=card.class_names).items():
+        save_figure(fig, out / "galleries" / f"{name}.png")
+    print(md)
+    print(f"audit → {out}/audit.md, audit_*.csv, methods/*.png, galleries/*.png")
+
+
 def cmd_phantoms(args):
     from .phantom import PhantomConfig, write_phantom_dataset
     cfg = PhantomConfig(image_size=args.image_size, n_train=args.n_train, n_test=args.n_test,
@@ -140,6 +177,7 @@ def cmd_phantoms(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .cam import CAM_METHODS
     p = argparse.ArgumentParser(prog="xai-cxr", description="Explainable pneumonia detection on chest X-rays")
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="phantoms (or chest_xray/) → training → evaluation → sample_results.png")
@@ -158,6 +196,15 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", default="sample_results/explain")
     _add_common(x, data=False)
     x.set_defaults(func=cmd_explain)
+    a = sub.add_parser("audit", help="localization, faithfulness and sanity checks of every CAM method")
+    a.add_argument("--data-dir", default="phantoms/chest_xray", help="test data; lesion masks are used when present")
+    a.add_argument("--methods", nargs="*", choices=[*CAM_METHODS, "fused"], default=None, help="default: all")
+    a.add_argument("--n-images", type=int, default=50)
+    a.add_argument("--steps", type=int, default=20, help="deletion/insertion steps")
+    a.add_argument("--baseline", choices=["blur", "mean"], default="blur")
+    a.add_argument("--out", default="sample_results/audit")
+    _add_common(a, data=False)
+    a.set_defaults(func=cmd_audit)
     g = sub.add_parser("phantoms", help="write a synthetic phantom data set with lesion masks")
     g.add_argument("--out", default="phantoms/chest_xray")
     g.add_argument("--image-size", type=int, default=128)

@@ -70,6 +70,18 @@ class CamConfig:
     n_samples: int = 8                  # images in sample_results.png
 
 
+@dataclass(frozen=True)
+class AuditConfig:
+    methods: tuple[str, ...] = ()       # () = every method of cam.CAM_METHODS plus "fused"
+    n_images: int = 50                  # positive test images scored against lesion masks / perturbed
+    steps: int = 20                     # deletion/insertion steps (pixels removed per step = 1/steps)
+    baseline: str = "blur"              # deletion/insertion baseline: "blur" (RISE) or "mean"
+    top_fraction: float = 0.05          # the "top-5%" region for hit rate and overlays
+    tolerance_px: int | None = None     # pointing-game tolerance; None = 15 px at 224 px (Zhang et al. 2016), scaled
+    sanity_images: int = 8              # images for the randomization checks
+    seed: int = 42
+
+
 def to_json(*configs) -> str:
     """Serialise configs as one JSON object keyed by class name (saved next to the weights)."""
     return json.dumps({type(c).__name__: asdict(c) for c in configs}, indent=2)

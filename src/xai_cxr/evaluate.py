@@ -7,8 +7,7 @@ import numpy as np
 
 def predict_proba(model, dataset) -> np.ndarray:
     """Class probabilities (N, K) over a tf.data dataset of images or (images, labels)."""
-    out = [model(batch[0] if isinstance(batch, tuple) else batch, training=False).numpy() for batch in dataset]
-    return np.concatenate(out) if out else np.zeros((0, model.output_shape[-1]))
+    return model.predict(dataset, verbose=0)
 
 
 def binary_metrics(y_true, p_pos, threshold: float = 0.5) -> dict:

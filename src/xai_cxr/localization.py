@@ -26,3 +26,13 @@ def top_fraction_hit_rate(heats: np.ndarray, masks: np.ndarray, fraction: float 
     """Per image: share of the top-``fraction`` heat pixels that fall inside the lesion mask."""
     return np.array([(top_fraction_mask(h, fraction) & m.astype(bool)).sum() / max(1, top_fraction_mask(h, fraction).sum())
                      for h, m in zip(heats, masks)])
+
+
+def iou_dice(heats: np.ndarray, masks: np.ndarray, threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Per image: IoU and Dice between ``heat ≥ threshold`` and the lesion mask."""
+    pred = np.asarray(heats) >= threshold
+    masks = np.asarray(masks).astype(bool)
+    inter = (pred & masks).sum(axis=(1, 2))
+    union = (pred | masks).sum(axis=(1, 2))
+    total = pred.sum(axis=(1, 2)) + masks.sum(axis=(1, 2))
+    return inter / np.maximum(union, 1), 2 * inter / np.maximum(total, 1)

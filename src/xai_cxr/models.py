@@ -30,6 +30,7 @@ class Backbone:
     target_layer: str        # default Grad-CAM layer
     finetune_from: str | None  # first layer unfrozen in stage 2; None = no pretrained weights, train it all
     imagenet_file: str | None  # file name in ~/.keras/models/ holding ImageNet weights
+    fusion_layers: tuple[str, ...] = ()  # layers the multi-layer CAM fuses (coarse to fine scales)
 
 
 def _vgg19(inputs, weights):
@@ -66,8 +67,10 @@ def _unit_scale(x):
 
 BACKBONES: dict[str, Backbone] = {
     "vgg19": Backbone("vgg19", _vgg19, _vgg19_preprocess, "block5_conv3", "block5_conv1",
-                      "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"),
-    "cxr-small": Backbone("cxr-small", _cxr_small, _unit_scale, "block4_relu2", None, None),
+                      "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                      ("block4_conv4", "block5_conv2", "block5_conv3")),
+    "cxr-small": Backbone("cxr-small", _cxr_small, _unit_scale, "block4_relu2", None, None,
+                          ("block3_relu2", "block4_relu1", "block4_relu2")),
 }
 
 

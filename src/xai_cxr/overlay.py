@@ -81,3 +81,53 @@ def sample_grid(grays, heats, true_labels, pred_labels, confidences, class_names
     fig.suptitle(f"Grad-CAM: top {fraction:.0%} of heat in red", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def gallery(grays, heats, titles, masks=None, fraction: float = 0.05, columns: int = 6, suptitle: str = ""):
+    """Grid of top-``fraction`` red overlays with titles, lesion-mask contours (yellow) when ``masks`` is
+    given, and a legend saying what the colours mean."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+    n = len(grays)
+    cols = max(1, min(columns, n))
+    rows = max(1, int(np.ceil(n / cols)))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.4 * rows + 0.6), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i in range(n):
+        ax = axes.ravel()[i]
+        ax.imshow(red_overlay(grays[i], heats[i], fraction))
+        if masks is not None and masks[i].any():
+            ax.contour(masks[i], levels=[0.5], colors="yellow", linewidths=0.7)
+        ax.set_title(titles[i], fontsize=7)
+    handles = [Patch(color="red", label=f"top {fraction:.0%} of heat")]
+    if masks is not None:
+        handles.append(Line2D([], [], color="yellow", label="lesion mask"))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    return fig
+
+
+def panel(gray, heat, fraction: float = 0.05, alpha: float = 0.4, mask=None, title: str = ""):
+    """Side by side: the X-ray, the top-``fraction`` red overlay, the jet blend with a colour bar."""
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 3, figsize=(9.5, 3.3))
+    axes[0].imshow(gray, cmap="gray", vmin=0, vmax=255)
+    axes[0].set_title("X-ray", fontsize=9)
+    axes[1].imshow(red_overlay(gray, heat, fraction))
+    axes[1].set_title(f"top {fraction:.0%} of heat (red)", fontsize=9)
+    axes[2].imshow(jet_overlay(gray, heat, alpha))
+    im = axes[2].imshow(heat, cmap="jet", vmin=0, vmax=1, alpha=0)
+    fig.colorbar(im, ax=axes[2], fraction=0.046, label="heat")
+    axes[2].set_title("heat map (jet blend)", fontsize=9)
+    for ax in axes:
+        ax.axis("off")
+        if mask is not None and mask.any():
+            ax.contour(mask, levels=[0.5], colors="yellow", linewidths=0.7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

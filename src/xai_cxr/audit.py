@@ -1,0 +1,155 @@
+"""The explanation audit: how well each CAM method localizes known lesions, how faithful it is to the
+model (deletion/insertion against random and centre-bias maps), whether it passes the randomization
+sanity check, and galleries of the model's mistakes. Functions return tables and figures; ``xai-cxr audit``
+writes them."""
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from .cam import CAM_METHODS, FusedCAM
+from .config import AuditConfig
+from .data import ImageSet, to_model_input
+from .faithfulness import centre_bias_maps, deletion_insertion, random_maps
+from .localization import iou_dice, pointing_game, top_fraction_hit_rate
+from .models import BACKBONES
+from .overlay import gallery
+from .sanity import cascading_randomization, verdict
+
+
+def method_names(cfg: AuditConfig) -> list[str]:
+    names = list(cfg.methods) or [*CAM_METHODS, "fused"]
+    unknown = [m for m in names if m not in CAM_METHODS and m != "fused"]
+    if unknown:
+        raise ValueError(f"unknown CAM method(s) {unknown}; choose from {[*CAM_METHODS, 'fused']}")
+    return names
+
+
+def make_explainer(name: str, model, backbone: str, target_layer: str | None = None):
+    spec = BACKBONES[backbone]
+    if name == "fused":
+        return FusedCAM(model, spec.fusion_layers or None)
+    return CAM_METHODS[name](model, target_layer or spec.target_layer)
+
+
+def predictor(model, preprocess, batch_size: int = 64):
+    """uint8 gray images (B, H, W) → class probabilities (B, K)."""
+    def predict(grays):
+        return model.predict(to_model_input(grays, preprocess).numpy(), batch_size=batch_size, verbose=0)
+    return predict
+
+
+def _maps(explainer, x, targets):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return explainer(x, targets)
+
+
+def audit(model, backbone: str, test: ImageSet, masks: np.ndarray | None, cfg: AuditConfig = AuditConfig(),
+          target_layer: str | None = None, progress=print):
+    """Returns {"localization": DataFrame | None, "faithfulness": DataFrame, "sanity": DataFrame,
+    "maps": {method: (indices, maps)}} for up to ``cfg.n_images`` positive test images."""
+    spec = BACKBONES[backbone]
+    predict = predictor(model, spec.preprocess)
+    rng = np.random.default_rng(cfg.seed)
+    pos = np.flatnonzero(test.labels == 1)
+    if masks is not None:
+        pos = pos[masks[pos].reshape(len(pos), -1).any(1)]
+    idx = np.sort(rng.permutation(pos)[:cfg.n_images])
+    grays = test.images[idx]
+    x = to_model_input(grays, spec.preprocess).numpy()
+    targets = np.ones(len(idx), int)                       # explain the pneumonia class
+    loc_rows, faith_rows, sanity_rows, all_maps = [], [], [], {}
+    shape = grays.shape[1:]
+    baselines = {"random": random_maps(len(idx), shape, cfg.seed), "centre": centre_bias_maps(len(idx), shape)}
+    for name in method_names(cfg):
+        explainer = make_explainer(name, model, backbone, target_layer)
+        t0 = time.perf_counter()
+        maps = _maps(explainer, x, targets)
+        secs = (time.perf_counter() - t0) / max(1, len(idx))
+        all_maps[name] = (idx, maps)
+        if masks is not None:
+            loc_rows.append(_localization_row(name, maps, masks[idx], cfg) | {"ms_per_map": 1000 * secs})
+        faith_rows.append(_faithfulness_row(name, predict, grays, maps, targets, cfg))
+        sanity_rows.append(_sanity_row(name, model, x[:cfg.sanity_images], targets[:cfg.sanity_images],
+                                       explainer, cfg))
+        progress(f"audit: {name} done ({1000 * secs:.0f} ms/map)")
+    for name, maps in baselines.items():
+        if masks is not None:
+            loc_rows.append(_localization_row(name, maps, masks[idx], cfg))
+        faith_rows.append(_faithfulness_row(name, predict, grays, maps, targets, cfg))
+    faith = pd.DataFrame(faith_rows)
+    rand = faith.set_index("method").loc["random", "deletion_auc"]
+    faith["deletion_vs_random"] = faith["deletion_auc"] / rand
+    return {"localization": pd.DataFrame(loc_rows) if loc_rows else None, "faithfulness": faith,
+            "sanity": pd.DataFrame(sanity_rows), "maps": all_maps, "indices": idx}
+
+
+def pointing_tolerance(cfg: AuditConfig, image_size: int) -> int:
+    """The pointing game's tolerance: 15 px at 224 px as in Zhang et al. (2016), scaled to the input."""
+    return cfg.tolerance_px if cfg.tolerance_px is not None else max(1, round(15 * image_size / 224))
+
+
+def _localization_row(name, maps, masks, cfg):
+    iou, dice = iou_dice(maps, masks)
+    return {"method": name, "n_images": len(maps),
+            "pointing_game": float(pointing_game(maps, masks, pointing_tolerance(cfg, maps.shape[1])).mean()),
+            "top5_hit_rate": float(top_fraction_hit_rate(maps, masks, cfg.top_fraction).mean()),
+            "iou": float(iou.mean()), "dice": float(dice.mean())}
+
+
+def _faithfulness_row(name, predict, grays, maps, targets, cfg):
+    dele, ins = deletion_insertion(predict, grays, maps, targets, cfg.steps, cfg.baseline)
+    return {"method": name, "deletion_auc": float(dele.mean()), "insertion_auc": float(ins.mean())}
+
+
+def _sanity_row(name, model, x, targets, explainer, cfg):
+    if name == "fused":
+        method = lambda m, layer: FusedCAM(m, explainer.target_layer.split("+"))   # noqa: E731
+    else:
+        method = type(explainer)
+    rows = cascading_randomization(model, x, targets, method, explainer.target_layer, cfg.seed, stop_at=(1, -1))
+    top, full = rows[0], rows[-1]
+    return {"method": name, "rho_head_randomized": top["spearman"], "rho_all_randomized": full["spearman"],
+            "ssim_all_randomized": full["ssim"], "verdict": verdict(full["spearman"])}
+
+
+def error_galleries(model, backbone: str, test: ImageSet, masks=None, fraction: float = 0.05, n: int = 12,
+                    target_layer: str | None = None, class_names=("NORMAL", "PNEUMONIA")):
+    """Figures: false negatives, false positives, most confident mistakes, and a per-class gallery, each
+    with Grad-CAM of the predicted class. Returns {name: figure}."""
+    spec = BACKBONES[backbone]
+    proba = predictor(model, spec.preprocess)(test.images)
+    pred, conf, y = proba.argmax(1), proba.max(1), test.labels
+    cam = CAM_METHODS["gradcam"](model, target_layer or spec.target_layer)
+    groups = {
+        "false_negatives": np.flatnonzero((y == 1) & (pred == 0)),
+        "false_positives": np.flatnonzero((y == 0) & (pred == 1)),
+        "confident_mistakes": np.flatnonzero(pred != y)[np.argsort(-conf[pred != y], kind="stable")],
+    }
+    for c, cname in enumerate(class_names):
+        groups[f"class_{cname.lower()}"] = np.flatnonzero(y == c)
+    figs = {}
+    for name, ids in groups.items():
+        ids = ids[:n] if name == "confident_mistakes" else np.sort(ids[np.argsort(-conf[ids], kind="stable")][:n])
+        if not len(ids):
+            continue
+        heats = _maps(cam, to_model_input(test.images[ids], spec.preprocess).numpy(), pred[ids])
+        titles = [f"true {class_names[y[i]][:4]} · pred {class_names[pred[i]][:4]} {conf[i]:.0%}" for i in ids]
+        figs[name] = gallery(test.images[ids], heats, titles, None if masks is None else masks[ids], fraction,
+                             suptitle=f"{name.replace('_', ' ')} ({len(ids)} shown)")
+    return figs
+
+
+def to_markdown(result: dict) -> str:
+    parts = []
+    if result["localization"] is not None:
+        parts += ["### Localization against lesion masks", result["localization"].to_markdown(index=False, floatfmt=".3f")]
+    parts += ["### Faithfulness (deletion: lower is better; insertion: higher is better)",
+              result["faithfulness"].to_markdown(index=False, floatfmt=".3f"),
+              "### Sanity check: cascading model-parameter randomization (Spearman ρ of maps; pass if < 0.3)",
+              result["sanity"].to_markdown(index=False, floatfmt=".3f")]
+    return "\n\n".join(parts) + "\n"

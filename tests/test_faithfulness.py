@@ -1,0 +1,92 @@
+"""Deletion/insertion, ROAD, localization scores and sanity checks on hand-checkable cases."""
+import numpy as np
+import pytest
+
+from conftest import build_tiny
+from xai_cxr.faithfulness import (centre_bias_maps, curve_auc, deletion_insertion, perturbation_stack,
+                                  random_maps, road)
+from xai_cxr.localization import iou_dice, pointing_game, top_fraction_hit_rate
+from xai_cxr.sanity import cascading_randomization, randomized_copy, spearman_per_image, weighted_layers
+
+
+def test_perturbation_stack_deletes_hottest_pixels_first():
+    gray = np.full((4, 5), 200, np.uint8)
+    heat = np.arange(20, dtype=float).reshape(4, 5)
+    gray[0, 0] = 0                              # make the mean baseline differ from the image
+    stack = perturbation_stack(gray, heat, "deletion", steps=4, baseline="mean")
+    base = int(round(gray.mean()))
+    assert (stack[0] == gray).all() and (stack[-1] == base).all()
+    changed = stack[1] != gray
+    assert changed.sum() == 5 and changed.ravel()[-5:].all()            # the 5 hottest = the last 5 pixels
+    ins = perturbation_stack(gray, heat, "insertion", steps=4, baseline="mean")
+    assert (ins[0] == base).all() and (ins[-1] == gray).all()
+
+
+def test_curve_auc_is_trapezoid_on_unit_interval():
+    assert curve_auc(np.array([1.0, 1.0, 1.0])) == pytest.approx(1.0)
+    assert curve_auc(np.array([1.0, 0.0, 0.0])) == pytest.approx(0.25)
+
+
+def test_deletion_of_the_evidence_beats_a_random_map():
+    """A 'model' whose class-1 probability is the mean brightness of a known square: deleting that square
+    first (the perfect map) must lower the deletion AUC far below a random map's."""
+    yy, xx = np.mgrid[0:32, 0:32]
+    square = (yy >= 8) & (yy < 16) & (xx >= 8) & (xx < 16)
+
+    def predict(stack):
+        p = stack[:, square].mean(1) / 255.0
+        return np.stack([1 - p, p], 1)
+
+    gray = np.where(square, 255, 40).astype(np.uint8)[None]
+    perfect = square.astype(float)[None] + 0.01 * np.random.default_rng(0).random((1, 32, 32))
+    d_perfect, i_perfect = deletion_insertion(predict, gray, perfect, [1], steps=16, baseline="mean")
+    d_rand, i_rand = deletion_insertion(predict, gray, random_maps(1, (32, 32)), [1], steps=16, baseline="mean")
+    assert d_perfect[0] < 0.5 * d_rand[0] and i_perfect[0] > i_rand[0]
+    morf = road(predict, gray, perfect, [1], fractions=(0.0625,), order="morf")
+    lerf = road(predict, gray, perfect, [1], fractions=(0.0625,), order="lerf")
+    assert morf[0, 0] < lerf[0, 0]
+
+
+def test_centre_bias_peaks_in_the_middle():
+    m = centre_bias_maps(2, (9, 9))
+    assert m.shape == (2, 9, 9) and np.unravel_index(m[0].argmax(), (9, 9)) == (4, 4)
+
+
+def test_localization_scores_by_hand():
+    mask = np.zeros((1, 10, 10), bool)
+    mask[0, 2:4, 2:4] = True                                          # 4 pixels
+    heat = np.zeros((1, 10, 10))
+    heat[0, 2:4, 2:5] = 1.0                                           # 6 pixels ≥ 0.5, 4 of them in the mask
+    iou, dice = iou_dice(heat, mask)
+    assert iou[0] == pytest.approx(4 / 6) and dice[0] == pytest.approx(2 * 4 / 10)
+    heat[0, 3, 2] = 2.0
+    assert pointing_game(heat, mask, tolerance_px=0)[0]
+    heat[0, 9, 9] = 3.0
+    assert not pointing_game(heat, mask, tolerance_px=2)[0]
+    # top 5 of 100 pixels: (9,9), (3,2), then ties in row order (2,2), (2,3), (2,4): 3 inside the mask
+    assert top_fraction_hit_rate(heat, mask, 0.05)[0] == pytest.approx(3 / 5)
+
+
+def test_spearman_identical_is_one_and_constant_is_zero():
+    a = np.random.default_rng(0).random((2, 6, 6))
+    np.testing.assert_allclose(spearman_per_image(a, a), 1.0)
+    assert spearman_per_image(a, np.zeros_like(a))[0] == 0
+
+
+def test_randomized_copy_leaves_original_untouched():
+    model = build_tiny("flatten", seed=1)
+    before = [w.copy() for w in model.get_weights()]
+    copy = randomized_copy(model, ["predictions"], seed=3)
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert not np.allclose(copy.get_layer("predictions").get_weights()[0], before[-2])
+    np.testing.assert_array_equal(copy.get_layer("conv").get_weights()[0], before[0])
+
+
+def test_cascading_randomization_reports_every_layer_and_changes_gradcam():
+    from xai_cxr.cam import GradCAM
+    model = build_tiny("flatten", seed=2, size=16, filters=6)
+    x = np.random.default_rng(1).normal(size=(6, 16, 16, 1)).astype("float32")
+    rows = cascading_randomization(model, x, 1, GradCAM, "conv", seed=5)
+    assert [r["randomized_down_to"] for r in rows] == weighted_layers(model)[::-1]
+    assert rows[-1]["spearman"] < 0.9 and all(-1 <= r["ssim"] <= 1 for r in rows)
