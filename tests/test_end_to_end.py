@@ -133,3 +133,22 @@ def test_real_kermany_scan_pipeline_forward_and_gradcam(kermany224):
     np.testing.assert_allclose(proba.sum(1), 1, atol=1e-5)
     maps = GradCAM(model, "block5_conv3")(x.numpy())
     assert maps.shape == (6, 64, 64) and np.isfinite(maps).all()
+
+
+def test_cli_audit_writes_tables_figures_and_galleries(trained, phantom_root):
+    import pandas as pd
+    from xai_cxr.cli import main
+    out, _ = trained
+    assert main(["audit", "--weights-dir", str(out / "weights"), "--data-dir", str(phantom_root),
+                 "--methods", "gradcam", "hirescam", "fused", "--n-images", "4", "--steps", "4",
+                 "--out", str(out / "audit")]) == 0
+    loc = pd.read_csv(out / "audit" / "audit_localization.csv")
+    assert loc.method.tolist() == ["gradcam", "hirescam", "fused", "random", "centre"]
+    assert loc[["pointing_game", "top5_hit_rate", "iou", "dice"]].apply(lambda c: c.between(0, 1).all()).all()
+    faith = pd.read_csv(out / "audit" / "audit_faithfulness.csv").set_index("method")
+    assert faith.loc["random", "deletion_vs_random"] == 1.0
+    sanity = pd.read_csv(out / "audit" / "audit_sanity.csv")
+    assert set(sanity.verdict.str.split().str[0]) <= {"pass", "FAIL"} and len(sanity) == 3
+    assert "Sanity check" in (out / "audit" / "audit.md").read_text()
+    assert (out / "audit" / "methods" / "fused.png").is_file()
+    assert (out / "audit" / "galleries" / "class_pneumonia.png").is_file()

@@ -88,15 +88,10 @@ def audit(model, backbone: str, test: ImageSet, masks: np.ndarray | None, cfg: A
             "sanity": pd.DataFrame(sanity_rows), "maps": all_maps, "indices": idx}
 
 
-def pointing_tolerance(cfg: AuditConfig, image_size: int) -> int:
-    """The pointing game's tolerance: 15 px at 224 px as in Zhang et al. (2016), scaled to the input."""
-    return cfg.tolerance_px if cfg.tolerance_px is not None else max(1, round(15 * image_size / 224))
-
-
 def _localization_row(name, maps, masks, cfg):
     iou, dice = iou_dice(maps, masks)
     return {"method": name, "n_images": len(maps),
-            "pointing_game": float(pointing_game(maps, masks, pointing_tolerance(cfg, maps.shape[1])).mean()),
+            "pointing_game": float(pointing_game(maps, masks, cfg.tolerance_px).mean()),
             "top5_hit_rate": float(top_fraction_hit_rate(maps, masks, cfg.top_fraction).mean()),
             "iou": float(iou.mean()), "dice": float(dice.mean())}
 

@@ -13,8 +13,17 @@ def _dilate(mask: np.ndarray, px: int) -> np.ndarray:
     return cv2.dilate(mask.astype(np.uint8), np.ones((2 * px + 1, 2 * px + 1), np.uint8)) > 0
 
 
-def pointing_game(heats: np.ndarray, masks: np.ndarray, tolerance_px: int = 2) -> np.ndarray:
-    """Per image: is the hottest pixel inside the lesion mask (dilated by ``tolerance_px``)?"""
+def standard_tolerance(image_size: int) -> int:
+    """The pointing game's usual tolerance: 15 px at 224 px (Zhang et al., 2016), scaled to ``image_size``."""
+    return max(1, round(15 * image_size / 224))
+
+
+def pointing_game(heats: np.ndarray, masks: np.ndarray, tolerance_px: int | None = None) -> np.ndarray:
+    """Per image: is the hottest pixel inside the lesion mask dilated by ``tolerance_px``
+    (None = ``standard_tolerance`` of the map size)?"""
+    heats = np.asarray(heats)
+    if tolerance_px is None:
+        tolerance_px = standard_tolerance(heats.shape[1])
     hits = []
     for heat, mask in zip(heats, masks):
         y, x = np.unravel_index(np.argmax(heat), heat.shape)
