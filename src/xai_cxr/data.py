@@ -22,6 +22,7 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".dcm"}
+MAX_PIXELS = 100_000_000      # refuse larger headers (decompression bombs); the largest Kermany image is ~7 MP
 SPLITS = ("train", "val", "test")
 LAYOUT = """expected layout (folder names are case-insensitive):
   {root}/
@@ -44,11 +45,20 @@ class ImageReadError(ValueError):
         self.path, self.reason = str(path), reason
 
 
+def _is(entry, kind: str) -> bool:
+    """entry.is_file()/is_dir() that treats a broken link or a symlink loop as neither, with a warning."""
+    try:
+        return entry.is_file() if kind == "file" else entry.is_dir()
+    except OSError as exc:
+        log.warning("ignored %s: %s", entry.path, exc.strerror)
+        return False
+
+
 def _child_dirs(folder: Path) -> dict[str, Path]:
     """Sub-folders by lower-case name, skipping hidden ones and macOS metadata."""
     out = {}
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-        if entry.is_dir() and not entry.name.startswith((".", "__MACOSX")):
+        if not entry.name.startswith((".", "__MACOSX")) and _is(entry, "dir"):
             out.setdefault(entry.name.lower(), Path(entry.path))
     return out
 
@@ -63,7 +73,7 @@ def _image_files(folder: Path) -> list[Path]:
         name = entry.name
         if name.startswith(".") or is_mask_file(name) or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
             continue
-        if entry.is_file():
+        if _is(entry, "file"):
             files.append(Path(entry.path))
     return files
 
@@ -190,13 +200,38 @@ def class_weights(labels, num_classes: int | None = None) -> dict[int, float]:
 def _dicom_to_gray(path: Path) -> np.ndarray:
     import pydicom
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
-    ds = pydicom.dcmread(path)
+    from pydicom.errors import InvalidDicomError
+    try:
+        ds = pydicom.dcmread(path)
+    except (InvalidDicomError, EOFError) as exc:
+        raise ImageReadError(path, f"not a valid DICOM file ({exc})") from exc
     if "PixelData" not in ds:
         raise ImageReadError(path, "DICOM file has no pixel data")
-    arr = apply_voi_lut(apply_modality_lut(ds.pixel_array, ds), ds).astype(np.float32)
+    try:
+        arr = apply_voi_lut(apply_modality_lut(ds.pixel_array, ds), ds).astype(np.float32)
+    except Exception as exc:        # e.g. a compressed transfer syntax without its decoder installed
+        raise ImageReadError(path, f"DICOM pixel data could not be decoded ({exc})") from exc
     if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         arr = arr.max() - arr
     return arr
+
+
+def _check_header_size(path: Path) -> None:
+    """Refuse images whose header claims more than ``MAX_PIXELS`` before anything is decoded."""
+    import warnings
+    from PIL import Image
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as im:
+                w, h = im.size
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(path, f"refused: {exc}") from exc
+    except Exception:       # not a format PIL knows: OpenCV gets to try
+        return
+    if w * h > MAX_PIXELS:
+        raise ImageReadError(path, f"refused: {w}×{h} pixels exceeds the {MAX_PIXELS:,}-pixel limit "
+                                   "(decompression bomb?)")
 
 
 def read_gray(path: str | Path) -> np.ndarray:
@@ -204,7 +239,8 @@ def read_gray(path: str | Path) -> np.ndarray:
 
     JPEG/PNG/BMP/TIFF of any bit depth and channel count (alpha dropped, EXIF orientation applied) and
     DICOM (modality and VOI LUT, MONOCHROME1 inverted). Images deeper than 8 bit are min-max scaled.
-    Truncated JPEGs (no end-of-image marker) are refused rather than half-decoded.
+    Truncated JPEGs (no end-of-image marker) are refused rather than half-decoded, and so are headers
+    claiming more than ``MAX_PIXELS`` pixels.
     """
     path = Path(path)
     if path.suffix.lower() == ".dcm":
@@ -215,6 +251,7 @@ def read_gray(path: str | Path) -> np.ndarray:
             raise ImageReadError(path, "empty file")
         if buf[:2].tobytes() == b"\xff\xd8" and b"\xff\xd9" not in buf[-4096:].tobytes():
             raise ImageReadError(path, "truncated JPEG (no end-of-image marker)")
+        _check_header_size(path)
         arr = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
         if arr is None:
             raise ImageReadError(path, "not a decodable image")
