@@ -40,7 +40,7 @@ def demo_configs(data_root: str | Path | None = None, seed: int = 42):
                 f"{size}px in {root} (no chest_xray/train found; the real input size is 256px)")
     data = DataConfig(root=str(root), image_size=size, seed=seed)
     model = ModelConfig(backbone="auto")
-    train = replace(TrainConfig(seed=seed).with_epochs(stage1=12, stage2=4), verbose=2)
+    train = replace(TrainConfig(seed=seed).with_epochs(stage1=10, stage2=4), verbose=2)
     return data, model, train, note
 
 
