@@ -13,7 +13,7 @@ import pandas as pd
 from .cam import CAM_METHODS, FusedCAM
 from .config import AuditConfig
 from .data import ImageSet, to_model_input
-from .faithfulness import centre_bias_maps, deletion_insertion, random_maps
+from .faithfulness import centre_bias_maps, deletion_insertion, random_maps, road
 from .localization import iou_dice, pointing_game, top_fraction_hit_rate
 from .models import BACKBONES
 from .overlay import gallery
@@ -98,7 +98,10 @@ def _localization_row(name, maps, masks, cfg):
 
 def _faithfulness_row(name, predict, grays, maps, targets, cfg):
     dele, ins = deletion_insertion(predict, grays, maps, targets, cfg.steps, cfg.baseline)
-    return {"method": name, "deletion_auc": float(dele.mean()), "insertion_auc": float(ins.mean())}
+    morf = road(predict, grays, maps, targets, order="morf", seed=cfg.seed)
+    lerf = road(predict, grays, maps, targets, order="lerf", seed=cfg.seed)
+    return {"method": name, "deletion_auc": float(dele.mean()), "insertion_auc": float(ins.mean()),
+            "road_morf": float(morf.mean()), "road_lerf": float(lerf.mean())}
 
 
 def _sanity_row(name, model, x, targets, explainer, cfg):
@@ -143,7 +146,9 @@ def to_markdown(result: dict) -> str:
     parts = []
     if result["localization"] is not None:
         parts += ["### Localization against lesion masks", result["localization"].to_markdown(index=False, floatfmt=".3f")]
-    parts += ["### Faithfulness (deletion: lower is better; insertion: higher is better)",
+    parts += ["### Faithfulness (deletion AUC and ROAD MoRF: lower is better; insertion AUC and ROAD LeRF: "
+              "higher is better; ROAD = mean target probability after removing 10-90% of pixels with "
+              "neighbour imputation)",
               result["faithfulness"].to_markdown(index=False, floatfmt=".3f"),
               "### Sanity check: cascading model-parameter randomization (Spearman ρ of maps; pass if < 0.3)",
               result["sanity"].to_markdown(index=False, floatfmt=".3f")]
