@@ -42,6 +42,8 @@ def _add_common(p, data=True):
         p.add_argument("--weights", default=None, help="imagenet | none | PATH (default: imagenet)")
         p.add_argument("--epochs1", type=int, default=None, help="stage-1 epochs (default 7)")
         p.add_argument("--epochs2", type=int, default=None, help="stage-2 epochs (default 14)")
+        p.add_argument("--resume", action="store_true",
+                       help="continue a killed run from its last finished epoch (state in WEIGHTS_DIR/train_state)")
     p.add_argument("--cam", choices=list(CAM_METHODS), default="gradcam")
     p.add_argument("--target-layer", default=None, help="CAM layer (default: the backbone's, block5_conv3 for VGG19)")
     p.add_argument("--top-fraction", type=float, default=0.05, help="share of pixels painted red (default 0.05)")
@@ -68,13 +70,13 @@ def cmd_demo(args):
     print(note)
     args.data_dir = data.root
     data, model, train, cam = _configs(args, data, model, train)
-    run(data, model, train, cam, args.weights_dir, args.results_dir)
+    run(data, model, train, cam, args.weights_dir, args.results_dir, args.resume)
 
 
 def cmd_train(args):
     from .pipeline import run
     data, model, train, cam = _configs(args, DataConfig(), ModelConfig(), TrainConfig())
-    run(data, model, train, cam, args.weights_dir, args.results_dir)
+    run(data, model, train, cam, args.weights_dir, args.results_dir, args.resume)
 
 
 def cmd_evaluate(args):

@@ -52,6 +52,7 @@ class TrainConfig:
     reduce_lr_factor: float = 0.5
     min_lr: float = 1e-7
     seed: int = 42
+    deterministic: bool = True          # TensorFlow op determinism (same seed → same weights on one machine)
     verbose: int = 1                    # Keras progress bar (1) or one line per epoch (2)
 
     def with_epochs(self, stage1: int | None = None, stage2: int | None = None) -> "TrainConfig":

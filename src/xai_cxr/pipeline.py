@@ -115,13 +115,14 @@ def resolve_model(model_cfg: ModelConfig) -> tuple[ModelConfig, str | None]:
     return replace(model_cfg, backbone=backbone, weights="none" if why else model_cfg.weights), why
 
 
-def fit(model, prep: Prepared, data_cfg: DataConfig, train_cfg: TrainConfig, weights_dir: str | Path):
+def fit(model, prep: Prepared, data_cfg: DataConfig, train_cfg: TrainConfig, weights_dir: str | Path,
+        resume: bool = False):
     """Two-stage training on the prepared splits (class weights from the train counts)."""
     from .train import train_two_stage
     spec = BACKBONES[backbone_of(model)]
     train_ds, val_ds = datasets(prep, data_cfg, spec.preprocess)
     return train_two_stage(model, train_ds, val_ds, train_cfg, weights_dir,
-                           prep.class_weight if train_cfg.class_weighting else None, spec.finetune_from)
+                           prep.class_weight if train_cfg.class_weighting else None, spec.finetune_from, resume)
 
 
 def evaluate_on_test(model, test: ImageSet, data_cfg: DataConfig, skipped=()):
@@ -189,11 +190,12 @@ def _write_json(obj, path: Path) -> None:
 
 
 def run(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, cam_cfg: CamConfig = CamConfig(),
-        weights_dir: str | Path = "saved_weights", results_dir: str | Path = "sample_results") -> dict:
+        weights_dir: str | Path = "saved_weights", results_dir: str | Path = "sample_results",
+        resume: bool = False) -> dict:
     """Train, evaluate on the test split and draw the Grad-CAM sample grid; writes every artefact and
     returns {"model", "card", "metrics", "history", "prepared"}."""
     from .evaluate import format_metrics, plot_confusion, plot_roc
-    from .train import plot_history
+    from .train import plot_history, seed_everything
     t0 = time.time()
     weights_dir, results_dir = Path(weights_dir), Path(results_dir)
     model_cfg, why = resolve_model(model_cfg)
@@ -206,10 +208,11 @@ def run(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, ca
     print(f"train {len(prep.train.images)}  val {len(prep.val.images)}  test {len(prep.test.images)} images "
           f"at {data_cfg.image_size}px; class weights {prep.class_weight}")
     print("note:", prep.validation_note)
+    seed_everything(train_cfg.seed, train_cfg.deterministic)       # initial weights depend on the seed too
     model = build_model(model_cfg, data_cfg.image_size)
     print(f"model: {model_cfg.backbone} (weights: {model_cfg.weights}), {model.count_params():,} parameters, "
           f"Grad-CAM layer {target_layer}")
-    history = fit(model, prep, data_cfg, train_cfg, weights_dir)
+    history = fit(model, prep, data_cfg, train_cfg, weights_dir, resume)
     card = ModelCard(model_cfg.backbone, data_cfg.image_size, tuple(data_cfg.class_names), target_layer=target_layer,
                      dense_units=model_cfg.dense_units, dropout=model_cfg.dropout, l2=model_cfg.l2)
     card.save(weights_dir)

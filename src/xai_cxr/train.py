@@ -9,7 +9,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
+
+import numpy as np
 
 from .config import StageConfig, TrainConfig
 from .models import set_trainable
@@ -17,17 +20,26 @@ from .models import set_trainable
 log = logging.getLogger(__name__)
 
 
-def _atomic_checkpoint_cls():
+def _write_json_atomic(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def _callbacks_module():
     import keras
 
     class AtomicBestCheckpoint(keras.callbacks.Callback):
         """Save weights when ``monitor`` improves: to a temp file first, then rename, so an interrupted
-        save never leaves a corrupt checkpoint behind."""
+        save never leaves a corrupt checkpoint behind. The best value survives a resume via ``state``."""
 
-        def __init__(self, path, monitor="val_loss"):
+        def __init__(self, path, state: Path, monitor="val_loss", resume=False):
             super().__init__()
-            self.path, self.monitor, self.best = Path(path), monitor, float("inf")
-            self.best_epoch = None
+            self.path, self.state, self.monitor = Path(path), Path(state), monitor
+            self.best, self.best_epoch = float("inf"), None
+            if resume and self.state.exists():
+                saved = json.loads(self.state.read_text())
+                self.best, self.best_epoch = saved["best"], saved["best_epoch"]
 
         def on_epoch_end(self, epoch, logs=None):
             value = (logs or {}).get(self.monitor)
@@ -37,8 +49,55 @@ def _atomic_checkpoint_cls():
             tmp = self.path.with_name(self.path.name.replace(".weights.h5", ".tmp.weights.h5"))
             self.model.save_weights(tmp)
             os.replace(tmp, self.path)
+            _write_json_atomic({"best": self.best, "best_epoch": epoch}, self.state)
 
-    return AtomicBestCheckpoint
+    class TrainingState(keras.callbacks.Callback):
+        """Per-epoch logs plus EarlyStopping / ReduceLROnPlateau counters, written atomically after every
+        epoch and restored on resume (after those callbacks have reset themselves in on_train_begin)."""
+
+        def __init__(self, path: Path, early_stopping, reduce_lr, resume=False):
+            super().__init__()
+            self.path, self.es, self.rl = Path(path), early_stopping, reduce_lr
+            self.epochs = []
+            self.saved = json.loads(self.path.read_text()) if resume and self.path.exists() else None
+
+        def on_train_begin(self, logs=None):
+            if self.saved:
+                self.epochs = self.saved["epochs"]
+                self.es.wait, self.es.best = self.saved["es_wait"], self.saved["es_best"]
+                self.rl.wait, self.rl.best = self.saved["rl_wait"], self.saved["rl_best"]
+                self.rl.cooldown_counter = self.saved["rl_cooldown"]
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.epochs.append({k: float(v) for k, v in (logs or {}).items()})
+            _write_json_atomic({"epochs": self.epochs, "es_wait": self.es.wait, "es_best": float(self.es.best),
+                                "rl_wait": self.rl.wait, "rl_best": float(self.rl.best),
+                                "rl_cooldown": self.rl.cooldown_counter}, self.path)
+
+        def history(self):
+            return {k: [e[k] for e in self.epochs if k in e] for k in (self.epochs[0] if self.epochs else {})}
+
+    class NaNGuard(keras.callbacks.TerminateOnNaN):
+        """TerminateOnNaN that says what happened and what to try."""
+
+        def on_batch_end(self, batch, logs=None):
+            super().on_batch_end(batch, logs)
+            if self.model.stop_training and logs and not np.isfinite(logs.get("loss", 0.0)):
+                print(f"training stopped: the loss became {logs.get('loss')} at batch {batch}. Lower the "
+                      "learning rate, check the input images (all-constant or corrupt), or run with --device cpu "
+                      "to rule out a GPU/Metal numerical problem.")
+
+    return AtomicBestCheckpoint, TrainingState, NaNGuard
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seed Python, NumPy and TensorFlow (keras.utils.set_random_seed) and, by default, make TensorFlow
+    ops deterministic, so the same seed on the same machine gives the same weights and metrics."""
+    import keras
+    import tensorflow as tf
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
 
 
 def compile_for_stage(model, stage: StageConfig, cfg: TrainConfig) -> None:
@@ -61,44 +120,57 @@ def stages_for(cfg: TrainConfig, finetune_from: str | None) -> list[tuple[str, S
 
 
 def train_two_stage(model, train_ds, val_ds, cfg: TrainConfig, out_dir: str | Path,
-                    class_weight: dict[int, float] | None = None, finetune_from: str | None = "block5_conv1"):
+                    class_weight: dict[int, float] | None = None, finetune_from: str | None = "block5_conv1",
+                    resume: bool = False):
     """Train ``model`` in place; returns the history {stage: {metric: [per-epoch values]}}.
 
     Best weights of the last stage are at ``out_dir/model.weights.h5``; ``history.json`` beside them.
+    Training state goes to ``out_dir/train_state/`` after every epoch; ``resume=True`` continues a killed
+    run from its last finished epoch of the right stage (weights, optimizer, learning rate, callbacks).
     """
     import keras
-    keras.utils.set_random_seed(cfg.seed)
+    seed_everything(cfg.seed, cfg.deterministic)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    state_dir = out_dir / "train_state"
+    if not resume and state_dir.exists():
+        shutil.rmtree(state_dir)                  # a fresh run never picks up an old run's state
+    state_dir.mkdir(exist_ok=True)
     ckpt_path = out_dir / "model.weights.h5"
-    Checkpoint = _atomic_checkpoint_cls()
+    Checkpoint, TrainingState, NaNGuard = _callbacks_module()
     history: dict[str, dict[str, list[float]]] = {}
     for name, stage in stages_for(cfg, finetune_from):
         if stage.epochs <= 0:
             continue
+        done = state_dir / f"{name}.done.json"
+        if resume and done.exists():
+            history[name] = json.loads(done.read_text())["history"]
+            model.load_weights(state_dir / f"{name}.weights.h5")
+            print(f"[{name}] finished in an earlier run; continuing after it")
+            continue
         set_trainable(model, train_backbone=stage.train_backbone, unfreeze_from=stage.unfreeze_from)
         compile_for_stage(model, stage, cfg)
         n_train = sum(w.shape.num_elements() for w in model.trainable_weights)
-        log.info("%s: %d epochs, lr %g, %d trainable parameters", name, stage.epochs, stage.learning_rate, n_train)
         print(f"[{name}] lr={stage.learning_rate:g} clipnorm={stage.clipnorm} epochs<={stage.epochs} "
               f"trainable params={n_train:,}")
-        ckpt = Checkpoint(ckpt_path)
-        callbacks = [
-            ckpt,
-            keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.early_stopping_patience),
-            keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=cfg.reduce_lr_factor,
-                                              patience=cfg.reduce_lr_patience, min_lr=cfg.min_lr),
-            keras.callbacks.TerminateOnNaN(),
-        ]
-        h = model.fit(train_ds, validation_data=val_ds, epochs=stage.epochs, class_weight=class_weight,
-                      callbacks=callbacks, verbose=cfg.verbose, shuffle=False)
-        history[name] = {k: [float(v) for v in vals] for k, vals in h.history.items()}
+        ckpt = Checkpoint(ckpt_path, state_dir / f"{name}.best.json", resume=resume)
+        es = keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.early_stopping_patience)
+        rl = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=cfg.reduce_lr_factor,
+                                               patience=cfg.reduce_lr_patience, min_lr=cfg.min_lr)
+        state = TrainingState(state_dir / f"{name}.state.json", es, rl, resume=resume)
+        # BackupAndRestore restores weights, optimizer state (incl. learning rate) and the epoch after a kill
+        backup = keras.callbacks.BackupAndRestore(state_dir / name, double_checkpoint=True, delete_checkpoint=False)
+        model.fit(train_ds, validation_data=val_ds, epochs=stage.epochs, class_weight=class_weight,
+                  callbacks=[backup, ckpt, es, rl, NaNGuard(), state], verbose=cfg.verbose, shuffle=False)
+        history[name] = state.history()
         if ckpt.best_epoch is not None:
             model.load_weights(ckpt_path)
             print(f"[{name}] best epoch {ckpt.best_epoch + 1} (val_loss {ckpt.best:.4f}) → {ckpt_path}")
-    tmp = out_dir / "history.json.tmp"
-    tmp.write_text(json.dumps(history, indent=2))
-    os.replace(tmp, out_dir / "history.json")
+        tmp = state_dir / f"{name}.tmp.weights.h5"
+        model.save_weights(tmp)
+        os.replace(tmp, state_dir / f"{name}.weights.h5")
+        _write_json_atomic({"history": history[name]}, done)
+    _write_json_atomic(history, out_dir / "history.json")
     return history
 
 

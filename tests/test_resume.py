@@ -1,0 +1,76 @@
+"""Kill a training process with SIGKILL (twice, the second time right as it saves), resume, and check the
+run finishes with the planned number of epochs and loadable weights."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import textwrap
+from pathlib import Path
+
+SCRIPT = textwrap.dedent('''
+    import os, sys, time, json
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
+    import numpy as np, tensorflow as tf
+    from xai_cxr.config import ModelConfig, TrainConfig
+    from xai_cxr.data import make_dataset
+    from xai_cxr.models import BACKBONES, build_model
+    from xai_cxr.train import train_two_stage
+    out, resume = sys.argv[1], sys.argv[2] == "1"
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (64, 32, 32), dtype=np.uint8), np.arange(64) % 2
+    slow = lambda x, y: (tf.numpy_function(lambda a: (time.sleep(0.08), a)[1], [x], tf.float32), y)
+    ds = make_dataset(images, labels, BACKBONES["cxr-small"].preprocess, batch_size=8, shuffle=True)
+    ds = ds.map(lambda x, y: (tf.ensure_shape(slow(x, y)[0], x.shape), y))
+    model = build_model(ModelConfig(backbone="cxr-small", weights="none"), 32)
+    cfg = TrainConfig(verbose=0, early_stopping_patience=100, reduce_lr_patience=1).with_epochs(6, 0)
+    history = train_two_stage(model, ds, ds.take(2), cfg, out, finetune_from=None, resume=resume)
+    print(json.dumps({k: len(v["loss"]) for k, v in history.items()}))
+''')
+
+
+def _epochs_logged(state):
+    try:
+        return len(json.loads(state.read_text())["epochs"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def _start(script, out, resume):
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    return subprocess.Popen([sys.executable, str(script), str(out), "1" if resume else "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _kill_when(proc, state, n_epochs, delay, timeout=240):
+    t0 = time.time()
+    while _epochs_logged(state) < n_epochs:
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        assert time.time() - t0 < timeout, "training did not progress"
+        time.sleep(0.01)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def test_sigkill_then_resume_finishes_with_planned_epochs(tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    out = tmp_path / "run"
+    state = out / "train_state" / "stage1.state.json"
+    _kill_when(_start(script, out, False), state, 2, delay=0.3)            # mid-epoch
+    killed_at = _epochs_logged(state)
+    assert 2 <= killed_at < 6
+    _kill_when(_start(script, out, True), state, killed_at + 1, delay=0.0)  # right as it saves
+    proc = _start(script, out, True)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr[-3000:]
+    assert json.loads(stdout.strip().splitlines()[-1]) == {"stage1": 6}
+    assert _epochs_logged(state) == 6
+    assert len(json.loads((out / "history.json").read_text())["stage1"]["loss"]) == 6
+    from xai_cxr.config import ModelConfig
+    from xai_cxr.models import build_model
+    build_model(ModelConfig(backbone="cxr-small", weights="none"), 32).load_weights(out / "model.weights.h5")
+    assert not list(Path(out).glob("*.tmp*"))
