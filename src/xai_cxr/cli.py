@@ -80,25 +80,24 @@ def cmd_train(args):
 
 
 def cmd_evaluate(args):
-    import numpy as np
-    from .data import load_images, make_dataset, require_splits, scan_dataset
-    from .evaluate import evaluate_predictions, format_metrics, predict_proba
+    from .data import require_splits, scan_dataset
+    from .evaluate import evaluate_predictions, format_metrics
     from .models import BACKBONES, load_trained_model
+    from .stream import stream_predict
     model, card = load_trained_model(args.weights_dir)
     df = scan_dataset(args.data_dir, card.class_names)
     require_splits(df, "test", root=args.data_dir)
-    test = load_images(df[df.split == "test"], card.image_size)
-    proba = predict_proba(model, make_dataset(test.images, None, BACKBONES[card.backbone].preprocess,
-                                              batch_size=args.batch_size))
-    m = evaluate_predictions(test.labels, proba, card.class_names, card.threshold, seed=args.seed)
-    m["skipped_images"] = [{"path": p, "reason": r} for p, r in test.skipped]
-    out = Path(args.results_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(m, indent=2))
+    out = stream_predict(model, df[df.split == "test"], card.image_size, BACKBONES[card.backbone].preprocess,
+                         progress=True)
+    m = evaluate_predictions(out["labels"], out["proba"], card.class_names, card.threshold, seed=args.seed)
+    m["skipped_images"] = [{"path": p, "reason": r} for p, r in out["skipped"]]
+    results = Path(args.results_dir)
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "metrics.json").write_text(json.dumps(m, indent=2))
     print(format_metrics(m))
-    for p, r in test.skipped:
+    for p, r in out["skipped"]:
         print(f"skipped {p}: {r}")
-    print(f"metrics → {out / 'metrics.json'}")
+    print(f"metrics → {results / 'metrics.json'}")
 
 
 def cmd_explain(args):
