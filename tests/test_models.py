@@ -68,3 +68,16 @@ def test_trained_model_round_trip_and_wrong_size_error(tmp_path):
     ModelCard("vgg19", 32, ("NORMAL", "PNEUMONIA")).save(tmp_path)      # weights of another architecture
     with pytest.raises(ValueError, match="does not fit a vgg19 model"):
         load_trained_model(tmp_path)
+
+
+def test_training_refuses_to_start_without_disk_space(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+    from xai_cxr.config import TrainConfig
+    from xai_cxr.train import train_two_stage
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 10**6, 10**6))
+    model = build_model(ModelConfig(backbone="cxr-small", weights="none"), 32)
+    with pytest.raises(OSError, match="MiB free on the disk of"):
+        train_two_stage(model, None, None, TrainConfig(verbose=0).with_epochs(1, 0), tmp_path, finetune_from=None)
+    assert not (tmp_path / "model.weights.h5").exists()

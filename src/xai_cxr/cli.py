@@ -224,7 +224,7 @@ def main(argv=None) -> int:
     _setup_device(args.device)
     try:
         args.func(args)
-    except (DatasetLayoutError, WeightsNotFoundError, FileNotFoundError) as exc:
+    except (DatasetLayoutError, WeightsNotFoundError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

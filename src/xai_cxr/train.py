@@ -90,6 +90,15 @@ def _callbacks_module():
     return AtomicBestCheckpoint, TrainingState, NaNGuard
 
 
+def ensure_free_space(folder: Path, needed_bytes: int) -> None:
+    """Stop before training when ``folder``'s disk cannot hold the checkpoints (better now than mid-run)."""
+    free = shutil.disk_usage(folder).free
+    if free < needed_bytes:
+        raise OSError(f"only {free / 2**20:.0f} MiB free on the disk of {folder}; training needs about "
+                      f"{needed_bytes / 2**20:.0f} MiB for checkpoints and resume state. Free space or choose "
+                      "another --weights-dir.")
+
+
 def seed_everything(seed: int, deterministic: bool = True) -> None:
     """Seed Python, NumPy and TensorFlow (keras.utils.set_random_seed) and, by default, make TensorFlow
     ops deterministic, so the same seed on the same machine gives the same weights and metrics."""
@@ -136,6 +145,8 @@ def train_two_stage(model, train_ds, val_ds, cfg: TrainConfig, out_dir: str | Pa
     if not resume and state_dir.exists():
         shutil.rmtree(state_dir)                  # a fresh run never picks up an old run's state
     state_dir.mkdir(exist_ok=True)
+    # best weights + end-of-stage weights + two backups with Adam's two moments, float32, plus slack
+    ensure_free_space(out_dir, 4 * model.count_params() * 8 + 50 * 2**20)
     ckpt_path = out_dir / "model.weights.h5"
     Checkpoint, TrainingState, NaNGuard = _callbacks_module()
     history: dict[str, dict[str, list[float]]] = {}
