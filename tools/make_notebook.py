@@ -110,7 +110,10 @@ print(f"pointing game: {pg['hit_rate']:.1%} of {pg['n_images']} images" if pg el
 
 - Real data: put the Kaggle set in `chest_xray/` and rerun, or `xai-cxr train --data-dir chest_xray`.
 - ImageNet weights: copy the Keras cache file named above into `~/.keras/models/` (see the README).
-- Explain your own images: `xai-cxr explain IMAGE... --out DIR`."""),
+- Explain your own images: `xai-cxr explain IMAGE... --out DIR`.
+- Check the explanations: `xai-cxr audit` scores Grad-CAM, Grad-CAM++, HiResCAM, LayerCAM, Score-CAM, Eigen-CAM
+  and a layer fusion for localization (phantom lesion masks), faithfulness (deletion/insertion, ROAD) and the
+  randomization sanity check, and draws galleries of the model's mistakes."""),
 ]
 nb = nbf.v4.new_notebook(cells=cells, metadata={
     "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
