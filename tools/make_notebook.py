@@ -115,6 +115,8 @@ print(f"pointing game: {pg['hit_rate']:.1%} of {pg['n_images']} images" if pg el
   and a layer fusion for localization (phantom lesion masks), faithfulness (deletion/insertion, ROAD) and the
   randomization sanity check, and draws galleries of the model's mistakes."""),
 ]
+for i, cell in enumerate(cells):
+    cell["id"] = f"cell-{i:02d}"                 # stable ids: regenerating gives a clean diff
 nb = nbf.v4.new_notebook(cells=cells, metadata={
     "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
     "language_info": {"name": "python"}})
