@@ -160,6 +160,21 @@ def test_scan_ignores_junk_and_follows_case_insensitive_folders(tmp_path):
     assert df[(df.split == "train") & (df.label == "NORMAL")].mask_path.iloc[0].endswith("ok_mask.png")
 
 
+def test_non_utf8_file_name_is_scanned_and_read(tmp_path):
+    root = tmp_path / "chest_xray"
+    for split in ("train", "test"):
+        for cls in ("NORMAL", "PNEUMONIA"):
+            (root / split / cls).mkdir(parents=True)
+            cv2.imwrite(str(root / split / cls / "ok.png"), GRAY)
+    raw = os.fsencode(root / "train" / "NORMAL") + b"/latin1-\xe9\xff.png"     # not valid UTF-8
+    with open(raw, "wb") as f:
+        f.write(cv2.imencode(".png", GRAY)[1].tobytes())
+    df = scan_dataset(root)
+    odd = [p for p in df.path if "latin1" in p]
+    assert len(odd) == 1
+    np.testing.assert_array_equal(read_gray(odd[0]), GRAY)
+
+
 def test_missing_split_is_a_clear_error(tmp_path):
     root = tmp_path / "chest_xray"
     for cls in ("NORMAL", "PNEUMONIA"):

@@ -81,3 +81,25 @@ def test_training_refuses_to_start_without_disk_space(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="MiB free on the disk of"):
         train_two_stage(model, None, None, TrainConfig(verbose=0).with_epochs(1, 0), tmp_path, finetune_from=None)
     assert not (tmp_path / "model.weights.h5").exists()
+
+
+def test_weights_with_another_head_shape_name_both_shapes(tmp_path):
+    build_model(ModelConfig(backbone="cxr-small", weights="none", num_classes=3), 32).save_weights(
+        tmp_path / "model.weights.h5")
+    ModelCard("cxr-small", 32, ("NORMAL", "PNEUMONIA")).save(tmp_path)
+    with pytest.raises(ValueError, match=r"\(256, 2\).*\(256, 3\)") as info:
+        load_trained_model(tmp_path)
+    assert "Target variable" not in str(info.value) and "2 classes" in str(info.value)
+
+
+def test_nan_loss_stops_training_with_a_message(tmp_path, capsys):
+    from xai_cxr.config import TrainConfig
+    from xai_cxr.data import make_dataset
+    from xai_cxr.train import train_two_stage
+    images = np.zeros((8, 32, 32), np.uint8)
+    nan_preprocess = lambda x: x * np.float32("nan")  # noqa: E731
+    ds = make_dataset(images, np.arange(8) % 2, nan_preprocess, batch_size=4)
+    model = build_model(ModelConfig(backbone="cxr-small", weights="none"), 32)
+    history = train_two_stage(model, ds, ds, TrainConfig(verbose=0).with_epochs(3, 0), tmp_path, finetune_from=None)
+    assert len(history["stage1"].get("loss", [])) <= 1
+    assert "loss became nan" in capsys.readouterr().out

@@ -208,6 +208,8 @@ def load_trained_model(folder: str | Path = "saved_weights"):
     try:
         model.load_weights(folder / "model.weights.h5")
     except ValueError as exc:
-        raise ValueError(f"{folder / 'model.weights.h5'} does not fit a {card.backbone} model at "
-                         f"{card.image_size}px as model_config.json says: {exc}") from exc
+        reason = str(exc).split("Target variable")[0].strip()       # keep the shapes, drop the value dump
+        raise ValueError(f"{folder / 'model.weights.h5'} does not fit a {card.backbone} model with "
+                         f"{len(card.class_names)} classes at {card.image_size}px as model_config.json says: "
+                         f"{reason}") from exc
     return model, card
