@@ -42,6 +42,8 @@ def _add_common(p, data=True):
         p.add_argument("--weights", default=None, help="imagenet | none | PATH (default: imagenet)")
         p.add_argument("--epochs1", type=int, default=None, help="stage-1 epochs (default 7)")
         p.add_argument("--epochs2", type=int, default=None, help="stage-2 epochs (default 14)")
+        p.add_argument("--no-feature-cache", action="store_true",
+                       help="run the frozen backbone on every step instead of caching its features once")
         p.add_argument("--resume", action="store_true",
                        help="continue a killed run from its last finished epoch (state in WEIGHTS_DIR/train_state)")
     p.add_argument("--cam", choices=list(CAM_METHODS), default="gradcam")
@@ -58,6 +60,7 @@ def _configs(args, data: DataConfig, model: ModelConfig, train: TrainConfig):
     model = replace(model, **({"backbone": args.backbone} if args.backbone else {}),
                     **({"weights": args.weights} if args.weights else {}))
     train = replace(train.with_epochs(args.epochs1, args.epochs2), seed=args.seed,
+                    feature_cache=not args.no_feature_cache,
                     verbose=1 if sys.stdout.isatty() else 2)   # progress bars only on a terminal
     cam = CamConfig(method=args.cam, target_layer=args.target_layer, top_fraction=args.top_fraction)
     return data, model, train, cam

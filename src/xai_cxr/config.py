@@ -53,6 +53,7 @@ class TrainConfig:
     min_lr: float = 1e-7
     seed: int = 42
     deterministic: bool = True          # TensorFlow op determinism (same seed → same weights on one machine)
+    feature_cache: bool = True          # train frozen-backbone stages on features computed once (cache.py)
     verbose: int = 1                    # Keras progress bar (1) or one line per epoch (2)
 
     def with_epochs(self, stage1: int | None = None, stage2: int | None = None) -> "TrainConfig":

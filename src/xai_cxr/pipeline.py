@@ -119,10 +119,17 @@ def fit(model, prep: Prepared, data_cfg: DataConfig, train_cfg: TrainConfig, wei
         resume: bool = False):
     """Two-stage training on the prepared splits (class weights from the train counts)."""
     from .train import train_two_stage
+    from .cache import cached_stage_data
     spec = BACKBONES[backbone_of(model)]
     train_ds, val_ds = datasets(prep, data_cfg, spec.preprocess)
+    stage_data = None
+    if train_cfg.feature_cache:
+        stage_data = cached_stage_data(model, prep.train.images, prep.train.labels, prep.val.images,
+                                       prep.val.labels, spec.preprocess, len(data_cfg.class_names),
+                                       data_cfg.batch_size, data_cfg.seed)
     return train_two_stage(model, train_ds, val_ds, train_cfg, weights_dir,
-                           prep.class_weight if train_cfg.class_weighting else None, spec.finetune_from, resume)
+                           prep.class_weight if train_cfg.class_weighting else None, spec.finetune_from, resume,
+                           stage_data)
 
 
 def evaluate_on_test(model, test: ImageSet, data_cfg: DataConfig, skipped=()):

@@ -33,9 +33,10 @@ def _callbacks_module():
         """Save weights when ``monitor`` improves: to a temp file first, then rename, so an interrupted
         save never leaves a corrupt checkpoint behind. The best value survives a resume via ``state``."""
 
-        def __init__(self, path, state: Path, monitor="val_loss", resume=False):
+        def __init__(self, path, state: Path, monitor="val_loss", resume=False, save_model=None):
             super().__init__()
             self.path, self.state, self.monitor = Path(path), Path(state), monitor
+            self.save_model = save_model        # the full model, when a sub-model sharing its layers is fitted
             self.best, self.best_epoch = float("inf"), None
             if resume and self.state.exists():
                 saved = json.loads(self.state.read_text())
@@ -47,7 +48,7 @@ def _callbacks_module():
                 return
             self.best, self.best_epoch = float(value), epoch
             tmp = self.path.with_name(self.path.name.replace(".weights.h5", ".tmp.weights.h5"))
-            self.model.save_weights(tmp)
+            (self.save_model or self.model).save_weights(tmp)
             os.replace(tmp, self.path)
             _write_json_atomic({"best": self.best, "best_epoch": epoch}, self.state)
 
@@ -130,12 +131,14 @@ def stages_for(cfg: TrainConfig, finetune_from: str | None) -> list[tuple[str, S
 
 def train_two_stage(model, train_ds, val_ds, cfg: TrainConfig, out_dir: str | Path,
                     class_weight: dict[int, float] | None = None, finetune_from: str | None = "block5_conv1",
-                    resume: bool = False):
+                    resume: bool = False, stage_data=None):
     """Train ``model`` in place; returns the history {stage: {metric: [per-epoch values]}}.
 
     Best weights of the last stage are at ``out_dir/model.weights.h5``; ``history.json`` beside them.
     Training state goes to ``out_dir/train_state/`` after every epoch; ``resume=True`` continues a killed
     run from its last finished epoch of the right stage (weights, optimizer, learning rate, callbacks).
+    ``stage_data(stage)`` may return (model to fit, train ds, val ds) for a stage — a sub-model sharing
+    ``model``'s layers on cached features (see ``cache.py``) — or None for the plain path.
     """
     import keras
     seed_everything(cfg.seed, cfg.deterministic)
@@ -160,18 +163,20 @@ def train_two_stage(model, train_ds, val_ds, cfg: TrainConfig, out_dir: str | Pa
             print(f"[{name}] finished in an earlier run; continuing after it")
             continue
         set_trainable(model, train_backbone=stage.train_backbone, unfreeze_from=stage.unfreeze_from)
-        compile_for_stage(model, stage, cfg)
-        n_train = sum(w.shape.num_elements() for w in model.trainable_weights)
+        cached = stage_data(stage) if stage_data else None
+        fit_model, fit_train, fit_val = cached or (model, train_ds, val_ds)
+        compile_for_stage(fit_model, stage, cfg)
+        n_train = sum(w.shape.num_elements() for w in fit_model.trainable_weights)
         print(f"[{name}] lr={stage.learning_rate:g} clipnorm={stage.clipnorm} epochs<={stage.epochs} "
               f"trainable params={n_train:,}")
-        ckpt = Checkpoint(ckpt_path, state_dir / f"{name}.best.json", resume=resume)
+        ckpt = Checkpoint(ckpt_path, state_dir / f"{name}.best.json", resume=resume, save_model=model)
         es = keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.early_stopping_patience)
         rl = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=cfg.reduce_lr_factor,
                                                patience=cfg.reduce_lr_patience, min_lr=cfg.min_lr)
         state = TrainingState(state_dir / f"{name}.state.json", es, rl, resume=resume)
         # BackupAndRestore restores weights, optimizer state (incl. learning rate) and the epoch after a kill
         backup = keras.callbacks.BackupAndRestore(state_dir / name, double_checkpoint=True, delete_checkpoint=False)
-        model.fit(train_ds, validation_data=val_ds, epochs=stage.epochs, class_weight=class_weight,
+        fit_model.fit(fit_train, validation_data=fit_val, epochs=stage.epochs, class_weight=class_weight,
                   callbacks=[backup, ckpt, es, rl, NaNGuard(), state], verbose=cfg.verbose, shuffle=False)
         history[name] = state.history()
         if ckpt.best_epoch is not None:
