@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -69,8 +70,13 @@ def _callbacks_module():
                 self.rl.wait, self.rl.best = self.saved["rl_wait"], self.saved["rl_best"]
                 self.rl.cooldown_counter = self.saved["rl_cooldown"]
 
+        def on_epoch_begin(self, epoch, logs=None):
+            self._t0 = time.perf_counter()
+
         def on_epoch_end(self, epoch, logs=None):
-            self.epochs.append({k: float(v) for k, v in (logs or {}).items()})
+            entry = {k: float(v) for k, v in (logs or {}).items()}
+            entry["epoch_seconds"] = time.perf_counter() - getattr(self, "_t0", time.perf_counter())
+            self.epochs.append(entry)
             _write_json_atomic({"epochs": self.epochs, "es_wait": self.es.wait, "es_best": float(self.es.best),
                                 "rl_wait": self.rl.wait, "rl_best": float(self.rl.best),
                                 "rl_cooldown": self.rl.cooldown_counter}, self.path)
