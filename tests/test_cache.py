@@ -48,7 +48,8 @@ def test_cached_training_updates_the_full_model_and_saves_it(tmp_path):
     model = build_model(ModelConfig(weights="none"), 32)
     before = model.get_layer("block5_conv1").get_weights()[0].copy()
     head_before = model.get_layer("head_dense").get_weights()[0].copy()
-    stage_data = cached_stage_data(model, images, labels, images, labels, PREP, batch_size=8)
+    stage_data = cached_stage_data(model, images, labels, images, labels, PREP, batch_size=8,
+                                   finetune_from="block5_conv1")
     ds = make_dataset(images, labels, PREP, batch_size=8)
     history = train_two_stage(model, ds, ds, TrainConfig(verbose=0).with_epochs(1, 1), tmp_path,
                               stage_data=stage_data)
@@ -64,3 +65,18 @@ def test_cached_training_updates_the_full_model_and_saves_it(tmp_path):
 def test_backbone_that_trains_whole_bypasses_the_cache():
     model = build_model(ModelConfig(backbone="cxr-small", weights="none"), 32)
     assert cache_layer(model, True, None) is None
+
+
+def test_stage1_features_derived_from_the_stage2_cache_equal_direct_extraction():
+    from xai_cxr.config import StageConfig
+    model = build_model(ModelConfig(weights="none"), 32)
+    set_trainable(model)
+    images = np.random.default_rng(2).integers(0, 256, (5, 32, 32), dtype=np.uint8)
+    labels = np.arange(5) % 2
+    stage_data = cached_stage_data(model, images, labels, images, labels, PREP, batch_size=4,
+                                   finetune_from="block5_conv1")
+    top, train_ds, _ = stage_data(StageConfig(epochs=1, learning_rate=1e-3))
+    cached = np.concatenate([f.numpy() for f, _ in train_ds])                 # shuffled: compare sorted
+    direct = extract_features(model, "block5_pool", images, PREP)
+    key = lambda a: a[np.argsort(a.reshape(len(a), -1).sum(1))]  # noqa: E731
+    np.testing.assert_allclose(key(cached), key(direct), rtol=1e-5, atol=1e-4)

@@ -60,17 +60,47 @@ def feature_dataset(features: np.ndarray, labels: np.ndarray, num_classes: int, 
 
 
 def cached_stage_data(model, train_images, train_labels, val_images, val_labels, preprocess, num_classes: int = 2,
-                      batch_size: int = 32, seed: int = 42):
+                      batch_size: int = 32, seed: int = 42, finetune_from: str | None = None):
     """A ``stage_data`` callable for ``train_two_stage``: per stage, (model to fit, train ds, val ds) on cached
-    features, or None when the stage has no frozen part (then the plain path runs)."""
+    features, or None when the stage has no frozen part (then the plain path runs).
+
+    The images go through the frozen layers once: with ``finetune_from`` given, stage 1 already caches the
+    layer below it (stage 2's input) and derives its own, deeper features from that cache by running only the
+    layers in between."""
+    memo: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    lowest = cache_layer(model, False, finetune_from) if finetune_from else None
+
+    def features(layer):
+        if layer in memo:
+            return memo[layer]
+        if lowest and lowest in memo and layer != lowest:
+            part = _between(model, lowest, layer)
+            memo[layer] = tuple(part.predict(f, batch_size=batch_size, verbose=0) for f in memo[lowest])
+            return memo[layer]
+        source = lowest if lowest and layer != lowest and lowest not in memo else layer
+        print(f"feature cache: computing {source} outputs once for {len(train_images)} + {len(val_images)} images")
+        tr = extract_features(model, source, train_images, preprocess, batch_size)
+        va = tr if val_images is train_images else extract_features(model, source, val_images, preprocess, batch_size)
+        memo[source] = (tr, va)
+        return features(layer)
+
     def stage_data(stage):
         layer = cache_layer(model, stage.train_backbone, stage.unfreeze_from)
         if layer is None:
             return None
-        print(f"feature cache: computing {layer} outputs once for {len(train_images)} + {len(val_images)} images")
-        tr = extract_features(model, layer, train_images, preprocess, batch_size)
-        va = tr if val_images is train_images else extract_features(model, layer, val_images, preprocess, batch_size)
+        tr, va = features(layer)
         return (model_after(model, layer),
                 feature_dataset(tr, train_labels, num_classes, batch_size, shuffle=True, seed=seed),
                 feature_dataset(va, val_labels, num_classes, batch_size))
     return stage_data
+
+
+def _between(model, start: str, end: str):
+    """The layers strictly after ``start`` up to and including ``end``, as a model on ``start``'s output."""
+    import keras
+    names = [l.name for l in model.layers]
+    inp = keras.Input(model.get_layer(start).output.shape[1:])
+    x = inp
+    for layer in model.layers[names.index(start) + 1:names.index(end) + 1]:
+        x = layer(x)
+    return keras.Model(inp, x)

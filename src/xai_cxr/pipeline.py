@@ -126,7 +126,8 @@ def fit(model, prep: Prepared, data_cfg: DataConfig, train_cfg: TrainConfig, wei
     if train_cfg.feature_cache:
         stage_data = cached_stage_data(model, prep.train.images, prep.train.labels, prep.val.images,
                                        prep.val.labels, spec.preprocess, len(data_cfg.class_names),
-                                       data_cfg.batch_size, data_cfg.seed)
+                                       data_cfg.batch_size, data_cfg.seed,
+                                       spec.finetune_from if train_cfg.stage2.epochs > 0 else None)
     return train_two_stage(model, train_ds, val_ds, train_cfg, weights_dir,
                            prep.class_weight if train_cfg.class_weighting else None, spec.finetune_from, resume,
                            stage_data)
