@@ -31,7 +31,6 @@ def main():
     args = ap.parse_args()
     import numpy as np
     from xai_cxr.config import DataConfig, ModelConfig, TrainConfig
-    from xai_cxr.data import limit_train
     from xai_cxr.models import imagenet_available
     from xai_cxr.phantom import PhantomConfig, write_phantom_dataset
     from xai_cxr.pipeline import evaluate_on_test, fit, prepare_data

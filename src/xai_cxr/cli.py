@@ -138,7 +138,7 @@ def cmd_explain(args):
 def cmd_audit(args):
     import matplotlib
     matplotlib.use("Agg")
-    from .audit import audit, error_galleries, make_explainer, to_markdown
+    from .audit import audit, error_galleries, to_markdown
     from .config import AuditConfig
     from .data import load_images, require_splits, scan_dataset
     from .models import load_trained_model

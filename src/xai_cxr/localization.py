@@ -33,8 +33,11 @@ def pointing_game(heats: np.ndarray, masks: np.ndarray, tolerance_px: int | None
 
 def top_fraction_hit_rate(heats: np.ndarray, masks: np.ndarray, fraction: float = 0.05) -> np.ndarray:
     """Per image: share of the top-``fraction`` heat pixels that fall inside the lesion mask."""
-    return np.array([(top_fraction_mask(h, fraction) & m.astype(bool)).sum() / max(1, top_fraction_mask(h, fraction).sum())
-                     for h, m in zip(heats, masks)])
+    rates = []
+    for heat, mask in zip(heats, masks):
+        top = top_fraction_mask(heat, fraction)
+        rates.append((top & mask.astype(bool)).sum() / max(1, top.sum()))
+    return np.array(rates)
 
 
 def iou_dice(heats: np.ndarray, masks: np.ndarray, threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:

@@ -1,5 +1,4 @@
 """Grad-CAM (Selvaraju et al., 2017): channel weight = spatial mean of the score's gradient."""
-import numpy as np
 
 from .base import BaseCAM
 
