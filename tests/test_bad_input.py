@@ -140,12 +140,17 @@ def test_whole_corpus_loads_without_crashing_and_reports_every_skip(tmp_path):
     assert out.images.shape == (len(CASES) - len(skipped), 32, 32)
 
 
-def test_scan_ignores_junk_and_follows_case_insensitive_folders(tmp_path):
-    root = tmp_path / "chest_xray"
-    for split in ("TRAIN", "test"):
-        for cls in ("normal", "Pneumonia"):
+def _layout(root, splits=("train", "test"), classes=("NORMAL", "PNEUMONIA")):
+    """One good image per split/class folder, with the folder names given (their case included)."""
+    for split in splits:
+        for cls in classes:
             (root / split / cls).mkdir(parents=True)
             cv2.imwrite(str(root / split / cls / "ok.png"), GRAY)
+    return root
+
+
+def test_scan_ignores_junk_and_follows_case_insensitive_folders(tmp_path):
+    root = _layout(tmp_path / "chest_xray", ("TRAIN", "test"), ("normal", "Pneumonia"))
     junk = root / "TRAIN" / "normal"
     (junk / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
     (junk / ".hidden.png").write_bytes(b"x")
@@ -161,11 +166,7 @@ def test_scan_ignores_junk_and_follows_case_insensitive_folders(tmp_path):
 
 
 def test_non_utf8_file_name_is_scanned_and_read(tmp_path):
-    root = tmp_path / "chest_xray"
-    for split in ("train", "test"):
-        for cls in ("NORMAL", "PNEUMONIA"):
-            (root / split / cls).mkdir(parents=True)
-            cv2.imwrite(str(root / split / cls / "ok.png"), GRAY)
+    root = _layout(tmp_path / "chest_xray")
     raw = os.fsencode(root / "train" / "NORMAL") + b"/latin1-\xe9\xff.png"     # not valid UTF-8
     with open(raw, "wb") as f:
         f.write(cv2.imencode(".png", GRAY)[1].tobytes())
@@ -176,10 +177,7 @@ def test_non_utf8_file_name_is_scanned_and_read(tmp_path):
 
 
 def test_missing_split_is_a_clear_error(tmp_path):
-    root = tmp_path / "chest_xray"
-    for cls in ("NORMAL", "PNEUMONIA"):
-        (root / "train" / cls).mkdir(parents=True)
-        cv2.imwrite(str(root / "train" / cls / "a.png"), GRAY)
+    root = _layout(tmp_path / "chest_xray", ("train",))
     df = scan_dataset(root)
     with pytest.raises(DatasetLayoutError, match=r"split folder\(s\) missing: .*test") as info:
         require_splits(df, "train", "test", root=root)
