@@ -4,7 +4,6 @@ does the file I/O (weights, metrics.json, figures)."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 from dataclasses import dataclass, replace
@@ -17,7 +16,6 @@ from .data import (ImageSet, class_weights, limit_train, load_images, make_datas
                    scan_dataset, select_validation)
 from .models import BACKBONES, ModelCard, backbone_of, build_model, resolve_backbone
 
-log = logging.getLogger(__name__)
 PHANTOM_ROOT = Path("phantoms") / "chest_xray"
 
 

@@ -7,19 +7,16 @@ model holds that stage's best weights (lowest validation loss), which are also o
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from .config import StageConfig, TrainConfig
 from .models import set_trainable
-
-log = logging.getLogger(__name__)
-
 
 def _write_json_atomic(obj, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
@@ -128,9 +125,7 @@ def stages_for(cfg: TrainConfig, finetune_from: str | None) -> list[tuple[str, S
     """The stages to run. A backbone without pretrained weights (``finetune_from`` None) trains whole in
     one stage: freezing random features teaches nothing."""
     if finetune_from is None:
-        from dataclasses import replace
         return [("stage1", replace(cfg.stage1, train_backbone=True))]
-    from dataclasses import replace
     s2 = cfg.stage2 if cfg.stage2.unfreeze_from else replace(cfg.stage2, unfreeze_from=finetune_from)
     return [("stage1", cfg.stage1), ("stage2", s2)]
 

@@ -8,12 +8,10 @@ layer by layer, which avoids Keras 3's "Graph disconnected" and "layer has never
 """
 from __future__ import annotations
 
-import logging
 import warnings
 
 import numpy as np
 
-log = logging.getLogger(__name__)
 EPS = 1e-7
 
 
