@@ -80,3 +80,65 @@ def test_stage1_features_derived_from_the_stage2_cache_equal_direct_extraction()
     direct = extract_features(model, "block5_pool", images, PREP)
     key = lambda a: a[np.argsort(a.reshape(len(a), -1).sum(1))]  # noqa: E731
     np.testing.assert_allclose(key(cached), key(direct), rtol=1e-5, atol=1e-4)
+
+
+def _tiny_vgg_and_images(n=6, seed=3):
+    model = build_model(ModelConfig(weights="none"), 32)
+    images = np.random.default_rng(seed).integers(0, 256, (n, 32, 32), dtype=np.uint8)
+    return model, images
+
+
+def test_disk_cache_hit_equals_fresh_features_and_any_change_misses(tmp_path, capsys):
+    from xai_cxr.cache import cache_key, disk_features
+    model, images = _tiny_vgg_and_images()
+    first = disk_features(model, "block4_pool", images, PREP, tmp_path)
+    second = disk_features(model, "block4_pool", images, PREP, tmp_path)
+    assert "hit" in capsys.readouterr().out and isinstance(second, np.memmap)
+    np.testing.assert_array_equal(np.asarray(second), extract_features(model, "block4_pool", images, PREP))
+    np.testing.assert_array_equal(np.asarray(first), np.asarray(second))
+    key = cache_key(model, "block4_pool", images, PREP)
+    changed = images.copy()
+    changed[0, 0, 0] ^= 1
+    assert cache_key(model, "block4_pool", changed, PREP) != key                       # image content
+    assert cache_key(model, "block5_pool", images, PREP) != key                        # layer
+    assert cache_key(model, "block4_pool", images, BACKBONES["cxr-small"].preprocess) != key  # preprocessing
+    w = model.get_layer("block1_conv1").get_weights()
+    model.get_layer("block1_conv1").set_weights([w[0] * 1.01, w[1]])
+    assert cache_key(model, "block4_pool", images, PREP) != key                        # weights
+    fresh = disk_features(model, "block4_pool", images, PREP, tmp_path)
+    assert not np.allclose(np.asarray(fresh), np.asarray(first))                       # never the stale entry
+    assert len(list(tmp_path.iterdir())) == 2
+
+
+@pytest.mark.parametrize("problem", ["not_a_folder", "full", "corrupt"])
+def test_bad_cache_folder_falls_back_to_correct_features(tmp_path, monkeypatch, capsys, problem):
+    from xai_cxr import cache
+    model, images = _tiny_vgg_and_images()
+    cache_dir = tmp_path / "cache"
+    if problem == "not_a_folder":
+        cache_dir.write_text("a file where the cache folder should be")
+    elif problem == "full":
+        monkeypatch.setattr(cache, "_free_bytes", lambda folder: 1024)
+    else:
+        cache.disk_features(model, "block4_pool", images, PREP, cache_dir)
+        (entry,) = cache_dir.iterdir()
+        (entry / "features.npy").write_bytes(b"\x93NUMPY garbage")
+    got = cache.disk_features(model, "block4_pool", images, PREP, cache_dir)
+    out = capsys.readouterr().out
+    assert ("recomputing" if problem == "corrupt" else "cannot write") in out
+    np.testing.assert_array_equal(np.asarray(got), extract_features(model, "block4_pool", images, PREP))
+
+
+def test_memory_mapped_features_give_the_same_batches_and_training(tmp_path):
+    from xai_cxr.cache import disk_features, feature_dataset
+    model, images = _tiny_vgg_and_images(n=10)
+    labels = np.arange(10) % 2
+    mem = extract_features(model, "block4_pool", images, PREP)
+    mm = disk_features(model, "block4_pool", images, PREP, tmp_path)
+    for shuffle in (False, True):
+        a = [(f.numpy(), y.numpy()) for f, y in feature_dataset(mem, labels, 2, 4, shuffle=shuffle, seed=1)]
+        b = [(f.numpy(), y.numpy()) for f, y in feature_dataset(mm, labels, 2, 4, shuffle=shuffle, seed=1)]
+        assert [len(f) for f, _ in a] == [len(f) for f, _ in b] == [4, 4, 2]
+        key = lambda batches: sorted((f.sum().round(3), int(y.argmax())) for fs, ys in batches  # noqa: E731
+                                     for f, y in zip(fs, ys))
+        assert key(a) == key(b)                                   # same (feature, label) pairs

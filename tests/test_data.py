@@ -173,3 +173,34 @@ def test_shuffle_is_seeded():
     order = lambda seed: np.concatenate([x.numpy()[:, 0, 0, 0] for x, _ in make_dataset(  # noqa: E731
         images, np.zeros(20, int), BACKBONES["cxr-small"].preprocess, batch_size=8, shuffle=True, seed=seed)])
     assert (order(1) == order(1)).all() and not (order(1) == order(2)).all()
+
+
+def test_augmentation_is_seeded_keeps_labels_and_is_off_by_default():
+    from xai_cxr.config import AugmentConfig
+    from xai_cxr.data import make_dataset
+    yy, xx = np.mgrid[0:32, 0:32]
+    imgs = np.repeat(((xx * 8) % 256).astype(np.uint8)[None], 16, axis=0)       # a horizontal ramp
+    labels = np.arange(16) % 2
+
+    def batches(augment, seed=1):
+        return [(x.numpy(), y.numpy()) for x, y in make_dataset(imgs, labels, lambda t: t, 2, 8, seed=seed,
+                                                                augment=augment)]
+    plain = batches(None)
+    np.testing.assert_array_equal(plain[0][0][..., 0], imgs[:8])                 # off: untouched pixels
+    aug, again, other = batches(AugmentConfig()), batches(AugmentConfig()), batches(AugmentConfig(), seed=2)
+    np.testing.assert_array_equal(aug[0][0], again[0][0])                       # same seed → same batches
+    assert not np.array_equal(aug[0][0], other[0][0])
+    assert not np.array_equal(aug[0][0], plain[0][0])
+    np.testing.assert_array_equal(aug[0][1], plain[0][1])                       # labels unchanged
+    assert aug[0][0].min() >= 0 and aug[0][0].max() <= 255
+    # no flip by default: the ramp still rises left to right in every augmented image
+    cols = aug[0][0][..., 0][:, 8:24, :].mean(axis=1)
+    assert (cols[:, 24] > cols[:, 8]).all()
+
+
+def test_configs_round_trip_through_json():
+    from xai_cxr.config import AugmentConfig, CamConfig, DataConfig, ModelConfig, TrainConfig, from_json, to_json
+    cfgs = (DataConfig(augment=AugmentConfig(zoom=0.2)), ModelConfig(dropout=(0.1, 0.2)),
+            TrainConfig().with_epochs(3, 2), CamConfig(method="hirescam"))
+    back = from_json(to_json(*cfgs))
+    assert tuple(back[type(c).__name__] for c in cfgs) == cfgs

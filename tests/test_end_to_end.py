@@ -141,7 +141,7 @@ def test_cli_audit_writes_tables_figures_and_galleries(trained, phantom_root):
     out, _ = trained
     assert main(["audit", "--weights-dir", str(out / "weights"), "--data-dir", str(phantom_root),
                  "--methods", "gradcam", "hirescam", "fused", "--n-images", "4", "--steps", "4",
-                 "--out", str(out / "audit")]) == 0
+                 "--label-randomization", "--out", str(out / "audit")]) == 0
     loc = pd.read_csv(out / "audit" / "audit_localization.csv")
     assert loc.method.tolist() == ["gradcam", "hirescam", "fused", "random", "centre"]
     assert loc[["pointing_game", "top5_hit_rate", "iou", "dice"]].apply(lambda c: c.between(0, 1).all()).all()
@@ -149,6 +149,8 @@ def test_cli_audit_writes_tables_figures_and_galleries(trained, phantom_root):
     assert faith.loc["random", "deletion_vs_random"] == 1.0
     sanity = pd.read_csv(out / "audit" / "audit_sanity.csv")
     assert set(sanity.verdict.str.split().str[0]) <= {"pass", "FAIL"} and len(sanity) == 3
-    assert "Sanity check" in (out / "audit" / "audit.md").read_text()
+    assert sanity.rho_label_randomized.between(-1, 1).all()
+    assert (out / "audit" / "label_randomized_weights" / "model.weights.h5").is_file()
+    assert "label randomization" in (out / "audit" / "audit.md").read_text()
     assert (out / "audit" / "methods" / "fused.png").is_file()
     assert (out / "audit" / "galleries" / "class_pneumonia.png").is_file()

@@ -6,7 +6,8 @@ from conftest import build_tiny
 from xai_cxr.faithfulness import (centre_bias_maps, curve_auc, deletion_insertion, perturbation_stack,
                                   random_maps, road)
 from xai_cxr.localization import iou_dice, pointing_game, top_fraction_hit_rate
-from xai_cxr.sanity import cascading_randomization, randomized_copy, spearman_per_image, weighted_layers
+from xai_cxr.sanity import (cascading_randomization, label_randomization, permuted_labels, randomized_copy,
+                            spearman_per_image, weighted_layers)
 
 
 def test_perturbation_stack_deletes_hottest_pixels_first():
@@ -90,3 +91,23 @@ def test_cascading_randomization_reports_every_layer_and_changes_gradcam():
     rows = cascading_randomization(model, x, 1, GradCAM, "conv", seed=5)
     assert [r["randomized_down_to"] for r in rows] == weighted_layers(model)[::-1]
     assert rows[-1]["spearman"] < 0.9 and all(-1 <= r["ssim"] <= 1 for r in rows)
+
+
+def test_permuted_labels_keep_class_counts_and_follow_the_seed():
+    y = np.array([0] * 30 + [1] * 70)
+    p = permuted_labels(y, seed=3)
+    assert np.bincount(p).tolist() == [30, 70]
+    np.testing.assert_array_equal(p, permuted_labels(y, seed=3))
+    assert (p != y).mean() > 0.2 and not np.array_equal(p, permuted_labels(y, seed=4))
+
+
+def test_label_randomization_compares_maps_of_the_two_models():
+    from xai_cxr.cam import GradCAM
+    model = build_tiny("flatten", seed=2, size=16, filters=6)
+    other = build_tiny("flatten", seed=9, size=16, filters=6)
+    x = np.random.default_rng(1).normal(size=(5, 16, 16, 1)).astype("float32")
+    same = label_randomization(model, model, x, 1, GradCAM, "conv")
+    assert same["spearman"] == pytest.approx(1.0) and same["ssim"] == pytest.approx(1.0, abs=1e-4)
+    diff = label_randomization(model, other, x, 1, GradCAM, "conv")
+    expected = spearman_per_image(GradCAM(model, "conv")(x, 1), GradCAM(other, "conv")(x, 1)).mean()
+    assert diff["spearman"] == pytest.approx(expected) and diff["spearman"] < 0.9

@@ -17,7 +17,7 @@ from .faithfulness import centre_bias_maps, deletion_insertion, random_maps, roa
 from .localization import iou_dice, pointing_game, top_fraction_hit_rate
 from .models import BACKBONES
 from .overlay import gallery
-from .sanity import cascading_randomization, verdict
+from .sanity import cascading_randomization, label_randomization, verdict
 
 
 def method_names(cfg: AuditConfig) -> list[str]:
@@ -49,9 +49,10 @@ def _maps(explainer, x, targets):
 
 
 def audit(model, backbone: str, test: ImageSet, masks: np.ndarray | None, cfg: AuditConfig = AuditConfig(),
-          target_layer: str | None = None, progress=print):
+          target_layer: str | None = None, progress=print, label_model=None):
     """Returns {"localization": DataFrame | None, "faithfulness": DataFrame, "sanity": DataFrame,
-    "maps": {method: (indices, maps)}} for up to ``cfg.n_images`` positive test images."""
+    "maps": {method: (indices, maps)}} for up to ``cfg.n_images`` positive test images.
+    ``label_model``: the same architecture trained on permuted labels, for the label-randomization check."""
     spec = BACKBONES[backbone]
     predict = predictor(model, spec.preprocess)
     rng = np.random.default_rng(cfg.seed)
@@ -75,7 +76,7 @@ def audit(model, backbone: str, test: ImageSet, masks: np.ndarray | None, cfg: A
             loc_rows.append(_localization_row(name, maps, masks[idx], cfg) | {"ms_per_map": 1000 * secs})
         faith_rows.append(_faithfulness_row(name, predict, grays, maps, targets, cfg))
         sanity_rows.append(_sanity_row(name, model, x[:cfg.sanity_images], targets[:cfg.sanity_images],
-                                       explainer, cfg))
+                                       explainer, cfg, label_model))
         progress(f"audit: {name} done ({1000 * secs:.0f} ms/map)")
     for name, maps in baselines.items():
         if masks is not None:
@@ -104,15 +105,21 @@ def _faithfulness_row(name, predict, grays, maps, targets, cfg):
             "road_morf": float(morf.mean()), "road_lerf": float(lerf.mean())}
 
 
-def _sanity_row(name, model, x, targets, explainer, cfg):
+def _sanity_row(name, model, x, targets, explainer, cfg, label_model=None):
     if name == "fused":
         method = lambda m, layer: FusedCAM(m, explainer.target_layer.split("+"))   # noqa: E731
     else:
         method = type(explainer)
     rows = cascading_randomization(model, x, targets, method, explainer.target_layer, cfg.seed, stop_at=(1, -1))
     top, full = rows[0], rows[-1]
-    return {"method": name, "rho_head_randomized": top["spearman"], "rho_all_randomized": full["spearman"],
-            "ssim_all_randomized": full["ssim"], "verdict": verdict(full["spearman"])}
+    row = {"method": name, "rho_head_randomized": top["spearman"], "rho_all_randomized": full["spearman"],
+           "ssim_all_randomized": full["ssim"]}
+    worst = full["spearman"]
+    if label_model is not None:
+        lab = label_randomization(model, label_model, x, targets, method, explainer.target_layer)
+        row |= {"rho_label_randomized": lab["spearman"], "ssim_label_randomized": lab["ssim"]}
+        worst = max(worst, lab["spearman"])
+    return row | {"verdict": verdict(worst)}
 
 
 def error_galleries(model, backbone: str, test: ImageSet, masks=None, fraction: float = 0.05, n: int = 12,
@@ -150,6 +157,7 @@ def to_markdown(result: dict) -> str:
               "higher is better; ROAD = mean target probability after removing 10-90% of pixels with "
               "neighbour imputation)",
               result["faithfulness"].to_markdown(index=False, floatfmt=".3f"),
-              "### Sanity check: cascading model-parameter randomization (Spearman ρ of maps; pass if < 0.3)",
+              "### Sanity checks: cascading model-parameter randomization and, when run, label randomization "
+              "(Spearman ρ of original vs randomized maps; pass if every ρ < 0.3)",
               result["sanity"].to_markdown(index=False, floatfmt=".3f")]
     return "\n\n".join(parts) + "\n"

@@ -4,10 +4,18 @@ Stage 1 trains the head on a frozen backbone, so the backbone's output is comput
 head trains on those features (epochs take seconds instead of a full VGG19 pass). Stage 2 trains block 5 and
 the head, so the cache holds the output of the layer just below the first trainable one (``block4_pool`` for
 VGG19) and each step runs only block 5 + head. The sub-models *share* the full model's layers, so training
-them trains the full model. The cache lives in memory for one run (float32), so it can never be stale; it is
-bypassed for backbones that train whole (no frozen part) and must be off when augmentation is on.
+them trains the full model. By default the cache lives in memory for one run (float32). With ``cache_dir`` it
+is also kept on disk as memory-mapped ``.npy`` files under a key hashed from the image bytes, the image size,
+the frozen layers' weights, the preprocessing and the layer, so a stale entry can never be picked up; a cache
+folder that cannot be written falls back to memory with a note. It is bypassed for backbones that train whole
+(no frozen part) and when augmentation is on (``pipeline.fit``).
 """
 from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
 
 import numpy as np
 
@@ -48,10 +56,80 @@ def extract_features(model, layer_name: str, images: np.ndarray, preprocess, bat
     return extractor.predict(ds, verbose=0).astype(dtype)
 
 
+def cache_key(model, layer_name: str, images: np.ndarray, preprocess, dtype=np.float32) -> str:
+    """Hash of everything the features depend on: image bytes and size, the weights of every layer up to
+    ``layer_name``, the preprocessing function, the layer and the dtype."""
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(images).view(np.uint8).data)
+    h.update(repr((images.shape, layer_name, np.dtype(dtype).str, getattr(preprocess, "__module__", ""),
+                   getattr(preprocess, "__qualname__", repr(preprocess)))).encode())
+    for layer in model.layers:
+        for w in layer.get_weights():
+            h.update(np.ascontiguousarray(w).data)
+        if layer.name == layer_name:
+            break
+    return h.hexdigest()[:24]
+
+
+def disk_features(model, layer_name: str, images: np.ndarray, preprocess, cache_dir: str | Path,
+                  batch_size: int = 32, dtype=np.float32) -> np.ndarray:
+    """``extract_features`` through a keyed on-disk cache: a hit is memory-mapped (never loaded whole), a miss
+    is computed and written atomically. An unwritable or full cache folder → note + in-memory features."""
+    key = cache_key(model, layer_name, images, preprocess, dtype)
+    folder = Path(cache_dir) / key
+    path, meta_path = folder / "features.npy", folder / "meta.json"
+    if path.is_file() and meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text())
+            feats = np.load(path, mmap_mode="r")
+            if meta.get("key") == key and list(feats.shape) == meta.get("shape"):
+                print(f"feature cache: hit {folder} ({feats.shape[0]} × {layer_name})")
+                return feats
+        except (OSError, ValueError) as exc:
+            print(f"feature cache: ignoring unreadable entry {folder} ({exc}); recomputing")
+    feats = extract_features(model, layer_name, images, preprocess, batch_size, dtype)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        free = _free_bytes(folder)
+        if free is not None and free < feats.nbytes + 2**20:
+            raise OSError(f"needs {feats.nbytes / 2**20:.0f} MiB, {free / 2**20:.0f} MiB free")
+        tmp = folder / f"features.{os.getpid()}.tmp.npy"
+        np.save(tmp, feats)
+        os.replace(tmp, path)
+        meta_path.write_text(json.dumps({"key": key, "layer": layer_name, "shape": list(feats.shape),
+                                         "dtype": np.dtype(dtype).str}))
+        return np.load(path, mmap_mode="r")
+    except OSError as exc:
+        print(f"feature cache: cannot write to {cache_dir} ({exc}); keeping the features in memory for this "
+              "run. Pass a writable --cache-dir with enough free space to reuse them across runs.")
+        return feats
+
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        st = os.statvfs(folder)
+        return st.f_bavail * st.f_frsize
+    except (OSError, AttributeError):
+        return None
+
+
 def feature_dataset(features: np.ndarray, labels: np.ndarray, num_classes: int, batch_size: int = 32,
                     shuffle: bool = False, seed: int = 42):
+    """Batches of (features, one-hot). Memory-mapped features are read batch by batch, never copied whole."""
     import tensorflow as tf
-    ds = tf.data.Dataset.from_tensor_slices((features, np.asarray(labels, np.int32)))
+    labels = np.asarray(labels, np.int32)
+    if isinstance(features, np.memmap) or (isinstance(features, np.ndarray) and not features.flags.owndata
+                                           and isinstance(features.base, np.memmap)):
+        spec = tf.TensorSpec((None, *features.shape[1:]), tf.float32)
+        ds = tf.data.Dataset.range(len(features))
+        if shuffle:
+            ds = ds.shuffle(len(features), seed=seed, reshuffle_each_iteration=True)
+        gather = lambda idx: np.asarray(features[np.sort(idx)], np.float32)   # noqa: E731  (sorted: fast reads)
+        ds = ds.batch(batch_size).map(
+            lambda idx: (tf.ensure_shape(tf.numpy_function(gather, [idx], tf.float32), spec.shape),
+                         tf.one_hot(tf.gather(labels, tf.sort(idx)), num_classes)))
+        return ds.prefetch(tf.data.AUTOTUNE)
+    ds = tf.data.Dataset.from_tensor_slices((features, labels))
     if shuffle:
         ds = ds.shuffle(len(features), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size).map(lambda f, y: (tf.cast(f, tf.float32), tf.one_hot(y, num_classes)),
@@ -60,7 +138,8 @@ def feature_dataset(features: np.ndarray, labels: np.ndarray, num_classes: int, 
 
 
 def cached_stage_data(model, train_images, train_labels, val_images, val_labels, preprocess, num_classes: int = 2,
-                      batch_size: int = 32, seed: int = 42, finetune_from: str | None = None):
+                      batch_size: int = 32, seed: int = 42, finetune_from: str | None = None,
+                      cache_dir: str | Path | None = None):
     """A ``stage_data`` callable for ``train_two_stage``: per stage, (model to fit, train ds, val ds) on cached
     features, or None when the stage has no frozen part (then the plain path runs).
 
@@ -79,8 +158,12 @@ def cached_stage_data(model, train_images, train_labels, val_images, val_labels,
             return memo[layer]
         source = lowest if lowest and layer != lowest and lowest not in memo else layer
         print(f"feature cache: computing {source} outputs once for {len(train_images)} + {len(val_images)} images")
-        tr = extract_features(model, source, train_images, preprocess, batch_size)
-        va = tr if val_images is train_images else extract_features(model, source, val_images, preprocess, batch_size)
+        def extract(images):
+            if cache_dir is None:
+                return extract_features(model, source, images, preprocess, batch_size)
+            return disk_features(model, source, images, preprocess, cache_dir, batch_size)
+        tr = extract(train_images)
+        va = tr if val_images is train_images else extract(val_images)
         memo[source] = (tr, va)
         return features(layer)
 

@@ -11,7 +11,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from .config import CamConfig, DataConfig, ModelConfig, TrainConfig
+from .config import AugmentConfig, CamConfig, DataConfig, ModelConfig, TrainConfig
 
 
 def _setup_device(device: str) -> None:
@@ -42,6 +42,11 @@ def _add_common(p, data=True):
         p.add_argument("--weights", default=None, help="imagenet | none | PATH (default: imagenet)")
         p.add_argument("--epochs1", type=int, default=None, help="stage-1 epochs (default 7)")
         p.add_argument("--epochs2", type=int, default=None, help="stage-2 epochs (default 14)")
+        p.add_argument("--augment", action="store_true",
+                       help="small rotations/zoom/shifts/brightness/contrast on training batches (no flips)")
+        p.add_argument("--cache-dir", default=None,
+                       help="keep frozen-backbone features on disk here (keyed by images, weights, size; "
+                            "memory-mapped), reused by later runs; default: memory only")
         p.add_argument("--no-feature-cache", action="store_true",
                        help="run the frozen backbone on every step instead of caching its features once")
         p.add_argument("--resume", action="store_true",
@@ -56,11 +61,12 @@ def _add_common(p, data=True):
 def _configs(args, data: DataConfig, model: ModelConfig, train: TrainConfig):
     data = replace(data, root=args.data_dir if args.data_dir else data.root, seed=args.seed,
                    batch_size=args.batch_size, limit=args.limit, validation=args.validation,
+                   augment=AugmentConfig() if args.augment else None,
                    **({"image_size": args.image_size} if args.image_size else {}))
     model = replace(model, **({"backbone": args.backbone} if args.backbone else {}),
                     **({"weights": args.weights} if args.weights else {}))
     train = replace(train.with_epochs(args.epochs1, args.epochs2), seed=args.seed,
-                    feature_cache=not args.no_feature_cache,
+                    feature_cache=not args.no_feature_cache, feature_cache_dir=args.cache_dir,
                     verbose=1 if sys.stdout.isatty() else 2)   # progress bars only on a terminal
     cam = CamConfig(method=args.cam, target_layer=args.target_layer, top_fraction=args.top_fraction)
     return data, model, train, cam
@@ -153,7 +159,13 @@ def cmd_audit(args):
                       baseline=args.baseline, seed=args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    result = audit(model, card.backbone, test, masks, cfg, args.target_layer)
+    label_model = None
+    if args.label_randomization:
+        from .pipeline import train_label_randomized
+        print("label randomization: retraining the same model on permuted training labels ...")
+        label_model = train_label_randomized(args.weights_dir, out / "label_randomized_weights", args.data_dir,
+                                             args.seed)
+    result = audit(model, card.backbone, test, masks, cfg, args.target_layer, label_model=label_model)
     md = to_markdown(result)
     (out / "audit.md").write_text(f"# Explanation audit\n\nmodel: {card.backbone} at {card.image_size}px "
                                   f"({args.weights_dir}); data: {args.data_dir} test split\n\n" + md)
@@ -207,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--steps", type=int, default=20, help="deletion/insertion steps")
     a.add_argument("--baseline", choices=["blur", "mean"], default="blur")
     a.add_argument("--out", default="sample_results/audit")
+    a.add_argument("--label-randomization", action="store_true",
+                   help="also retrain the model on permuted labels (its saved configs, DATA_DIR's train split) "
+                        "and compare maps: Adebayo et al.'s second sanity check; costs one training run")
     _add_common(a, data=False)
     a.set_defaults(func=cmd_audit)
     g = sub.add_parser("phantoms", help="write a synthetic phantom data set with lesion masks")

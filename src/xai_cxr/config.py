@@ -19,6 +19,19 @@ class DataConfig:
     class_names: tuple[str, ...] = ("NORMAL", "PNEUMONIA")
     seed: int = 42
     workers: int = 4                    # decoder threads (OpenCV releases the GIL)
+    augment: "AugmentConfig | None" = None  # on-the-fly train augmentation; None = off (the seed has none)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Small geometric and photometric changes applied in tf.data to training batches only.
+    No horizontal flip by default: the heart sits on the left, a flipped film is not a plausible X-ray."""
+    rotation_deg: float = 5.0
+    zoom: float = 0.1                   # ± fraction
+    translate: float = 0.05             # ± fraction of height/width
+    brightness: float = 0.1             # ± fraction of the 0-255 range
+    contrast: float = 0.1               # ± factor
+    horizontal_flip: bool = False
 
 
 @dataclass(frozen=True)
@@ -54,6 +67,7 @@ class TrainConfig:
     seed: int = 42
     deterministic: bool = True          # TensorFlow op determinism (same seed → same weights on one machine)
     feature_cache: bool = True          # train frozen-backbone stages on features computed once (cache.py)
+    feature_cache_dir: str | None = None  # also keep those features on disk, keyed, memory-mapped; None = memory
     verbose: int = 1                    # Keras progress bar (1) or one line per epoch (2)
 
     def with_epochs(self, stage1: int | None = None, stage2: int | None = None) -> "TrainConfig":
@@ -87,3 +101,21 @@ class AuditConfig:
 def to_json(*configs) -> str:
     """Serialise configs as one JSON object keyed by class name (saved next to the weights)."""
     return json.dumps({type(c).__name__: asdict(c) for c in configs}, indent=2)
+
+
+def from_json(text: str) -> dict:
+    """Inverse of ``to_json``: {class name: config instance} (tuples and nested configs restored)."""
+    raw = json.loads(text)
+    out = {}
+    if "DataConfig" in raw:
+        d = dict(raw["DataConfig"], class_names=tuple(raw["DataConfig"]["class_names"]))
+        d["augment"] = AugmentConfig(**d["augment"]) if d.get("augment") else None
+        out["DataConfig"] = DataConfig(**d)
+    if "ModelConfig" in raw:
+        out["ModelConfig"] = ModelConfig(**dict(raw["ModelConfig"], dropout=tuple(raw["ModelConfig"]["dropout"])))
+    if "TrainConfig" in raw:
+        t = raw["TrainConfig"]
+        out["TrainConfig"] = TrainConfig(**dict(t, stage1=StageConfig(**t["stage1"]), stage2=StageConfig(**t["stage2"])))
+    if "CamConfig" in raw:
+        out["CamConfig"] = CamConfig(**raw["CamConfig"])
+    return out

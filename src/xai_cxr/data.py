@@ -311,9 +311,32 @@ def to_model_input(images, preprocess):
     return preprocess(tf.repeat(x, 3, axis=-1))
 
 
+def augmenter(cfg, seed: int = 42):
+    """A Keras layer stack mapping float (B, H, W, 1) in [0, 255] to augmented images in the same range."""
+    import keras
+    from keras import layers
+    stack = [layers.RandomRotation(cfg.rotation_deg / 360.0, fill_mode="constant", seed=seed),
+             layers.RandomZoom(cfg.zoom, fill_mode="constant", seed=seed + 1),
+             layers.RandomTranslation(cfg.translate, cfg.translate, fill_mode="constant", seed=seed + 2),
+             layers.RandomBrightness(cfg.brightness, value_range=(0, 255), seed=seed + 3),
+             layers.RandomContrast(cfg.contrast, value_range=(0, 255), seed=seed + 4)]
+    if cfg.horizontal_flip:
+        stack.append(layers.RandomFlip("horizontal", seed=seed + 5))
+    return keras.Sequential(stack, name="augment")
+
+
+def augment_batch(images, aug):
+    """uint8 (B, H, W) → uint8 (B, H, W) through the augmentation stack (training=True)."""
+    import tensorflow as tf
+    x = tf.cast(images, tf.float32)[..., None]
+    x = aug(x, training=True)
+    return tf.cast(tf.clip_by_value(tf.round(x[..., 0]), 0, 255), tf.uint8)
+
+
 def make_dataset(images: np.ndarray, labels: np.ndarray | None, preprocess, num_classes: int = 2,
-                 batch_size: int = 32, shuffle: bool = False, seed: int = 42):
-    """tf.data pipeline over decoded uint8 images: [shuffle] → batch → preprocess + one-hot → prefetch."""
+                 batch_size: int = 32, shuffle: bool = False, seed: int = 42, augment=None):
+    """tf.data pipeline over decoded uint8 images: [shuffle] → batch → [augment] → preprocess + one-hot
+    → prefetch. ``augment`` (an ``AugmentConfig``) is for training data only."""
     import tensorflow as tf
     if labels is None:
         ds = tf.data.Dataset.from_tensor_slices(images)
@@ -322,6 +345,11 @@ def make_dataset(images: np.ndarray, labels: np.ndarray | None, preprocess, num_
     if shuffle:
         ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
+    if augment is not None:
+        if labels is None:
+            raise ValueError("augmentation is for training batches, which need labels")
+        aug = augmenter(augment, seed)
+        ds = ds.map(lambda x, y: (augment_batch(x, aug), y))   # one random stream: serial map
     if labels is None:
         ds = ds.map(lambda x: to_model_input(x, preprocess), num_parallel_calls=tf.data.AUTOTUNE)
     else:

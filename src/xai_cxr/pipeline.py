@@ -78,7 +78,7 @@ def prepare_data(cfg: DataConfig, progress: bool = True) -> Prepared:
 
 def datasets(prep: Prepared, cfg: DataConfig, preprocess):
     train = make_dataset(prep.train.images, prep.train.labels, preprocess, len(cfg.class_names),
-                         cfg.batch_size, shuffle=True, seed=cfg.seed)
+                         cfg.batch_size, shuffle=True, seed=cfg.seed, augment=cfg.augment)
     val = make_dataset(prep.val.images, prep.val.labels, preprocess, len(cfg.class_names), cfg.batch_size)
     return train, val
 
@@ -114,21 +114,47 @@ def resolve_model(model_cfg: ModelConfig) -> tuple[ModelConfig, str | None]:
 
 
 def fit(model, prep: Prepared, data_cfg: DataConfig, train_cfg: TrainConfig, weights_dir: str | Path,
-        resume: bool = False):
+        resume: bool = False, strategy=None):
     """Two-stage training on the prepared splits (class weights from the train counts)."""
     from .train import train_two_stage
     from .cache import cached_stage_data
     spec = BACKBONES[backbone_of(model)]
     train_ds, val_ds = datasets(prep, data_cfg, spec.preprocess)
     stage_data = None
-    if train_cfg.feature_cache:
+    if train_cfg.feature_cache and data_cfg.augment is not None:
+        print("note: feature cache bypassed: augmentation changes every image every epoch, so frozen "
+              "features cannot be computed once")
+    elif train_cfg.feature_cache:
         stage_data = cached_stage_data(model, prep.train.images, prep.train.labels, prep.val.images,
                                        prep.val.labels, spec.preprocess, len(data_cfg.class_names),
                                        data_cfg.batch_size, data_cfg.seed,
-                                       spec.finetune_from if train_cfg.stage2.epochs > 0 else None)
+                                       spec.finetune_from if train_cfg.stage2.epochs > 0 else None,
+                                       train_cfg.feature_cache_dir)
     return train_two_stage(model, train_ds, val_ds, train_cfg, weights_dir,
                            prep.class_weight if train_cfg.class_weighting else None, spec.finetune_from, resume,
-                           stage_data)
+                           stage_data, strategy)
+
+
+def train_label_randomized(weights_dir: str | Path, out_dir: str | Path, data_root: str | Path | None = None,
+                           seed: int = 0, epochs: int | None = None):
+    """Adebayo et al.'s label randomization: retrain the model of ``weights_dir`` from scratch with its own
+    saved configs (``run_config.json``) on the same training images with permuted labels. Returns the model."""
+    from .config import from_json
+    from .sanity import permuted_labels
+    from .train import seed_everything
+    cfgs = from_json((Path(weights_dir) / "run_config.json").read_text())
+    data_cfg, model_cfg, train_cfg = cfgs["DataConfig"], cfgs["ModelConfig"], cfgs["TrainConfig"]
+    if data_root is not None:
+        data_cfg = replace(data_cfg, root=str(data_root))
+    if epochs is not None:
+        train_cfg = train_cfg.with_epochs(epochs, min(epochs, train_cfg.stage2.epochs))
+    prep = prepare_data(data_cfg, progress=False)
+    shuffled = prep.train.manifest.assign(label_idx=permuted_labels(prep.train.labels, seed))
+    prep.train = ImageSet(prep.train.images, shuffled, prep.train.skipped)
+    seed_everything(train_cfg.seed, train_cfg.deterministic)
+    model = build_model(model_cfg, data_cfg.image_size)
+    fit(model, prep, data_cfg, train_cfg, out_dir)
+    return model
 
 
 def evaluate_on_test(model, test: ImageSet, data_cfg: DataConfig, skipped=()):
@@ -197,11 +223,12 @@ def _write_json(obj, path: Path) -> None:
 
 def run(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, cam_cfg: CamConfig = CamConfig(),
         weights_dir: str | Path = "saved_weights", results_dir: str | Path = "sample_results",
-        resume: bool = False) -> dict:
+        resume: bool = False, strategy=None) -> dict:
     """Train, evaluate on the test split and draw the Grad-CAM sample grid; writes every artefact and
-    returns {"model", "card", "metrics", "history", "prepared"}."""
+    returns {"model", "card", "metrics", "history", "prepared"}. ``strategy``: a ``tf.distribute`` strategy;
+    None = ``MirroredStrategy`` over all GPUs when several are visible, else the default."""
     from .evaluate import format_metrics, plot_confusion, plot_roc
-    from .train import plot_history, seed_everything
+    from .train import distribution_strategy, plot_history, seed_everything
     t0 = time.time()
     weights_dir, results_dir = Path(weights_dir), Path(results_dir)
     model_cfg, why = resolve_model(model_cfg)
@@ -215,10 +242,14 @@ def run(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, ca
           f"at {data_cfg.image_size}px; class weights {prep.class_weight}")
     print("note:", prep.validation_note)
     seed_everything(train_cfg.seed, train_cfg.deterministic)       # initial weights depend on the seed too
-    model = build_model(model_cfg, data_cfg.image_size)
+    strategy = strategy or distribution_strategy()
+    if strategy.num_replicas_in_sync > 1:
+        print(f"training on {strategy.num_replicas_in_sync} devices ({type(strategy).__name__})")
+    with strategy.scope():
+        model = build_model(model_cfg, data_cfg.image_size)
     print(f"model: {model_cfg.backbone} (weights: {model_cfg.weights}), {model.count_params():,} parameters, "
           f"Grad-CAM layer {target_layer}")
-    history = fit(model, prep, data_cfg, train_cfg, weights_dir, resume)
+    history = fit(model, prep, data_cfg, train_cfg, weights_dir, resume, strategy)
     card = ModelCard(model_cfg.backbone, data_cfg.image_size, tuple(data_cfg.class_names), target_layer=target_layer,
                      dense_units=model_cfg.dense_units, dropout=model_cfg.dropout, l2=model_cfg.l2)
     card.save(weights_dir)

@@ -66,5 +66,21 @@ def cascading_randomization(model, images, targets, method, target_layer: str, s
     return rows
 
 
+def permuted_labels(labels: np.ndarray, seed: int = 0) -> np.ndarray:
+    """The training labels shuffled (same class counts): a model trained on them can only memorize."""
+    return np.random.default_rng(seed).permutation(np.asarray(labels))
+
+
+def label_randomization(model, random_label_model, images, targets, method, target_layer: str) -> dict:
+    """Compare maps of ``model`` with those of the same architecture trained on permuted labels
+    (Adebayo et al.'s data randomization test): {"spearman", "ssim"}, means over images."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        a = method(model, target_layer)(images, targets)
+        b = method(random_label_model, target_layer)(images, targets)
+    return {"spearman": float(np.mean(spearman_per_image(a, b))), "ssim": float(np.mean(ssim_per_image(a, b)))}
+
+
 def verdict(rho: float) -> str:
     return "pass" if rho < PASS_RHO else "FAIL (maps barely change when the model is randomized)"

@@ -113,7 +113,24 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def compile_for_stage(model, stage: StageConfig, cfg: TrainConfig) -> None:
+def distribution_strategy(devices: list[str] | None = None):
+    """``MirroredStrategy`` over ``devices``, or over all GPUs when several are visible; otherwise the
+    default (single-device) strategy. Several machines: build a ``MultiWorkerMirroredStrategy`` (TF_CONFIG
+    set on every worker) and pass it to ``pipeline.run(..., strategy=)`` instead; nothing else changes."""
+    import tensorflow as tf
+    if devices:
+        return tf.distribute.MirroredStrategy(devices)
+    gpus = tf.config.list_logical_devices("GPU")
+    return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+
+
+def compile_for_stage(model, stage: StageConfig, cfg: TrainConfig, strategy=None) -> None:
+    import contextlib
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        _compile(model, stage, cfg)
+
+
+def _compile(model, stage: StageConfig, cfg: TrainConfig) -> None:
     import keras
     opt = keras.optimizers.Adam(learning_rate=stage.learning_rate, clipnorm=stage.clipnorm)
     model.compile(optimizer=opt,
@@ -132,7 +149,7 @@ def stages_for(cfg: TrainConfig, finetune_from: str | None) -> list[tuple[str, S
 
 def train_two_stage(model, train_ds, val_ds, cfg: TrainConfig, out_dir: str | Path,
                     class_weight: dict[int, float] | None = None, finetune_from: str | None = "block5_conv1",
-                    resume: bool = False, stage_data=None):
+                    resume: bool = False, stage_data=None, strategy=None):
     """Train ``model`` in place; returns the history {stage: {metric: [per-epoch values]}}.
 
     Best weights of the last stage are at ``out_dir/model.weights.h5``; ``history.json`` beside them.
@@ -140,6 +157,7 @@ def train_two_stage(model, train_ds, val_ds, cfg: TrainConfig, out_dir: str | Pa
     run from its last finished epoch of the right stage (weights, optimizer, learning rate, callbacks).
     ``stage_data(stage)`` may return (model to fit, train ds, val ds) for a stage — a sub-model sharing
     ``model``'s layers on cached features (see ``cache.py``) — or None for the plain path.
+    ``strategy``: the ``tf.distribute`` strategy ``model`` was built under (optimizers are made in its scope).
     """
     import keras
     seed_everything(cfg.seed, cfg.deterministic)
@@ -166,7 +184,7 @@ def train_two_stage(model, train_ds, val_ds, cfg: TrainConfig, out_dir: str | Pa
         set_trainable(model, train_backbone=stage.train_backbone, unfreeze_from=stage.unfreeze_from)
         cached = stage_data(stage) if stage_data else None
         fit_model, fit_train, fit_val = cached or (model, train_ds, val_ds)
-        compile_for_stage(fit_model, stage, cfg)
+        compile_for_stage(fit_model, stage, cfg, strategy)
         n_train = sum(w.shape.num_elements() for w in fit_model.trainable_weights)
         print(f"[{name}] lr={stage.learning_rate:g} clipnorm={stage.clipnorm} epochs<={stage.epochs} "
               f"trainable params={n_train:,}")
