@@ -161,3 +161,12 @@ def test_vgg19_block5_conv3_reachable_by_name():
     assert model.get_layer("block5_conv3") is not None
     maps = GradCAM(model, "block5_conv3")(np.random.default_rng(0).uniform(-100, 100, (2, 32, 32, 3)), targets=1)
     assert maps.shape == (2, 32, 32) and np.isfinite(maps).all()
+
+
+@pytest.mark.parametrize("name", ["gradcam", "gradcam++", "layercam"])
+def test_xla_compiled_step_gives_the_same_maps(name):
+    model = build_tiny("flatten", seed=4, size=12, filters=5)
+    x = np.random.default_rng(2).normal(size=(6, 12, 12, 1)).astype("float32")
+    plain = CAM_METHODS[name](model, "conv")(x, 1)
+    xla = CAM_METHODS[name](model, "conv", jit_compile=True)(x, 1)
+    np.testing.assert_allclose(xla, plain, atol=1e-4)

@@ -103,3 +103,29 @@ def test_nan_loss_stops_training_with_a_message(tmp_path, capsys):
     history = train_two_stage(model, ds, ds, TrainConfig(verbose=0).with_epochs(3, 0), tmp_path, finetune_from=None)
     assert len(history["stage1"].get("loss", [])) <= 1
     assert "loss became nan" in capsys.readouterr().out
+
+
+def test_mixed_bfloat16_model_matches_float32_predictions_and_gradcam():
+    """Same weights under the mixed_bfloat16 policy: probabilities within 0.05, Grad-CAM ranks alike."""
+    import keras
+    from xai_cxr.cam import GradCAM
+    from xai_cxr.sanity import spearman_per_image
+    from xai_cxr.train import set_precision
+    cfg = ModelConfig(backbone="cxr-small", weights="none")
+    ref = build_model(cfg, 32)
+    x = np.random.default_rng(0).random((4, 32, 32, 3)).astype("float32")
+    try:
+        set_precision("mixed_bfloat16")
+        mixed = build_model(cfg, 32)
+        mixed.set_weights(ref.get_weights())
+        assert mixed.get_layer("block1_conv1").compute_dtype == "bfloat16"
+        assert mixed.output.dtype == "float32"
+        p_ref, p_mixed = ref.predict(x, verbose=0), mixed.predict(x, verbose=0)
+        maps = GradCAM(mixed, "block4_relu2")(x, 1)
+    finally:
+        set_precision("float32")
+    np.testing.assert_allclose(p_mixed, p_ref, atol=0.05)
+    assert spearman_per_image(GradCAM(ref, "block4_relu2")(x, 1), maps).min() > 0.8
+    assert keras.mixed_precision.global_policy().name == "float32"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        set_precision("float8")

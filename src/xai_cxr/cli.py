@@ -32,6 +32,8 @@ def _add_common(p, data=True):
     p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
                    help="cpu hides GPUs (compare with this when Metal/CUDA results look off)")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--precision", choices=["float32", "mixed_bfloat16", "mixed_float16"], default="float32",
+                   help="Keras dtype policy: mixed_float16 for CUDA GPUs, mixed_bfloat16 for CPUs with AVX512-BF16")
     if data:
         p.add_argument("--data-dir", default="chest_xray", help="folder with train/ [val/] test/ (default: chest_xray)")
         p.add_argument("--image-size", type=int, default=None, help="input side in px (default 256; demo 128)")
@@ -240,6 +242,9 @@ def main(argv=None) -> int:
     from .models import WeightsNotFoundError
     args = build_parser().parse_args(argv)
     _setup_device(args.device)
+    if getattr(args, "precision", "float32") != "float32":
+        from .train import set_precision
+        set_precision(args.precision)
     try:
         args.func(args)
     except (DatasetLayoutError, WeightsNotFoundError, OSError) as exc:

@@ -133,7 +133,8 @@ def build_model(cfg: ModelConfig, image_size: int = 256):
     x = layers.Dense(cfg.dense_units, activation="relu", kernel_regularizer=regularizers.l2(cfg.l2),
                      name=HEAD_PREFIX + "dense")(x)
     x = layers.Dropout(cfg.dropout[1], name=HEAD_PREFIX + "dropout2")(x)
-    outputs = layers.Dense(cfg.num_classes, activation="softmax", name=HEAD_PREFIX + "predictions")(x)
+    # float32 output under a mixed-precision policy: softmax and the loss stay exact
+    outputs = layers.Dense(cfg.num_classes, activation="softmax", dtype="float32", name=HEAD_PREFIX + "predictions")(x)
     model = keras.Model(inputs, outputs, name=f"{cfg.backbone}_classifier")
     if weights and not spec.imagenet_file:
         model.load_weights(weights)

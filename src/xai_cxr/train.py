@@ -113,6 +113,19 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+def set_precision(policy: str = "float32") -> None:
+    """Keras global dtype policy for models built afterwards. mixed_float16 pays on CUDA GPUs with tensor
+    cores, mixed_bfloat16 on CPUs with AVX512-BF16/AMX (benchmarks/README.md has what we measured); the
+    classifier's output layer stays float32 either way."""
+    import keras
+    if policy not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {policy!r}")
+    keras.mixed_precision.set_global_policy(policy)
+
+
 def distribution_strategy(devices: list[str] | None = None):
     """``MirroredStrategy`` over ``devices``, or over all GPUs when several are visible; otherwise the
     default (single-device) strategy. Several machines: build a ``MultiWorkerMirroredStrategy`` (TF_CONFIG

@@ -100,11 +100,12 @@ class BaseCAM:
         model: a built Keras model taking (B, H, W, C) images. Never modified.
         target_layer: layer name (searched in nested models too); None = the last Conv2D layer.
         batch_size: images per tape.
+        jit_compile: compile the forward + gradient step with XLA (see benchmarks/README.md for when it pays).
 
     Calling the object on preprocessed images returns maps (B, H, W) in [0, 1].
     """
 
-    def __init__(self, model, target_layer: str | None = None, batch_size: int = 16):
+    def __init__(self, model, target_layer: str | None = None, batch_size: int = 16, jit_compile: bool = False):
         import tensorflow as tf
         self.model = model
         if not model.built or not getattr(model, "inputs", None) and not model.layers:
@@ -121,14 +122,15 @@ class BaseCAM:
         self.batch_size = batch_size
         self._head, self._head_act = _last_dense_logits(model)
         self._forward = _forward_fn(model, target_layer, stop_before=self._head)
-        self._step = tf.function(self._acts_and_grads, reduce_retracing=True)
+        self._step = tf.function(self._acts_and_grads, reduce_retracing=True, jit_compile=jit_compile)
 
     def _scores(self, x):
         """Per-class scores to explain: logits when the model ends in Dense+softmax/sigmoid."""
         import tensorflow as tf
         acts, out = self._forward(x)
         if self._head is not None:
-            out = tf.matmul(out, self._head.kernel) + self._head.bias
+            kernel = tf.cast(self._head.kernel, out.dtype)      # mixed precision: compute in the layer's dtype
+            out = tf.cast(tf.matmul(out, kernel) + tf.cast(self._head.bias, out.dtype), tf.float32)
         return acts, out
 
     def _acts_and_grads(self, x, targets):
@@ -142,7 +144,7 @@ class BaseCAM:
                 targets = tf.argmax(scores, axis=-1, output_type=tf.int32)
             picked = tf.gather(scores, targets, axis=1, batch_dims=1)
         grads = tape.gradient(picked, acts)
-        return acts, grads, scores
+        return tf.cast(acts, tf.float32), tf.cast(grads, tf.float32), scores
 
     def weights(self, acts: np.ndarray, grads: np.ndarray) -> np.ndarray:
         """Channel weights (B, C) or pixel weights (B, h, w, C) of a method."""
