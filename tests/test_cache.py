@@ -142,3 +142,16 @@ def test_memory_mapped_features_give_the_same_batches_and_training(tmp_path):
         key = lambda batches: sorted((f.sum().round(3), int(y.argmax())) for fs, ys in batches  # noqa: E731
                                      for f, y in zip(fs, ys))
         assert key(a) == key(b)                                   # same (feature, label) pairs
+
+
+def test_branching_backbone_caches_stage1_but_runs_stage2_plain():
+    from xai_cxr.config import StageConfig
+    model = build_model(ModelConfig(backbone="mobilenetv2", weights="none"), 32)
+    images = np.random.default_rng(4).integers(0, 256, (4, 32, 32), dtype=np.uint8)
+    labels = np.arange(4) % 2
+    stage_data = cached_stage_data(model, images, labels, images, labels, BACKBONES["mobilenetv2"].preprocess,
+                                   batch_size=4, finetune_from="block_16_expand")
+    assert stage_data(StageConfig(epochs=1, learning_rate=1e-5, unfreeze_from="block_16_expand")) is None
+    top, train_ds, _ = stage_data(StageConfig(epochs=1, learning_rate=1e-3))
+    feats = next(iter(train_ds))[0]
+    np.testing.assert_allclose(np.asarray(top(feats)).sum(1), 1.0, atol=1e-5)   # head on cached features

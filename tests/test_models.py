@@ -129,3 +129,35 @@ def test_mixed_bfloat16_model_matches_float32_predictions_and_gradcam():
     assert keras.mixed_precision.global_policy().name == "float32"
     with pytest.raises(ValueError, match="precision must be one of"):
         set_precision("float8")
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_every_registry_backbone_builds_with_its_layers_and_gradcam(name):
+    from xai_cxr.cam import GradCAM
+    spec = BACKBONES[name]
+    size = max(spec.min_size, 48)
+    model = build_model(ModelConfig(backbone=name, weights="none"), size)
+    names = [l.name for l in model.layers]
+    for layer in (spec.target_layer, *spec.fusion_layers, *([spec.finetune_from] if spec.finetune_from else [])):
+        assert layer in names, layer
+    x = np.asarray(spec.preprocess(np.random.default_rng(0).random((2, size, size, 3)).astype("float32") * 255))
+    assert model.predict(x, verbose=0).shape == (2, 2)
+    assert GradCAM(model, spec.target_layer)(x, 1).shape == (2, size, size)
+    if spec.finetune_from:
+        set_trainable(model, unfreeze_from=spec.finetune_from)
+        trainable = [l.name for l in backbone_layers(model) if l.trainable]
+        assert trainable[0] == spec.finetune_from and len(trainable) < len(backbone_layers(model))
+
+
+def test_unknown_backbone_and_too_small_input_are_clear_errors():
+    with pytest.raises(ValueError, match="choose from .*densenet121"):
+        build_model(ModelConfig(backbone="resnet9000", weights="none"), 64)
+    with pytest.raises(ValueError, match="at least 75px"):
+        build_model(ModelConfig(backbone="inceptionv3", weights="none"), 64)
+
+
+@pytest.mark.parametrize("name", ["resnet50", "densenet169", "efficientnetb0"])
+def test_missing_imagenet_file_names_it_for_every_backbone(name, tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    with pytest.raises(WeightsNotFoundError, match=BACKBONES[name].imagenet_file.replace(".", r"\.")):
+        resolve_weights(name, "imagenet")

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .data import make_dataset
-from .models import backbone_layers
+from .models import BACKBONES, backbone_layers, backbone_of
 
 
 def cache_layer(model, train_backbone: bool, unfreeze_from: str | None) -> str | None:
@@ -147,7 +147,8 @@ def cached_stage_data(model, train_images, train_labels, val_images, val_labels,
     layer below it (stage 2's input) and derives its own, deeper features from that cache by running only the
     layers in between."""
     memo: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    lowest = cache_layer(model, False, finetune_from) if finetune_from else None
+    chain = BACKBONES[backbone_of(model)].chain       # branching nets (ResNet, DenseNet...) cannot be cut inside
+    lowest = cache_layer(model, False, finetune_from) if finetune_from and chain else None
 
     def features(layer):
         if layer in memo:
@@ -169,7 +170,7 @@ def cached_stage_data(model, train_images, train_labels, val_images, val_labels,
 
     def stage_data(stage):
         layer = cache_layer(model, stage.train_backbone, stage.unfreeze_from)
-        if layer is None:
+        if layer is None or (stage.unfreeze_from and not chain):
             return None
         tr, va = features(layer)
         return (model_after(model, layer),

@@ -31,16 +31,27 @@ class Backbone:
     finetune_from: str | None  # first layer unfrozen in stage 2; None = no pretrained weights, train it all
     imagenet_file: str | None  # file name in ~/.keras/models/ holding ImageNet weights
     fusion_layers: tuple[str, ...] = ()  # layers the multi-layer CAM fuses (coarse to fine scales)
+    chain: bool = True         # layers form a single chain (VGG, cxr-small): the stage-2 feature cache can cut it
+    min_size: int = 32         # smallest input side the architecture accepts
 
 
-def _vgg19(inputs, weights):
-    import keras
-    return keras.applications.VGG19(include_top=False, weights=weights, input_tensor=inputs).output
+def _application(constructor: str, module: str):
+    """Builder + preprocessing of a ``keras.applications`` network, built on our input tensor so its layers
+    sit flat in the classifier's graph."""
+    def build(inputs, weights):
+        import keras
+        return getattr(keras.applications, constructor)(include_top=False, weights=weights,
+                                                        input_tensor=inputs).output
+
+    def preprocess(x):
+        import keras
+        return getattr(keras.applications, module).preprocess_input(x)
+    build.__qualname__ = f"build_{constructor}"
+    preprocess.__qualname__ = f"preprocess_{module}"
+    return build, preprocess
 
 
-def _vgg19_preprocess(x):
-    import keras
-    return keras.applications.vgg19.preprocess_input(x)
+_vgg19, _vgg19_preprocess = _application("VGG19", "vgg19")
 
 
 def _cxr_small(inputs, weights):
@@ -65,12 +76,43 @@ def _unit_scale(x):
     return x / 255.0
 
 
+def _keras_app(name, constructor, module, target, finetune, weights_file, fusion, min_size=32):
+    build, preprocess = _application(constructor, module)
+    return Backbone(name, build, preprocess, target, finetune, weights_file, fusion, chain=False, min_size=min_size)
+
+
+# One dict: the CLI's --backbone choices come from it. Per network: preprocessing, default Grad-CAM layer (the
+# last spatial block), first layer unfrozen in stage 2 (the last block) and the ImageNet file Keras caches.
 BACKBONES: dict[str, Backbone] = {
     "vgg19": Backbone("vgg19", _vgg19, _vgg19_preprocess, "block5_conv3", "block5_conv1",
                       "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
                       ("block4_conv4", "block5_conv2", "block5_conv3")),
     "cxr-small": Backbone("cxr-small", _cxr_small, _unit_scale, "block4_relu2", None, None,
                           ("block3_relu2", "block4_relu1", "block4_relu2")),
+    "vgg16": Backbone("vgg16", *_application("VGG16", "vgg16"), "block5_conv3", "block5_conv1",
+                      "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                      ("block4_conv3", "block5_conv2", "block5_conv3")),
+    "resnet50": _keras_app("resnet50", "ResNet50", "resnet50", "conv5_block3_out", "conv5_block1_1_conv",
+                           "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                           ("conv4_block6_out", "conv5_block2_out", "conv5_block3_out")),
+    "densenet121": _keras_app("densenet121", "DenseNet121", "densenet", "relu", "conv5_block1_0_bn",
+                              "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                              ("pool4_relu", "conv5_block8_concat", "relu")),
+    "densenet169": _keras_app("densenet169", "DenseNet169", "densenet", "relu", "conv5_block1_0_bn",
+                              "densenet169_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                              ("pool4_relu", "conv5_block16_concat", "relu")),
+    "mobilenetv2": _keras_app("mobilenetv2", "MobileNetV2", "mobilenet_v2", "out_relu", "block_16_expand",
+                              "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
+                              ("block_13_expand_relu", "block_16_project", "out_relu")),
+    "inceptionv3": _keras_app("inceptionv3", "InceptionV3", "inception_v3", "mixed10", "conv2d_85",
+                              "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                              ("mixed7", "mixed9", "mixed10"), min_size=75),
+    "xception": _keras_app("xception", "Xception", "xception", "block14_sepconv2_act", "block14_sepconv1",
+                           "xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                           ("block13_sepconv2_act", "block14_sepconv1_act", "block14_sepconv2_act"), min_size=71),
+    "efficientnetb0": _keras_app("efficientnetb0", "EfficientNetB0", "efficientnet", "top_activation",
+                                 "block7a_expand_conv", "efficientnetb0_notop.h5",
+                                 ("block5c_add", "block6d_add", "top_activation")),
 }
 
 
@@ -119,11 +161,20 @@ def resolve_weights(backbone: str, weights: str | None) -> str | None:
     return str(path)
 
 
+def get_backbone(name: str) -> Backbone:
+    """The registry entry, or an error listing the registry."""
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose from {sorted(BACKBONES)}")
+    return BACKBONES[name]
+
+
 def build_model(cfg: ModelConfig, image_size: int = 256):
     """The classifier for ``cfg`` at ``image_size``² × 3, with backbone layers flat in the graph."""
     import keras
     from keras import layers, regularizers
-    spec = BACKBONES[cfg.backbone]
+    spec = get_backbone(cfg.backbone)
+    if image_size < spec.min_size:
+        raise ValueError(f"{cfg.backbone} needs inputs of at least {spec.min_size}px, got {image_size}px")
     weights = resolve_weights(cfg.backbone, cfg.weights)
     inputs = keras.Input((image_size, image_size, 3), name="image")
     # backbone weights from a path go through Keras itself for vgg19; for a full-model file see load_trained_model
