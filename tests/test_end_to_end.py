@@ -154,3 +154,24 @@ def test_cli_audit_writes_tables_figures_and_galleries(trained, phantom_root):
     assert "label randomization" in (out / "audit" / "audit.md").read_text()
     assert (out / "audit" / "methods" / "fused.png").is_file()
     assert (out / "audit" / "galleries" / "class_pneumonia.png").is_file()
+
+
+def test_subtype_task_trains_three_classes_end_to_end(phantom_root, tmp_path):
+    from xai_cxr.data import TASKS
+    from xai_cxr.models import ModelCard
+    from xai_cxr.pipeline import prepare_data, run
+    data = DataConfig(root=str(phantom_root), image_size=64, batch_size=8, task="subtype",
+                      class_names=TASKS["subtype"])
+    prep = prepare_data(data, progress=False)
+    subtypes = prep.train.manifest["subtype"].map({"normal": 0, "bacteria": 1, "virus": 2}).to_numpy()
+    np.testing.assert_array_equal(prep.train.labels, subtypes)
+    assert set(prep.class_weight) == {0, 1, 2}
+    result = run(data, ModelConfig(backbone="cxr-small", weights="none"), TrainConfig(verbose=0).with_epochs(1, 0),
+                 CamConfig(n_samples=3), tmp_path / "w", tmp_path / "r")
+    assert result["model"].output_shape == (None, 3)
+    m = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert np.array(m["confusion_matrix"]).shape == (3, 3) and np.sum(m["confusion_matrix"]) == 12
+    assert set(m["per_class"]) >= {"NORMAL", "BACTERIA", "VIRUS"}
+    card = ModelCard.load(tmp_path / "w")
+    assert card.task == "subtype" and card.class_names == TASKS["subtype"]
+    assert (tmp_path / "r" / "sample_results.png").is_file() and (tmp_path / "r" / "roc_curve.png").is_file()

@@ -36,3 +36,27 @@ def test_evaluate_predictions_reports_per_class():
     proba = np.array([[.9, .1], [.2, .8], [.6, .4], [.3, .7]])
     m = evaluate_predictions(y, proba, n_boot=50)
     assert m["per_class"]["NORMAL"]["support"] == 2 and m["accuracy"] == 0.5
+
+
+def test_multiclass_metrics_match_numpy_by_hand():
+    from xai_cxr.evaluate import evaluate_predictions, format_metrics
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 20)
+    proba = rng.dirichlet([1, 1, 1], 60)
+    proba[np.arange(60), y] += rng.random(60)                 # better than chance, not perfect
+    proba /= proba.sum(1, keepdims=True)
+    m = evaluate_predictions(y, proba, ("NORMAL", "BACTERIA", "VIRUS"), n_boot=50)
+    pred = proba.argmax(1)
+    cm = np.zeros((3, 3), int)
+    np.add.at(cm, (y, pred), 1)
+    assert m["confusion_matrix"] == cm.tolist()
+    assert m["accuracy"] == pytest.approx((pred == y).mean())
+    recalls = cm.diagonal() / cm.sum(1)
+    precisions = cm.diagonal() / cm.sum(0)
+    assert m["recall"] == pytest.approx(recalls.mean())
+    assert m["precision"] == pytest.approx(precisions.mean())
+    assert m["per_class"]["VIRUS"]["recall"] == pytest.approx(recalls[2])
+    b = m["pneumonia_vs_normal"]
+    assert b["confusion_matrix"][1][1] == int(((y > 0) & (proba[:, 0] <= 0.5)).sum())
+    assert m["accuracy_ci95"][0] <= m["accuracy"] <= m["accuracy_ci95"][1]
+    assert "VIRUS" in format_metrics(m) and "any pneumonia vs normal" in format_metrics(m)

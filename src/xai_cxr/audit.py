@@ -56,13 +56,13 @@ def audit(model, backbone: str, test: ImageSet, masks: np.ndarray | None, cfg: A
     spec = BACKBONES[backbone]
     predict = predictor(model, spec.preprocess)
     rng = np.random.default_rng(cfg.seed)
-    pos = np.flatnonzero(test.labels == 1)
+    pos = np.flatnonzero(test.labels > 0)
     if masks is not None:
         pos = pos[masks[pos].reshape(len(pos), -1).any(1)]
     idx = np.sort(rng.permutation(pos)[:cfg.n_images])
     grays = test.images[idx]
     x = to_model_input(grays, spec.preprocess).numpy()
-    targets = np.ones(len(idx), int)                       # explain the pneumonia class
+    targets = test.labels[idx].astype(int)                 # explain the true (pneumonia) class
     loc_rows, faith_rows, sanity_rows, all_maps = [], [], [], {}
     shape = grays.shape[1:]
     baselines = {"random": random_maps(len(idx), shape, cfg.seed), "centre": centre_bias_maps(len(idx), shape)}
@@ -131,8 +131,8 @@ def error_galleries(model, backbone: str, test: ImageSet, masks=None, fraction: 
     pred, conf, y = proba.argmax(1), proba.max(1), test.labels
     cam = CAM_METHODS["gradcam"](model, target_layer or spec.target_layer)
     groups = {
-        "false_negatives": np.flatnonzero((y == 1) & (pred == 0)),
-        "false_positives": np.flatnonzero((y == 0) & (pred == 1)),
+        "false_negatives": np.flatnonzero((y > 0) & (pred == 0)),
+        "false_positives": np.flatnonzero((y == 0) & (pred > 0)),
         "confident_mistakes": np.flatnonzero(pred != y)[np.argsort(-conf[pred != y], kind="stable")],
     }
     for c, cname in enumerate(class_names):

@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .config import AugmentConfig, CamConfig, DataConfig, ModelConfig, TrainConfig
+from .data import TASKS
 
 
 def _setup_device(device: str) -> None:
@@ -44,6 +45,8 @@ def _add_common(p, data=True):
         p.add_argument("--weights", default=None, help="imagenet | none | PATH (default: imagenet)")
         p.add_argument("--epochs1", type=int, default=None, help="stage-1 epochs (default 7)")
         p.add_argument("--epochs2", type=int, default=None, help="stage-2 epochs (default 14)")
+        p.add_argument("--task", choices=["binary", "subtype"], default="binary",
+                       help="binary NORMAL/PNEUMONIA (default) or subtype NORMAL/BACTERIA/VIRUS from Kermany file names")
         p.add_argument("--augment", action="store_true",
                        help="small rotations/zoom/shifts/brightness/contrast on training batches (no flips)")
         p.add_argument("--cache-dir", default=None,
@@ -63,7 +66,8 @@ def _add_common(p, data=True):
 def _configs(args, data: DataConfig, model: ModelConfig, train: TrainConfig):
     data = replace(data, root=args.data_dir if args.data_dir else data.root, seed=args.seed,
                    batch_size=args.batch_size, limit=args.limit, validation=args.validation,
-                   augment=AugmentConfig() if args.augment else None,
+                   augment=AugmentConfig() if args.augment else None, task=args.task,
+                   class_names=TASKS[args.task],
                    **({"image_size": args.image_size} if args.image_size else {}))
     model = replace(model, **({"backbone": args.backbone} if args.backbone else {}),
                     **({"weights": args.weights} if args.weights else {}))
@@ -91,12 +95,12 @@ def cmd_train(args):
 
 
 def cmd_evaluate(args):
-    from .data import require_splits, scan_dataset
+    from .data import require_splits, scan_task
     from .evaluate import evaluate_predictions, format_metrics
     from .models import BACKBONES, load_trained_model
     from .stream import stream_predict
     model, card = load_trained_model(args.weights_dir)
-    df = scan_dataset(args.data_dir, card.class_names)
+    df = scan_task(args.data_dir, card.class_names, card.task)
     require_splits(df, "test", root=args.data_dir)
     out = stream_predict(model, df[df.split == "test"], card.image_size, BACKBONES[card.backbone].preprocess,
                          progress=True)
@@ -148,12 +152,12 @@ def cmd_audit(args):
     matplotlib.use("Agg")
     from .audit import audit, error_galleries, to_markdown
     from .config import AuditConfig
-    from .data import load_images, require_splits, scan_dataset
+    from .data import load_images, require_splits, scan_task
     from .models import load_trained_model
     from .overlay import gallery
     from .pipeline import lesion_masks, save_figure
     model, card = load_trained_model(args.weights_dir)
-    df = scan_dataset(args.data_dir, card.class_names)
+    df = scan_task(args.data_dir, card.class_names, card.task)
     require_splits(df, "test", root=args.data_dir)
     test = load_images(df[df.split == "test"], card.image_size)
     masks = lesion_masks(test, card.image_size)

@@ -17,6 +17,7 @@ class DataConfig:
     validation: str = "test"            # "test" (seed: val has 16 images) | "val" | "holdout:0.1"
     limit: int | None = None            # cap on train images, stratified by class (quick runs); None = all
     class_names: tuple[str, ...] = ("NORMAL", "PNEUMONIA")
+    task: str = "binary"                # "binary" | "subtype" (NORMAL/BACTERIA/VIRUS from Kermany file names)
     seed: int = 42
     workers: int = 4                    # decoder threads (OpenCV releases the GIL)
     augment: "AugmentConfig | None" = None  # on-the-fly train augmentation; None = off (the seed has none)

@@ -133,6 +133,33 @@ def scan_dataset(root: str | Path, class_names=("NORMAL", "PNEUMONIA"), splits=S
     return pd.DataFrame(rows).sort_values("path", ignore_index=True)
 
 
+TASKS = {"binary": ("NORMAL", "PNEUMONIA"), "subtype": ("NORMAL", "BACTERIA", "VIRUS")}
+
+
+def apply_task(df: pd.DataFrame, task: str = "binary") -> pd.DataFrame:
+    """Relabel a NORMAL/PNEUMONIA manifest for ``task``: "binary" keeps it; "subtype" uses the Kermany file
+    names (``person1_bacteria_1.jpeg``) for NORMAL / BACTERIA / VIRUS. Pneumonia files whose name says neither
+    are dropped with a warning that names them."""
+    if task == "binary":
+        return df
+    if task != "subtype":
+        raise ValueError(f"unknown task {task!r}; choose from {sorted(TASKS)}")
+    unknown = df[df["subtype"].isna()]
+    if len(unknown):
+        import warnings
+        warnings.warn(f"--task subtype: {len(unknown)} pneumonia file(s) name neither bacteria nor virus and are "
+                      f"left out, e.g. {unknown['path'].iloc[0]}", stacklevel=2)
+        df = df.drop(unknown.index)
+    order = {name.lower(): i for i, name in enumerate(TASKS["subtype"])}
+    return df.assign(label=df["subtype"].str.upper(), label_idx=df["subtype"].map(order).astype(int)
+                     ).reset_index(drop=True)
+
+
+def scan_task(root: str | Path, class_names=TASKS["binary"], task: str = "binary") -> pd.DataFrame:
+    """``scan_dataset`` + ``apply_task``: the subtype task reads the NORMAL/PNEUMONIA folders."""
+    return apply_task(scan_dataset(root, TASKS["binary"] if task == "subtype" else class_names), task)
+
+
 def require_splits(df: pd.DataFrame, *splits: str, root: str | Path = "chest_xray") -> None:
     missing = [s for s in splits if not (df["split"] == s).any()]
     if missing:

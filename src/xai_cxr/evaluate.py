@@ -47,11 +47,40 @@ def bootstrap_ci(y_true, p_pos, threshold: float = 0.5, n_boot: int = 1000, seed
             "n_bootstrap": n_boot}
 
 
+def multiclass_metrics(y_true, proba, class_names, n_boot: int = 1000, seed: int = 42) -> dict:
+    """K > 2 classes: accuracy, macro precision/recall/F1, one-vs-rest macro ROC-AUC, K×K confusion matrix,
+    a bootstrap CI for accuracy, and the collapsed "any pneumonia vs normal" binary metrics (class 0 = normal)."""
+    from sklearn import metrics as skm
+    y_true, proba = np.asarray(y_true).astype(int), np.asarray(proba)
+    k = len(class_names)
+    y_pred = proba.argmax(1)
+    present = np.unique(y_true)
+    auc = (float(skm.roc_auc_score(y_true, proba, multi_class="ovr", average="macro", labels=list(range(k))))
+           if len(present) == k else float("nan"))
+    rng = np.random.default_rng(seed)
+    correct = (y_pred == y_true).astype(float)
+    accs = [correct[rng.integers(0, len(correct), len(correct))].mean() for _ in range(n_boot)]
+    out = {"accuracy": float(skm.accuracy_score(y_true, y_pred)),
+           "precision": float(skm.precision_score(y_true, y_pred, average="macro", labels=list(range(k)), zero_division=0)),
+           "recall": float(skm.recall_score(y_true, y_pred, average="macro", labels=list(range(k)), zero_division=0)),
+           "f1": float(skm.f1_score(y_true, y_pred, average="macro", labels=list(range(k)), zero_division=0)),
+           "roc_auc": auc, "averaging": "macro over classes (one-vs-rest for ROC-AUC)",
+           "confusion_matrix": skm.confusion_matrix(y_true, y_pred, labels=list(range(k))).tolist(),
+           "accuracy_ci95": [float(v) for v in np.percentile(accs, [2.5, 97.5])], "n_bootstrap": n_boot,
+           "per_class": skm.classification_report(y_true, y_pred, labels=list(range(k)), target_names=list(class_names),
+                                                  output_dict=True, zero_division=0)}
+    out["pneumonia_vs_normal"] = binary_metrics(y_true > 0, 1.0 - proba[:, 0], 0.5)
+    return out
+
+
 def evaluate_predictions(y_true, proba, class_names=("NORMAL", "PNEUMONIA"), threshold: float = 0.5,
                          n_boot: int = 1000, seed: int = 42) -> dict:
-    """All test metrics as one JSON-ready dict (positive class = index 1)."""
+    """All test metrics as one JSON-ready dict (binary: positive class = index 1; K > 2: multiclass_metrics)."""
     from sklearn.metrics import classification_report
     proba = np.asarray(proba)
+    if proba.shape[1] > 2:
+        return {"n_images": int(len(y_true)), "classes": list(class_names),
+                **multiclass_metrics(y_true, proba, class_names, n_boot, seed)}
     p_pos = proba[:, 1]
     y_pred = (p_pos >= threshold).astype(int)
     out = {"n_images": int(len(y_true)), "threshold": threshold, "positive_class": class_names[1]}
@@ -63,6 +92,8 @@ def evaluate_predictions(y_true, proba, class_names=("NORMAL", "PNEUMONIA"), thr
 
 
 def format_metrics(m: dict) -> str:
+    if "classes" in m:
+        return _format_multiclass(m)
     lo, hi = m["accuracy_ci95"]
     alo, ahi = m["roc_auc_ci95"]
     (tn, fp), (fn, tp) = m["confusion_matrix"]
@@ -70,6 +101,19 @@ def format_metrics(m: dict) -> str:
             f"precision {m['precision']:.3f}  recall/sensitivity {m['recall']:.3f}  "
             f"specificity {m['specificity']:.3f}  F1 {m['f1']:.3f}\n"
             f"confusion matrix (rows true, cols pred): TN {tn}  FP {fp} | FN {fn}  TP {tp}  (n={m['n_images']})")
+
+
+def _format_multiclass(m: dict) -> str:
+    import pandas as pd
+    lo, hi = m["accuracy_ci95"]
+    table = pd.DataFrame({c: m["per_class"][c] for c in m["classes"]}).T[["precision", "recall", "f1-score", "support"]]
+    cm = pd.DataFrame(m["confusion_matrix"], index=[f"true {c}" for c in m["classes"]], columns=m["classes"])
+    b = m["pneumonia_vs_normal"]
+    return (f"accuracy {m['accuracy']:.3f} [{lo:.3f}, {hi:.3f}]  macro F1 {m['f1']:.3f}  "
+            f"macro ROC-AUC (one-vs-rest) {m['roc_auc']:.3f}  (n={m['n_images']})\n"
+            f"{table.round(3).to_string()}\nconfusion matrix:\n{cm.to_string()}\n"
+            f"any pneumonia vs normal: accuracy {b['accuracy']:.3f}  sensitivity {b['recall']:.3f}  "
+            f"specificity {b['specificity']:.3f}  ROC-AUC {b['roc_auc']:.3f}")
 
 
 def plot_confusion(m: dict, class_names=("NORMAL", "PNEUMONIA")):
@@ -83,11 +127,18 @@ def plot_confusion(m: dict, class_names=("NORMAL", "PNEUMONIA")):
     return fig
 
 
-def plot_roc(y_true, p_pos):
+def plot_roc(y_true, proba, class_names=("NORMAL", "PNEUMONIA")):
+    """ROC of the positive class (binary, ``proba`` (N, 2) or (N,)) or one-vs-rest per class (K > 2)."""
     import matplotlib.pyplot as plt
     from sklearn.metrics import RocCurveDisplay
+    proba, y_true = np.asarray(proba), np.asarray(y_true)
     fig, ax = plt.subplots(figsize=(3.8, 3.4))
-    RocCurveDisplay.from_predictions(y_true, p_pos, ax=ax, name="model")
+    if proba.ndim == 1 or proba.shape[1] == 2:
+        RocCurveDisplay.from_predictions(y_true, proba if proba.ndim == 1 else proba[:, 1], ax=ax, name="model")
+    else:
+        for k, name in enumerate(class_names):
+            if len(np.unique(y_true == k)) == 2:
+                RocCurveDisplay.from_predictions(y_true == k, proba[:, k], ax=ax, name=f"{name} vs rest")
     ax.plot([0, 1], [0, 1], "k:", lw=0.8)
     ax.set_title("Test ROC")
     fig.tight_layout()

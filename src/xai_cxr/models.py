@@ -229,6 +229,7 @@ class ModelCard:
     dense_units: int = 256
     dropout: tuple[float, float] = (0.4, 0.3)
     l2: float = 1e-4
+    task: str = "binary"
 
     def save(self, folder: str | Path) -> Path:
         path = Path(folder) / "model_config.json"

@@ -13,7 +13,7 @@ import numpy as np
 
 from .config import CamConfig, DataConfig, ModelConfig, TrainConfig, to_json
 from .data import (ImageSet, class_weights, limit_train, load_images, make_dataset, require_splits,
-                   scan_dataset, select_validation)
+                   scan_task, select_validation)
 from .models import BACKBONES, ModelCard, backbone_of, build_model, resolve_backbone
 
 PHANTOM_ROOT = Path("phantoms") / "chest_xray"
@@ -61,7 +61,7 @@ class Prepared:
 
 def prepare_data(cfg: DataConfig, progress: bool = True) -> Prepared:
     """Scan, limit, choose validation, decode once (corrupt files skipped), class weights."""
-    df = scan_dataset(cfg.root, cfg.class_names)
+    df = scan_task(cfg.root, cfg.class_names, cfg.task)
     require_splits(df, "train", "test", root=cfg.root)
     df = limit_train(df, cfg.limit, cfg.seed)
     train, val, test, note = select_validation(df, cfg.validation, cfg.seed)
@@ -184,7 +184,7 @@ def lesion_pointing_game(model, test: ImageSet, data_cfg: DataConfig, cam_cfg: C
     masks = lesion_masks(test, data_cfg.image_size)
     if masks is None:
         return None
-    pos = np.flatnonzero((test.labels == 1) & masks.reshape(len(masks), -1).any(1))
+    pos = np.flatnonzero((test.labels > 0) & masks.reshape(len(masks), -1).any(1))
     if not len(pos):
         return None
     spec = BACKBONES[backbone_of(model)]
@@ -231,7 +231,7 @@ def run(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, ca
     from .train import distribution_strategy, plot_history, seed_everything
     t0 = time.time()
     weights_dir, results_dir = Path(weights_dir), Path(results_dir)
-    model_cfg, why = resolve_model(model_cfg)
+    model_cfg, why = resolve_model(replace(model_cfg, num_classes=len(data_cfg.class_names)))
     if why:
         print("note:", why)
     spec = BACKBONES[model_cfg.backbone]
@@ -250,7 +250,8 @@ def run(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, ca
     print(f"model: {model_cfg.backbone} (weights: {model_cfg.weights}), {model.count_params():,} parameters, "
           f"Grad-CAM layer {target_layer}")
     history = fit(model, prep, data_cfg, train_cfg, weights_dir, resume, strategy)
-    card = ModelCard(model_cfg.backbone, data_cfg.image_size, tuple(data_cfg.class_names), target_layer=target_layer,
+    card = ModelCard(model_cfg.backbone, data_cfg.image_size, tuple(data_cfg.class_names), task=data_cfg.task,
+                     target_layer=target_layer,
                      dense_units=model_cfg.dense_units, dropout=model_cfg.dropout, l2=model_cfg.l2)
     card.save(weights_dir)
     (weights_dir / "run_config.json").write_text(to_json(data_cfg, model_cfg, train_cfg, cam_cfg))
@@ -265,7 +266,7 @@ def run(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, ca
     if pg:
         metrics["gradcam_pointing_game"] = pg
     save_figure(plot_confusion(metrics, data_cfg.class_names), results_dir / "confusion_matrix.png")
-    save_figure(plot_roc(prep.test.labels, proba[:, 1]), results_dir / "roc_curve.png")
+    save_figure(plot_roc(prep.test.labels, proba, data_cfg.class_names), results_dir / "roc_curve.png")
     metrics["wall_time_s"] = round(time.time() - t0, 1)
     _write_json(metrics, results_dir / "metrics.json")
 
