@@ -204,3 +204,20 @@ def test_configs_round_trip_through_json():
             TrainConfig().with_epochs(3, 2), CamConfig(method="hirescam"))
     back = from_json(to_json(*cfgs))
     assert tuple(back[type(c).__name__] for c in cfgs) == cfgs
+
+
+def test_kfold_splits_group_patients_cover_every_image_once_and_are_seeded():
+    from xai_cxr.data import kfold_splits
+    rng = np.random.default_rng(0)
+    patients = [f"p{i}" for i in rng.integers(0, 40, 120)]
+    df = pd.DataFrame({"patient_id": patients, "label_idx": [int(p[1:]) % 3 == 0 for p in patients]})
+    splits = kfold_splits(df, 4, seed=1)
+    seen = np.concatenate([va for _, va in splits])
+    assert sorted(seen.tolist()) == list(range(120))                          # each image validates once
+    for tr, va in splits:
+        assert not set(df.patient_id.iloc[tr]) & set(df.patient_id.iloc[va])  # no patient on both sides
+        assert 0.1 < df.label_idx.iloc[va].mean() < 0.6
+    again = kfold_splits(df, 4, seed=1)
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(splits, again))
+    with pytest.raises(ValueError, match="at least 2 folds"):
+        kfold_splits(df, 1)

@@ -175,3 +175,17 @@ def test_subtype_task_trains_three_classes_end_to_end(phantom_root, tmp_path):
     card = ModelCard.load(tmp_path / "w")
     assert card.task == "subtype" and card.class_names == TASKS["subtype"]
     assert (tmp_path / "r" / "sample_results.png").is_file() and (tmp_path / "r" / "roc_curve.png").is_file()
+
+
+def test_cli_kfold_cross_validation_reports_mean_and_std_of_folds(phantom_root, tmp_path):
+    from xai_cxr.cli import main
+    assert main(["train", "--folds", "2", "--data-dir", str(phantom_root), "--backbone", "cxr-small",
+                 "--weights", "none", "--image-size", "64", "--batch-size", "8", "--epochs1", "1",
+                 "--weights-dir", str(tmp_path / "w"), "--results-dir", str(tmp_path / "r")]) == 0
+    cv = json.loads((tmp_path / "r" / "cv" / "cv_metrics.json").read_text())
+    assert [f["fold"] for f in cv["folds"]] == [1, 2]
+    assert sum(f["val_images"] for f in cv["folds"]) == 24                     # every train image validates once
+    accs = [f["accuracy"] for f in cv["folds"]]
+    assert cv["summary"]["accuracy"]["mean"] == pytest.approx(np.mean(accs))
+    assert cv["summary"]["accuracy"]["std"] == pytest.approx(np.std(accs, ddof=1))
+    assert (tmp_path / "w" / "cv" / "fold2" / "model.weights.h5").is_file()

@@ -89,8 +89,11 @@ def cmd_demo(args):
 
 
 def cmd_train(args):
-    from .pipeline import run
+    from .pipeline import cross_validate, run
     data, model, train, cam = _configs(args, DataConfig(), ModelConfig(), TrainConfig())
+    if args.folds:
+        cross_validate(data, model, train, args.folds, Path(args.weights_dir) / "cv", Path(args.results_dir) / "cv")
+        return
     run(data, model, train, cam, args.weights_dir, args.results_dir, args.resume)
 
 
@@ -206,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(d)
     d.set_defaults(func=cmd_demo)
     t = sub.add_parser("train", help="two-stage training, then test evaluation and Grad-CAM samples")
+    t.add_argument("--folds", type=int, default=None,
+                   help="k-fold cross-validation on the train split, grouped by patient: mean ± std of every metric")
     _add_common(t)
     t.set_defaults(func=cmd_train)
     e = sub.add_parser("evaluate", help="metrics of saved weights on the test split")

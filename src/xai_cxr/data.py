@@ -185,6 +185,19 @@ def holdout_split(train: pd.DataFrame, fraction: float, seed: int = 42) -> tuple
     return train.iloc[tr].reset_index(drop=True), train.iloc[ho].reset_index(drop=True)
 
 
+def kfold_splits(train: pd.DataFrame, folds: int, seed: int = 42) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``folds`` (train rows, validation rows) index pairs over ``train``: stratified by class, grouped by
+    patient (no patient on both sides of a fold), seeded."""
+    from sklearn.model_selection import StratifiedGroupKFold
+    if folds < 2:
+        raise ValueError(f"--folds needs at least 2 folds, got {folds}")
+    if train["patient_id"].nunique() < folds:
+        raise ValueError(f"{folds} folds need at least {folds} patients, the train split has "
+                         f"{train['patient_id'].nunique()}")
+    cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return list(cv.split(train, train["label_idx"], groups=train["patient_id"]))
+
+
 def select_validation(df: pd.DataFrame, validation: str, seed: int = 42):
     """Return (train, validation, test, note) for ``validation`` = "test" | "val" | "holdout:F".
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import CamConfig, DataConfig, ModelConfig, TrainConfig, to_json
-from .data import (ImageSet, class_weights, limit_train, load_images, make_dataset, require_splits,
+from .data import (ImageSet, class_weights, limit_train, load_images, make_dataset, require_splits, to_model_input,
                    scan_task, select_validation)
 from .models import BACKBONES, ModelCard, backbone_of, build_model, resolve_backbone
 
@@ -133,6 +133,48 @@ def fit(model, prep: Prepared, data_cfg: DataConfig, train_cfg: TrainConfig, wei
     return train_two_stage(model, train_ds, val_ds, train_cfg, weights_dir,
                            prep.class_weight if train_cfg.class_weighting else None, spec.finetune_from, resume,
                            stage_data, strategy)
+
+
+SUMMARY_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc")
+
+
+def cross_validate(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, folds: int = 5,
+                   weights_dir: str | Path = "saved_weights/cv", results_dir: str | Path = "sample_results/cv"):
+    """k-fold cross-validation on the train split, grouped by patient: each fold validates on its held-out
+    patients and is evaluated on the test split. Writes and returns {"folds": [...], "summary": {metric:
+    {"mean", "std"}}} (std with ddof=1, across folds)."""
+    import pandas as pd
+    from .data import kfold_splits
+    from .evaluate import evaluate_predictions
+    from .train import seed_everything
+    model_cfg, why = resolve_model(replace(model_cfg, num_classes=len(data_cfg.class_names)))
+    if why:
+        print("note:", why)
+    prep = prepare_data(replace(data_cfg, validation="test"))           # decode once; folds index into it
+    records = []
+    for k, (tr, va) in enumerate(kfold_splits(prep.train.manifest, folds, data_cfg.seed)):
+        part = lambda rows: ImageSet(prep.train.images[rows], prep.train.manifest.iloc[rows].reset_index(drop=True))  # noqa: E731
+        fold = Prepared(part(tr), part(va), prep.test, f"fold {k + 1}/{folds}",
+                        class_weights(prep.train.labels[tr], len(data_cfg.class_names)))
+        print(f"fold {k + 1}/{folds}: train {len(tr)}, validation {len(va)} images "
+              f"({fold.val.manifest.patient_id.nunique()} patients)")
+        seed_everything(train_cfg.seed, train_cfg.deterministic)
+        model = build_model(model_cfg, data_cfg.image_size)
+        fit(model, fold, data_cfg, train_cfg, Path(weights_dir) / f"fold{k + 1}")
+        proba = model.predict(to_model_input(prep.test.images, BACKBONES[model_cfg.backbone].preprocess).numpy(),
+                              batch_size=data_cfg.batch_size, verbose=0)
+        m = evaluate_predictions(prep.test.labels, proba, data_cfg.class_names, n_boot=100, seed=data_cfg.seed)
+        records.append({"fold": k + 1, "train_images": int(len(tr)), "val_images": int(len(va)),
+                        **{key: m[key] for key in SUMMARY_METRICS if key in m}})
+    table = pd.DataFrame(records)
+    summary = {key: {"mean": float(table[key].mean()), "std": float(table[key].std(ddof=1))}
+               for key in SUMMARY_METRICS if key in table}
+    out = {"folds": records, "summary": summary, "n_folds": folds, "backbone": model_cfg.backbone,
+           "note": "each fold: validation = its held-out patients; metrics on the whole test split"}
+    _write_json(out, Path(results_dir) / "cv_metrics.json")
+    print(table.round(3).to_string(index=False))
+    print("mean ± std: " + "  ".join(f"{k} {v['mean']:.3f} ± {v['std']:.3f}" for k, v in summary.items()))
+    return out
 
 
 def train_label_randomized(weights_dir: str | Path, out_dir: str | Path, data_root: str | Path | None = None,
