@@ -189,3 +189,25 @@ def test_cli_kfold_cross_validation_reports_mean_and_std_of_folds(phantom_root, 
     assert cv["summary"]["accuracy"]["mean"] == pytest.approx(np.mean(accs))
     assert cv["summary"]["accuracy"]["std"] == pytest.approx(np.std(accs, ddof=1))
     assert (tmp_path / "w" / "cv" / "fold2" / "model.weights.h5").is_file()
+
+
+def test_any_folder_per_class_dataset_with_four_classes(tmp_path):
+    """A non-X-ray layout: four classes of textured images, class names read from the folders."""
+    from xai_cxr.cli import main
+    from xai_cxr.data import detect_classes
+    rng = np.random.default_rng(0)
+    classes = ["apple", "bread", "cheese", "dates"]
+    for split, n in (("train", 6), ("test", 3)):
+        for k, name in enumerate(classes):
+            folder = tmp_path / "food" / split / name
+            folder.mkdir(parents=True)
+            for i in range(n):
+                img = (rng.random((40, 40)) * 60 + 40 * k).astype(np.uint8)
+                cv2.imwrite(str(folder / f"{name}_{i}.png"), img)
+    assert detect_classes(tmp_path / "food") == tuple(classes)
+    assert main(["train", "--data-dir", str(tmp_path / "food"), "--classes", "auto", "--backbone", "cxr-small",
+                 "--weights", "none", "--image-size", "32", "--batch-size", "8", "--epochs1", "1",
+                 "--weights-dir", str(tmp_path / "w"), "--results-dir", str(tmp_path / "r")]) == 0
+    m = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert m["classes"] == classes and np.array(m["confusion_matrix"]).shape == (4, 4)
+    assert np.sum(m["confusion_matrix"]) == 12

@@ -47,6 +47,9 @@ def _add_common(p, data=True):
         p.add_argument("--epochs2", type=int, default=None, help="stage-2 epochs (default 14)")
         p.add_argument("--task", choices=["binary", "subtype"], default="binary",
                        help="binary NORMAL/PNEUMONIA (default) or subtype NORMAL/BACTERIA/VIRUS from Kermany file names")
+        p.add_argument("--classes", default=None,
+                       help="class folder names, comma-separated, or 'auto' = the sub-folders of train/ "
+                            "(any folder-per-class data set); default NORMAL,PNEUMONIA")
         p.add_argument("--augment", action="store_true",
                        help="small rotations/zoom/shifts/brightness/contrast on training batches (no flips)")
         p.add_argument("--cache-dir", default=None,
@@ -63,11 +66,20 @@ def _add_common(p, data=True):
     p.add_argument("--results-dir", default="sample_results")
 
 
+def _class_names(args) -> tuple[str, ...]:
+    from .data import detect_classes
+    if args.task != "binary" or not args.classes:
+        return TASKS[args.task]
+    if args.classes == "auto":
+        return detect_classes(args.data_dir)
+    return tuple(c.strip() for c in args.classes.split(",") if c.strip())
+
+
 def _configs(args, data: DataConfig, model: ModelConfig, train: TrainConfig):
     data = replace(data, root=args.data_dir if args.data_dir else data.root, seed=args.seed,
                    batch_size=args.batch_size, limit=args.limit, validation=args.validation,
                    augment=AugmentConfig() if args.augment else None, task=args.task,
-                   class_names=TASKS[args.task],
+                   class_names=_class_names(args),
                    **({"image_size": args.image_size} if args.image_size else {}))
     model = replace(model, **({"backbone": args.backbone} if args.backbone else {}),
                     **({"weights": args.weights} if args.weights else {}))

@@ -95,6 +95,18 @@ def parse_kermany_name(name: str) -> tuple[str | None, str]:
     return subtype, (m.group(1) if m else stem)
 
 
+def detect_classes(root: str | Path) -> tuple[str, ...]:
+    """Class names of any folder-per-class data set: the sub-folders of its train split, sorted (NORMAL first
+    when present, so index 0 stays the negative class for chest X-rays)."""
+    dirs = _child_dirs(Path(root))
+    if "train" not in dirs:
+        raise DatasetLayoutError(f"no train/ folder in {root} to read class names from\n" + LAYOUT.format(root=root))
+    names = sorted(p.name for p in _child_dirs(dirs["train"]).values())
+    if len(names) < 2:
+        raise DatasetLayoutError(f"{dirs['train']} needs at least two class folders, found {names}")
+    return tuple(sorted(names, key=lambda n: (n.lower() != "normal", n.lower())))
+
+
 def scan_dataset(root: str | Path, class_names=("NORMAL", "PNEUMONIA"), splits=SPLITS) -> pd.DataFrame:
     """Manifest of every image under ``root/{split}/{class}``: one row per image, sorted by path.
 
