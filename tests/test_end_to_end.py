@@ -211,3 +211,14 @@ def test_any_folder_per_class_dataset_with_four_classes(tmp_path):
     m = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert m["classes"] == classes and np.array(m["confusion_matrix"]).shape == (4, 4)
     assert np.sum(m["confusion_matrix"]) == 12
+
+
+def test_cli_segment_scores_unet_and_gradcam_against_masks(trained, phantom_root):
+    from xai_cxr.cli import main
+    out, _ = trained
+    assert main(["segment", "--weights-dir", str(out / "weights"), "--data-dir", str(phantom_root),
+                 "--epochs", "2", "--out", str(out / "seg")]) == 0
+    scores = json.loads((out / "seg" / "segmentation.json").read_text())
+    for key in ("unet_classify_then_segment", "gradcam_top5"):
+        assert 0 <= scores[key]["dice"] <= 1 and scores[key]["n_images"] == 6
+    assert cv2.imread(str(out / "seg" / "segmentation.png")).std() > 10

@@ -205,6 +205,19 @@ def cmd_audit(args):
     print(f"audit → {out}/audit.md, audit_*.csv, methods/*.png, galleries/*.png")
 
 
+def cmd_segment(args):
+    import matplotlib
+    matplotlib.use("Agg")
+    from .pipeline import _write_json, save_figure, segmentation_stage
+    from .segment import SegmentConfig
+    res = segmentation_stage(args.weights_dir, args.data_dir, SegmentConfig(epochs=args.epochs, seed=args.seed))
+    out = Path(args.out)
+    _write_json(res["scores"], out / "segmentation.json")
+    save_figure(res["figure"], out / "segmentation.png")
+    print(json.dumps(res["scores"], indent=2))
+    print(f"segmentation → {out}/segmentation.json, segmentation.png")
+
+
 def cmd_phantoms(args):
     from .phantom import PhantomConfig, write_phantom_dataset
     cfg = PhantomConfig(image_size=args.image_size, n_train=args.n_train, n_test=args.n_test,
@@ -247,6 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "and compare maps: Adebayo et al.'s second sanity check; costs one training run")
     _add_common(a, data=False)
     a.set_defaults(func=cmd_audit)
+    sg = sub.add_parser("segment", help="U-Net on lesion masks, classify-then-segment, Dice/IoU next to Grad-CAM")
+    sg.add_argument("--data-dir", default="phantoms/chest_xray", help="data with *_mask.png lesion masks")
+    sg.add_argument("--epochs", type=int, default=15)
+    sg.add_argument("--out", default="sample_results/segmentation")
+    _add_common(sg, data=False)
+    sg.set_defaults(func=cmd_segment)
     g = sub.add_parser("phantoms", help="write a synthetic phantom data set with lesion masks")
     g.add_argument("--out", default="phantoms/chest_xray")
     g.add_argument("--image-size", type=int, default=128)

@@ -40,10 +40,15 @@ def red_overlay(gray: np.ndarray, heat: np.ndarray, fraction: float = 0.05, alph
 
     Pixels outside the top region keep their grayscale value exactly.
     """
+    if heat.shape != np.shape(gray)[:2]:
+        raise ValueError(f"heat map {heat.shape} and image {np.shape(gray)[:2]} differ in size")
+    return mask_overlay(gray, top_fraction_mask(heat, fraction), alpha, color)
+
+
+def mask_overlay(gray: np.ndarray, mask: np.ndarray, alpha: float = 0.6, color=RED) -> np.ndarray:
+    """The X-ray in grayscale with the pixels of a boolean ``mask`` painted ``color`` (alpha-blended)."""
     rgb = _gray_rgb(gray)
-    if heat.shape != rgb.shape[:2]:
-        raise ValueError(f"heat map {heat.shape} and image {rgb.shape[:2]} differ in size")
-    mask = top_fraction_mask(heat, fraction)
+    mask = np.asarray(mask, bool)
     out = rgb.copy()
     blended = (1 - alpha) * rgb[mask].astype(np.float32) + alpha * np.asarray(color, np.float32)
     out[mask] = np.clip(blended.round(), 0, 255).astype(np.uint8)

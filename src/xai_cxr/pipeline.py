@@ -177,6 +177,57 @@ def cross_validate(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: Trai
     return out
 
 
+def segmentation_stage(weights_dir: str | Path, data_root: str | Path, seg_cfg=None, n_show: int = 6):
+    """Classify-then-segment on a data set with lesion masks: train a U-Net on the train split's masks, run
+    it on the test images the classifier (from ``weights_dir``) calls positive, and score U-Net masks and
+    Grad-CAM (top 5% region) against the true masks. Returns {"scores": {...}, "figure": fig}."""
+    from .cam import CAM_METHODS
+    from .localization import iou_dice
+    from .models import load_trained_model
+    from .overlay import top_fraction_mask
+    from .segment import SegmentConfig, classify_then_segment, mask_scores, train_unet
+    seg_cfg = seg_cfg or SegmentConfig()
+    model, card = load_trained_model(weights_dir)
+    spec = BACKBONES[card.backbone]
+    df = scan_task(data_root, card.class_names, card.task)
+    sets = {s: load_images(df[df.split == s], card.image_size, progress=False) for s in ("train", "test")}
+    masks = {s: lesion_masks(v, card.image_size) for s, v in sets.items()}
+    if masks["train"] is None or masks["test"] is None:
+        raise ValueError(f"{data_root} has no lesion masks (*_mask.png beside the images): nothing to segment")
+    unet, history = train_unet(sets["train"].images, masks["train"], cfg=seg_cfg)
+    test, true = sets["test"], masks["test"]
+    proba, pred_masks = classify_then_segment(model, spec.preprocess, unet, test.images, seg_cfg.threshold)
+    heats = CAM_METHODS["gradcam"](model, card.target_layer or spec.target_layer)(
+        to_model_input(test.images, spec.preprocess).numpy(), np.maximum(proba.argmax(1), 1))
+    cam_masks = np.stack([top_fraction_mask(h, 0.05) for h in heats])
+    has = true.reshape(len(true), -1).any(1)
+    cam_iou, cam_dice = iou_dice(cam_masks[has].astype(float), true[has])
+    scores = {"unet_classify_then_segment": mask_scores(pred_masks, true),
+              "gradcam_top5": {"iou": float(cam_iou.mean()), "dice": float(cam_dice.mean()), "n_images": int(has.sum())},
+              "unet_final_train_loss": float(history["loss"][-1]), "epochs": seg_cfg.epochs}
+    show = np.flatnonzero(has)[:n_show]
+    return {"scores": scores, "figure": _segmentation_figure(test.images[show], heats[show], pred_masks[show],
+                                                             true[show])}
+
+
+def _segmentation_figure(grays, heats, pred_masks, true_masks):
+    import matplotlib.pyplot as plt
+    from .overlay import mask_overlay, red_overlay
+    fig, axes = plt.subplots(len(grays), 3, figsize=(7.5, 2.5 * len(grays)), squeeze=False)
+    for row, (g, h, p, t) in enumerate(zip(grays, heats, pred_masks, true_masks)):
+        panels = [(red_overlay(g, h), "Grad-CAM top 5% (weak)"),
+                  (mask_overlay(g, p), "U-Net mask (supervised)"),
+                  (g, "true lesion")]
+        for ax, (img, title) in zip(axes[row], panels):
+            ax.imshow(img, cmap="gray")
+            if title == "true lesion":
+                ax.contour(t, levels=[0.5], colors="lime", linewidths=1)
+            ax.set_title(title if row == 0 else "", fontsize=9)
+            ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
 def train_label_randomized(weights_dir: str | Path, out_dir: str | Path, data_root: str | Path | None = None,
                            seed: int = 0, epochs: int | None = None):
     """Adebayo et al.'s label randomization: retrain the model of ``weights_dir`` from scratch with its own
