@@ -222,3 +222,22 @@ def test_cli_segment_scores_unet_and_gradcam_against_masks(trained, phantom_root
     for key in ("unet_classify_then_segment", "gradcam_top5"):
         assert 0 <= scores[key]["dice"] <= 1 and scores[key]["n_images"] == 6
     assert cv2.imread(str(out / "seg" / "segmentation.png")).std() > 10
+
+
+def test_cli_compare_ensemble_against_its_members(phantom_root, tmp_path):
+    import pandas as pd
+    from xai_cxr.cli import main
+    assert main(["compare", "--backbones", "mobilenetv2", "ensemble", "--data-dir",
+                 str(phantom_root), "--weights", "none", "--image-size", "32", "--batch-size", "8",
+                 "--epochs1", "1", "--epochs2", "0", "--weights-dir", str(tmp_path / "w"),
+                 "--results-dir", str(tmp_path / "r")]) == 0
+    table = pd.read_csv(tmp_path / "r" / "compare" / "compare.csv")
+    assert table.backbone.tolist() == ["mobilenetv2", "ensemble"]
+    assert table[["accuracy", "f1"]].apply(lambda c: c.between(0, 1).all()).all()
+    # the ensemble holds MobileNetV2 (2.26 M without its top) and DenseNet169 (12.6 M) plus its own head
+    params = table.set_index("backbone").parameters
+    assert params["ensemble"] > params["mobilenetv2"] + 12_000_000
+    for name in table.backbone:
+        metrics = json.loads((tmp_path / "r" / "compare" / name / "metrics.json").read_text())
+        assert metrics["backbone"] == name and metrics["n_images"] == 12
+    assert (tmp_path / "r" / "compare" / "ensemble" / "sample_results.png").is_file()

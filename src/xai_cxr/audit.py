@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from .cam import CAM_METHODS, FusedCAM
+from .cam import CAM_METHODS, FusedCAM, cam_for
 from .config import AuditConfig
 from .data import ImageSet, to_model_input
 from .faithfulness import centre_bias_maps, deletion_insertion, random_maps, road
@@ -32,7 +32,7 @@ def make_explainer(name: str, model, backbone: str, target_layer: str | None = N
     spec = BACKBONES[backbone]
     if name == "fused":
         return FusedCAM(model, spec.fusion_layers or None)
-    return CAM_METHODS[name](model, target_layer or spec.target_layer)
+    return cam_for(model, target_layer or spec.target_layer, name)
 
 
 def predictor(model, preprocess, batch_size: int = 64):
@@ -106,8 +106,8 @@ def _faithfulness_row(name, predict, grays, maps, targets, cfg):
 
 
 def _sanity_row(name, model, x, targets, explainer, cfg, label_model=None):
-    if name == "fused":
-        method = lambda m, layer: FusedCAM(m, explainer.target_layer.split("+"))   # noqa: E731
+    if isinstance(explainer, FusedCAM):
+        method = lambda m, layer: FusedCAM(m, layer.split("+"), type(explainer.cams[0]))   # noqa: E731
     else:
         method = type(explainer)
     rows = cascading_randomization(model, x, targets, method, explainer.target_layer, cfg.seed, stop_at=(1, -1))
@@ -129,7 +129,7 @@ def error_galleries(model, backbone: str, test: ImageSet, masks=None, fraction: 
     spec = BACKBONES[backbone]
     proba = predictor(model, spec.preprocess)(test.images)
     pred, conf, y = proba.argmax(1), proba.max(1), test.labels
-    cam = CAM_METHODS["gradcam"](model, target_layer or spec.target_layer)
+    cam = cam_for(model, target_layer or spec.target_layer)
     groups = {
         "false_negatives": np.flatnonzero((y > 0) & (pred == 0)),
         "false_positives": np.flatnonzero((y == 0) & (pred > 0)),

@@ -100,6 +100,13 @@ def cmd_demo(args):
     run(data, model, train, cam, args.weights_dir, args.results_dir, args.resume)
 
 
+def cmd_compare(args):
+    from .pipeline import compare_backbones
+    data, model, train, cam = _configs(args, DataConfig(), ModelConfig(), TrainConfig())
+    compare_backbones(data, model, train, args.backbones, Path(args.weights_dir) / "compare",
+                      Path(args.results_dir) / "compare", cam)
+
+
 def cmd_train(args):
     from .pipeline import cross_validate, run
     data, model, train, cam = _configs(args, DataConfig(), ModelConfig(), TrainConfig())
@@ -238,6 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="k-fold cross-validation on the train split, grouped by patient: mean ± std of every metric")
     _add_common(t)
     t.set_defaults(func=cmd_train)
+    c = sub.add_parser("compare", help="train several backbones on the same data; one table of test metrics")
+    c.add_argument("--backbones", nargs="+", default=["mobilenetv2", "densenet169", "ensemble"])
+    _add_common(c)
+    c.set_defaults(func=cmd_compare)
     e = sub.add_parser("evaluate", help="metrics of saved weights on the test split")
     e.add_argument("--data-dir", default="chest_xray")
     e.add_argument("--batch-size", type=int, default=32)

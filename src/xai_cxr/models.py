@@ -33,6 +33,7 @@ class Backbone:
     fusion_layers: tuple[str, ...] = ()  # layers the multi-layer CAM fuses (coarse to fine scales)
     chain: bool = True         # layers form a single chain (VGG, cxr-small): the stage-2 feature cache can cut it
     min_size: int = 32         # smallest input side the architecture accepts
+    members: tuple[str, ...] = ()  # a stacked ensemble of these backbones (build → pooled features, 2-D)
 
 
 def _application(constructor: str, module: str):
@@ -76,6 +77,36 @@ def _unit_scale(x):
     return x / 255.0
 
 
+def _ensemble_build(members):
+    """Each member on the shared [0, 255] input with its own preprocessing inside the graph, global-average
+    pooled and concatenated: (B, sum of member channels)."""
+    def build(inputs, weights):
+        from keras import layers
+        feats = []
+        for name, w in zip(members, weights or [None] * len(members)):
+            spec = BACKBONES[name]
+            x = _PREPROCESS_LAYERS[name](inputs)
+            feats.append(layers.GlobalAveragePooling2D(name=f"{name}_gap")(spec.build(x, w)))
+        return layers.Concatenate(name="ensemble_features")(feats)
+    return build
+
+
+def _preprocess_layers(mode: str, name: str):
+    """Keras-layer versions of keras.applications' "tf" and "torch" preprocessing modes."""
+    def make(x):
+        from keras import layers
+        if mode == "tf":                                   # [-1, 1]
+            return layers.Rescaling(1 / 127.5, offset=-1.0, name=f"{name}_preprocess")(x)
+        mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)   # "torch": ImageNet mean/std on [0, 1]
+        x = layers.Rescaling(1 / 255.0, name=f"{name}_rescale")(x)
+        return layers.Normalization(mean=mean, variance=[v * v for v in std], name=f"{name}_preprocess")(x)
+    return make
+
+
+_PREPROCESS_LAYERS = {"mobilenetv2": _preprocess_layers("tf", "mobilenetv2"),
+                      "densenet169": _preprocess_layers("torch", "densenet169")}
+
+
 def _keras_app(name, constructor, module, target, finetune, weights_file, fusion, min_size=32):
     build, preprocess = _application(constructor, module)
     return Backbone(name, build, preprocess, target, finetune, weights_file, fusion, chain=False, min_size=min_size)
@@ -114,6 +145,12 @@ BACKBONES: dict[str, Backbone] = {
                                  "block7a_expand_conv", "efficientnetb0_notop.h5",
                                  ("block5c_add", "block6d_add", "top_activation")),
 }
+# Stacked ensemble: MobileNetV2 + DenseNet169 pooled features → BN → Dense 256 → Dropout 0.5 → BN → Dense 128 →
+# Dropout 0.5 → softmax. Its Grad-CAM fuses the members' own target layers with equal weights (cam.cam_for).
+BACKBONES["ensemble"] = Backbone(
+    "ensemble", _ensemble_build(("mobilenetv2", "densenet169")), lambda x: x,
+    "out_relu+relu", "conv5_block1_0_bn", None, ("out_relu", "relu"), chain=False,
+    members=("mobilenetv2", "densenet169"))
 
 
 def keras_models_dir() -> Path:
@@ -136,11 +173,14 @@ def resolve_backbone(name: str) -> tuple[str, str | None]:
                          "'cxr-small' is used instead (same training, evaluation and Grad-CAM code).")
 
 
-def resolve_weights(backbone: str, weights: str | None) -> str | None:
-    """Map "imagenet" | "none" | PATH to a local file path (or None), never downloading anything."""
+def resolve_weights(backbone: str, weights: str | None):
+    """Map "imagenet" | "none" | PATH to a local file path (or None), never downloading anything. An
+    ensemble with "imagenet" gives one path per member."""
     spec = BACKBONES[backbone]
     if weights in (None, "none", "None"):
         return None
+    if spec.members and weights == "imagenet":
+        return [resolve_weights(m, "imagenet") for m in spec.members]
     if weights == "imagenet":
         if spec.imagenet_file is None:
             raise WeightsNotFoundError(f"backbone {backbone!r} has no ImageNet weights; use --weights none "
@@ -178,16 +218,26 @@ def build_model(cfg: ModelConfig, image_size: int = 256):
     weights = resolve_weights(cfg.backbone, cfg.weights)
     inputs = keras.Input((image_size, image_size, 3), name="image")
     # backbone weights from a path go through Keras itself for vgg19; for a full-model file see load_trained_model
-    x = spec.build(inputs, weights if spec.imagenet_file else None)
-    x = layers.GlobalAveragePooling2D(name=HEAD_PREFIX + "gap")(x)
-    x = layers.Dropout(cfg.dropout[0], name=HEAD_PREFIX + "dropout1")(x)
-    x = layers.Dense(cfg.dense_units, activation="relu", kernel_regularizer=regularizers.l2(cfg.l2),
-                     name=HEAD_PREFIX + "dense")(x)
-    x = layers.Dropout(cfg.dropout[1], name=HEAD_PREFIX + "dropout2")(x)
+    pretrained = spec.imagenet_file or spec.members
+    x = spec.build(inputs, weights if pretrained else None)
+    if spec.members:                 # the issue's stacked-ensemble head
+        x = layers.BatchNormalization(name=HEAD_PREFIX + "bn1")(x)
+        x = layers.Dense(256, activation="relu", name=HEAD_PREFIX + "dense")(x)
+        x = layers.Dropout(0.5, name=HEAD_PREFIX + "dropout1")(x)
+        x = layers.BatchNormalization(name=HEAD_PREFIX + "bn2")(x)
+        x = layers.Dense(128, activation="relu", kernel_regularizer=regularizers.l2(cfg.l2),
+                         name=HEAD_PREFIX + "dense2")(x)
+        x = layers.Dropout(0.5, name=HEAD_PREFIX + "dropout2")(x)
+    else:
+        x = layers.GlobalAveragePooling2D(name=HEAD_PREFIX + "gap")(x)
+        x = layers.Dropout(cfg.dropout[0], name=HEAD_PREFIX + "dropout1")(x)
+        x = layers.Dense(cfg.dense_units, activation="relu", kernel_regularizer=regularizers.l2(cfg.l2),
+                         name=HEAD_PREFIX + "dense")(x)
+        x = layers.Dropout(cfg.dropout[1], name=HEAD_PREFIX + "dropout2")(x)
     # float32 output under a mixed-precision policy: softmax and the loss stay exact
     outputs = layers.Dense(cfg.num_classes, activation="softmax", dtype="float32", name=HEAD_PREFIX + "predictions")(x)
     model = keras.Model(inputs, outputs, name=f"{cfg.backbone}_classifier")
-    if weights and not spec.imagenet_file:
+    if weights and not pretrained:
         model.load_weights(weights)
     return model
 

@@ -98,11 +98,11 @@ def pick_samples(labels: np.ndarray, n: int, seed: int = 42) -> np.ndarray:
 
 def explain_images(model, grays: np.ndarray, preprocess, cam_cfg: CamConfig, target_layer: str):
     """CAM maps (B, H, W) in [0, 1], predicted classes and confidences for uint8 gray images."""
-    from .cam import CAM_METHODS
+    from .cam import cam_for
     from .data import to_model_input
     x = to_model_input(grays, preprocess).numpy()
     proba = model.predict(x, batch_size=cam_cfg.batch_size, verbose=0)
-    cam = CAM_METHODS[cam_cfg.method](model, cam_cfg.target_layer or target_layer, cam_cfg.batch_size)
+    cam = cam_for(model, cam_cfg.target_layer or target_layer, cam_cfg.method, cam_cfg.batch_size)
     pred = proba.argmax(1)
     return cam(x, targets=pred), pred, proba.max(1)
 
@@ -181,7 +181,7 @@ def segmentation_stage(weights_dir: str | Path, data_root: str | Path, seg_cfg=N
     """Classify-then-segment on a data set with lesion masks: train a U-Net on the train split's masks, run
     it on the test images the classifier (from ``weights_dir``) calls positive, and score U-Net masks and
     Grad-CAM (top 5% region) against the true masks. Returns {"scores": {...}, "figure": fig}."""
-    from .cam import CAM_METHODS
+    from .cam import cam_for
     from .localization import iou_dice
     from .models import load_trained_model
     from .overlay import top_fraction_mask
@@ -197,7 +197,7 @@ def segmentation_stage(weights_dir: str | Path, data_root: str | Path, seg_cfg=N
     unet, history = train_unet(sets["train"].images, masks["train"], cfg=seg_cfg)
     test, true = sets["test"], masks["test"]
     proba, pred_masks = classify_then_segment(model, spec.preprocess, unet, test.images, seg_cfg.threshold)
-    heats = CAM_METHODS["gradcam"](model, card.target_layer or spec.target_layer)(
+    heats = cam_for(model, card.target_layer or spec.target_layer)(
         to_model_input(test.images, spec.preprocess).numpy(), np.maximum(proba.argmax(1), 1))
     cam_masks = np.stack([top_fraction_mask(h, 0.05) for h in heats])
     has = true.reshape(len(true), -1).any(1)
@@ -226,6 +226,29 @@ def _segmentation_figure(grays, heats, pred_masks, true_masks):
             ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+def compare_backbones(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, backbones,
+                      weights_dir: str | Path = "saved_weights/compare", results_dir: str | Path = "sample_results/compare",
+                      cam_cfg: CamConfig = CamConfig()):
+    """Train and evaluate each backbone (e.g. the ensemble and its members) on the same data and seed; one
+    table of test metrics. Writes ``compare.csv`` / ``compare.md`` and returns the DataFrame."""
+    import pandas as pd
+    rows = []
+    for name in backbones:
+        print(f"=== {name} ===")
+        res = run(data_cfg, replace(model_cfg, backbone=name), train_cfg, cam_cfg, Path(weights_dir) / name,
+                  Path(results_dir) / name)
+        m = res["metrics"]
+        rows.append({"backbone": name, "parameters": int(res["model"].count_params()),
+                     **{k: m[k] for k in SUMMARY_METRICS if k in m}, "wall_time_s": m["wall_time_s"]})
+    table = pd.DataFrame(rows)
+    out = Path(results_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "compare.csv", index=False)
+    (out / "compare.md").write_text(table.to_markdown(index=False, floatfmt=".3f") + "\n")
+    print(table.to_markdown(index=False, floatfmt=".3f"))
+    return table
 
 
 def train_label_randomized(weights_dir: str | Path, out_dir: str | Path, data_root: str | Path | None = None,

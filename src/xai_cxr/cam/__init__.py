@@ -19,5 +19,17 @@ CAM_METHODS = {
     "eigencam": EigenCAM,
 }
 
-__all__ = ["BaseCAM", "CAM_METHODS", "EigenCAM", "FusedCAM", "GradCAM", "GradCAMPlusPlus", "HiResCAM",
+
+
+def cam_for(model, target_layer: str, method: str = "gradcam", batch_size: int = 16):
+    """The explainer for ``target_layer``; "a+b" (several layers, e.g. the members of an ensemble) fuses
+    those layers' maps of ``method`` with equal weights."""
+    if method not in CAM_METHODS:
+        raise ValueError(f"unknown CAM method {method!r}; choose from {sorted(CAM_METHODS)}")
+    if "+" in target_layer:
+        return FusedCAM(model, target_layer.split("+"), CAM_METHODS[method], batch_size=batch_size)
+    return CAM_METHODS[method](model, target_layer, batch_size)
+
+
+__all__ = ["BaseCAM", "CAM_METHODS", "cam_for", "EigenCAM", "FusedCAM", "GradCAM", "GradCAMPlusPlus", "HiResCAM",
            "LayerCAM", "ScoreCAM", "choose_target_layer", "conv_layer_names", "normalize_maps", "upsample_maps"]

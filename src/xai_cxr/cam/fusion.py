@@ -7,21 +7,28 @@ from .base import BaseCAM, conv_layer_names
 
 
 class FusedCAM:
-    """Mean of the normalised, upsampled maps of several layers (default: the last ``n_layers`` convs).
+    """Weighted mean (default: plain mean) of the normalised, upsampled maps of several layers (default: the
+    last ``n_layers`` convs), rescaled to a maximum of 1.
 
-    Deeper layers say *what*, earlier ones sharpen *where*; averaging trades a little of one for the other."""
+    Deeper layers say *what*, earlier ones sharpen *where*; averaging trades a little of one for the other.
+    For a stacked ensemble the layers are the members' own target layers, so the map is the members' maps
+    weighted by ``weights``."""
 
     def __init__(self, model, layers=None, method: type[BaseCAM] | None = None, n_layers: int = 3,
-                 batch_size: int = 16):
+                 batch_size: int = 16, weights=None):
         from .gradcam import GradCAM
         layers = list(layers) if layers else conv_layer_names(model)[-n_layers:]
         self.cams = [(method or GradCAM)(model, name, batch_size) for name in layers]
         self.target_layer = "+".join(layers)
+        w = np.ones(len(layers)) if weights is None else np.asarray(weights, float)
+        if w.shape != (len(layers),) or (w < 0).any() or w.sum() == 0:
+            raise ValueError(f"weights must be {len(layers)} non-negative numbers, not all zero; got {weights}")
+        self.weights = w / w.sum()
 
     def __call__(self, images, targets=None, upsample: bool = True) -> np.ndarray:
         if not upsample:
             raise ValueError("fused maps come from layers of different sizes; they are always upsampled")
-        maps = np.mean([cam(images, targets) for cam in self.cams], axis=0)
+        maps = np.tensordot(self.weights, np.stack([cam(images, targets) for cam in self.cams]), axes=1)
         hi = maps.max(axis=(1, 2), keepdims=True)
         return np.where(hi > 0, maps / np.where(hi > 0, hi, 1), 0).astype(np.float32)
 
