@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import make_dataset
+from .data import encode_labels, label_array, make_dataset
 from .models import BACKBONES, backbone_layers, backbone_of
 
 
@@ -117,7 +117,7 @@ def feature_dataset(features: np.ndarray, labels: np.ndarray, num_classes: int, 
                     shuffle: bool = False, seed: int = 42):
     """Batches of (features, one-hot). Memory-mapped features are read batch by batch, never copied whole."""
     import tensorflow as tf
-    labels = np.asarray(labels, np.int32)
+    labels = label_array(labels)
     if isinstance(features, np.memmap) or (isinstance(features, np.ndarray) and not features.flags.owndata
                                            and isinstance(features.base, np.memmap)):
         spec = tf.TensorSpec((None, *features.shape[1:]), tf.float32)
@@ -127,12 +127,12 @@ def feature_dataset(features: np.ndarray, labels: np.ndarray, num_classes: int, 
         gather = lambda idx: np.asarray(features[np.sort(idx)], np.float32)   # noqa: E731  (sorted: fast reads)
         ds = ds.batch(batch_size).map(
             lambda idx: (tf.ensure_shape(tf.numpy_function(gather, [idx], tf.float32), spec.shape),
-                         tf.one_hot(tf.gather(labels, tf.sort(idx)), num_classes)))
+                         encode_labels(tf.gather(labels, tf.sort(idx)), num_classes)))
         return ds.prefetch(tf.data.AUTOTUNE)
     ds = tf.data.Dataset.from_tensor_slices((features, labels))
     if shuffle:
         ds = ds.shuffle(len(features), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size).map(lambda f, y: (tf.cast(f, tf.float32), tf.one_hot(y, num_classes)),
+    ds = ds.batch(batch_size).map(lambda f, y: (tf.cast(f, tf.float32), encode_labels(y, num_classes)),
                                   num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 

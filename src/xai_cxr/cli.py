@@ -45,8 +45,16 @@ def _add_common(p, data=True):
         p.add_argument("--weights", default=None, help="imagenet | none | PATH (default: imagenet)")
         p.add_argument("--epochs1", type=int, default=None, help="stage-1 epochs (default 7)")
         p.add_argument("--epochs2", type=int, default=None, help="stage-2 epochs (default 14)")
-        p.add_argument("--task", choices=["binary", "subtype"], default="binary",
-                       help="binary NORMAL/PNEUMONIA (default) or subtype NORMAL/BACTERIA/VIRUS from Kermany file names")
+        p.add_argument("--task", choices=["binary", "subtype", "multilabel"], default="binary",
+                       help="binary NORMAL/PNEUMONIA (default), subtype NORMAL/BACTERIA/VIRUS from Kermany file "
+                            "names, or multilabel (NIH ChestX-ray14 CSV: --labels-csv; images under --data-dir)")
+        p.add_argument("--labels-csv", default=None, help="multilabel: Data_Entry_2017.csv-style labels")
+        p.add_argument("--bbox-csv", default=None,
+                       help="multilabel: BBox_List_2017.csv-style boxes → Grad-CAM pointing game / IoU against them")
+        p.add_argument("--loss", choices=["focal", "bce"], default="focal",
+                       help="multilabel loss: binary focal (default) or per-label weighted BCE")
+        p.add_argument("--focal-gamma", type=float, default=2.0)
+        p.add_argument("--focal-alpha", type=float, default=0.25)
         p.add_argument("--classes", default=None,
                        help="class folder names, comma-separated, or 'auto' = the sub-folders of train/ "
                             "(any folder-per-class data set); default NORMAL,PNEUMONIA")
@@ -68,6 +76,9 @@ def _add_common(p, data=True):
 
 def _class_names(args) -> tuple[str, ...]:
     from .data import detect_classes
+    from .data import NIH_FINDINGS
+    if args.task == "multilabel":
+        return tuple(c.strip() for c in args.classes.split(",")) if args.classes else NIH_FINDINGS
     if args.task != "binary" or not args.classes:
         return TASKS[args.task]
     if args.classes == "auto":
@@ -78,13 +89,14 @@ def _class_names(args) -> tuple[str, ...]:
 def _configs(args, data: DataConfig, model: ModelConfig, train: TrainConfig):
     data = replace(data, root=args.data_dir if args.data_dir else data.root, seed=args.seed,
                    batch_size=args.batch_size, limit=args.limit, validation=args.validation,
-                   augment=AugmentConfig() if args.augment else None, task=args.task,
+                   augment=AugmentConfig() if args.augment else None, task=args.task, labels_csv=args.labels_csv,
                    class_names=_class_names(args),
                    **({"image_size": args.image_size} if args.image_size else {}))
     model = replace(model, **({"backbone": args.backbone} if args.backbone else {}),
                     **({"weights": args.weights} if args.weights else {}))
     train = replace(train.with_epochs(args.epochs1, args.epochs2), seed=args.seed,
                     feature_cache=not args.no_feature_cache, feature_cache_dir=args.cache_dir,
+                    multilabel_loss=args.loss, focal_gamma=args.focal_gamma, focal_alpha=args.focal_alpha,
                     verbose=1 if sys.stdout.isatty() else 2)   # progress bars only on a terminal
     cam = CamConfig(method=args.cam, target_layer=args.target_layer, top_fraction=args.top_fraction)
     return data, model, train, cam
@@ -97,7 +109,13 @@ def cmd_demo(args):
     print(note)
     args.data_dir = data.root
     data, model, train, cam = _configs(args, data, model, train)
-    run(data, model, train, cam, args.weights_dir, args.results_dir, args.resume)
+    result = run(data, model, train, cam, args.weights_dir, args.results_dir, args.resume)
+    if args.bbox_csv:
+        from .pipeline import _write_json, bbox_localization
+        scores = bbox_localization(result["model"], result["prepared"].test, args.bbox_csv, data.class_names,
+                                   result["card"].target_layer)
+        _write_json(scores, Path(args.results_dir) / "bbox_localization.json")
+        print(json.dumps(scores, indent=2))
 
 
 def cmd_compare(args):
@@ -113,7 +131,13 @@ def cmd_train(args):
     if args.folds:
         cross_validate(data, model, train, args.folds, Path(args.weights_dir) / "cv", Path(args.results_dir) / "cv")
         return
-    run(data, model, train, cam, args.weights_dir, args.results_dir, args.resume)
+    result = run(data, model, train, cam, args.weights_dir, args.results_dir, args.resume)
+    if args.bbox_csv:
+        from .pipeline import _write_json, bbox_localization
+        scores = bbox_localization(result["model"], result["prepared"].test, args.bbox_csv, data.class_names,
+                                   result["card"].target_layer)
+        _write_json(scores, Path(args.results_dir) / "bbox_localization.json")
+        print(json.dumps(scores, indent=2))
 
 
 def cmd_evaluate(args):

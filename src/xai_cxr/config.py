@@ -17,7 +17,8 @@ class DataConfig:
     validation: str = "test"            # "test" (seed: val has 16 images) | "val" | "holdout:0.1"
     limit: int | None = None            # cap on train images, stratified by class (quick runs); None = all
     class_names: tuple[str, ...] = ("NORMAL", "PNEUMONIA")
-    task: str = "binary"                # "binary" | "subtype" (NORMAL/BACTERIA/VIRUS from Kermany file names)
+    task: str = "binary"                # "binary" | "subtype" (NORMAL/BACTERIA/VIRUS from Kermany file names) | "multilabel"
+    labels_csv: str | None = None       # multilabel: NIH ChestX-ray14-style CSV; images are found under ``root``
     seed: int = 42
     workers: int = 4                    # decoder threads (OpenCV releases the GIL)
     augment: "AugmentConfig | None" = None  # on-the-fly train augmentation; None = off (the seed has none)
@@ -43,6 +44,7 @@ class ModelConfig:
     dense_units: int = 256
     dropout: tuple[float, float] = (0.4, 0.3)
     l2: float = 1e-4                    # L2 penalty on the dense layer of the head
+    multilabel: bool = False            # sigmoid outputs (one per finding) instead of a softmax
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,9 @@ class TrainConfig:
     stage2: StageConfig = field(default_factory=lambda: StageConfig(
         epochs=14, learning_rate=1e-5, clipnorm=1.0, unfreeze_from="block5_conv1"))
     label_smoothing: float = 0.05
+    multilabel_loss: str = "focal"      # multi-label only: "focal" (binary focal loss) | "bce" (per-label weighted BCE)
+    focal_gamma: float = 2.0
+    focal_alpha: float = 0.25
     class_weighting: bool = True        # sklearn compute_class_weight("balanced")
     early_stopping_patience: int = 4
     reduce_lr_patience: int = 2

@@ -95,6 +95,57 @@ def parse_kermany_name(name: str) -> tuple[str | None, str]:
     return subtype, (m.group(1) if m else stem)
 
 
+NIH_FINDINGS = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
+                "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia")
+NIH_COLUMNS = ("Image Index", "Finding Labels", "Patient ID")
+
+
+def scan_labels_csv(csv_path: str | Path, images_dir: str | Path, findings=NIH_FINDINGS, test_fraction: float = 0.2,
+                    seed: int = 42) -> pd.DataFrame:
+    """Manifest of a multi-label data set in the NIH ChestX-ray14 CSV format (``Image Index``, ``Finding
+    Labels`` with "|"-separated findings or "No Finding", ``Patient ID``), images found under ``images_dir``
+    (searched recursively by file name). Splits train/test by patient (seeded); multi-hot labels in
+    ``label_vec``. Missing columns, unknown findings or images that do not exist raise an error naming the
+    column or the rows; a finding present in only one split gives a warning."""
+    import warnings
+    csv_path, images_dir = Path(csv_path), Path(images_dir)
+    if not csv_path.is_file():
+        raise DatasetLayoutError(f"labels CSV not found: {csv_path}")
+    df = pd.read_csv(csv_path)
+    missing = [c for c in NIH_COLUMNS if c not in df.columns]
+    if missing:
+        raise DatasetLayoutError(f"{csv_path} lacks column(s) {missing}; the NIH ChestX-ray14 format needs "
+                                 f"{list(NIH_COLUMNS)}, found {list(df.columns)}")
+    known = set(findings) | {"No Finding"}
+    parsed = df["Finding Labels"].fillna("").astype(str).map(lambda v: [t.strip() for t in v.split("|") if t.strip()])
+    bad = [(i, sorted(set(v) - known)) for i, v in parsed.items() if set(v) - known or not v]
+    if bad:
+        rows = "; ".join(f"row {i + 2}: {u or 'empty'}" for i, u in bad[:5])
+        raise DatasetLayoutError(f"{csv_path}, column 'Finding Labels': unknown or empty finding(s) in "
+                                 f"{len(bad)} row(s) ({rows}{' ...' if len(bad) > 5 else ''}); known: {sorted(known)}")
+    by_name = {p.name: p for p in images_dir.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS} \
+        if images_dir.is_dir() else {}
+    absent = [i for i, name in df["Image Index"].items() if str(name) not in by_name]
+    if absent:
+        rows = ", ".join(f"{i + 2} ({df['Image Index'][i]})" for i in absent[:5])
+        raise DatasetLayoutError(f"{csv_path}, column 'Image Index': {len(absent)} image(s) not found under "
+                                 f"{images_dir} (CSV rows {rows}{' ...' if len(absent) > 5 else ''})")
+    vecs = [tuple(float(f in v) for f in findings) for v in parsed]
+    out = pd.DataFrame({"path": [str(by_name[str(n)]) for n in df["Image Index"]],
+                        "patient_id": df["Patient ID"].astype(str), "label": df["Finding Labels"],
+                        "label_vec": vecs, "subtype": None, "mask_path": None})
+    from sklearn.model_selection import GroupShuffleSplit
+    tr, te = next(GroupShuffleSplit(1, test_size=test_fraction, random_state=seed).split(out, groups=out.patient_id))
+    out["split"] = "train"
+    out.loc[out.index[te], "split"] = "test"
+    counts = {s: np.sum(np.stack(out[out.split == s].label_vec.to_list()), 0) for s in ("train", "test")}
+    lonely = [f for k, f in enumerate(findings) if (counts["train"][k] > 0) != (counts["test"][k] > 0)]
+    if lonely:
+        warnings.warn(f"finding(s) present in only one split (their test AUROC is undefined or untrained): "
+                      f"{lonely}", stacklevel=2)
+    return out.sort_values("path", ignore_index=True)
+
+
 def detect_classes(root: str | Path) -> tuple[str, ...]:
     """Class names of any folder-per-class data set: the sub-folders of its train split, sorted (NORMAL first
     when present, so index 0 stays the negative class for chest X-rays)."""
@@ -185,7 +236,8 @@ def limit_train(df: pd.DataFrame, limit: int | None, seed: int = 42) -> pd.DataF
         return df
     from sklearn.model_selection import train_test_split
     train = df[df["split"] == "train"]
-    kept, _ = train_test_split(train, train_size=limit, stratify=train["label_idx"], random_state=seed)
+    strata = train["label_idx"] if "label_idx" in train else None          # multi-label: unstratified
+    kept, _ = train_test_split(train, train_size=limit, stratify=strata, random_state=seed)
     return pd.concat([kept, df[df["split"] != "train"]]).sort_values("path", ignore_index=True)
 
 
@@ -193,7 +245,7 @@ def holdout_split(train: pd.DataFrame, fraction: float, seed: int = 42) -> tuple
     """Split ``train`` into (train, holdout) by patient id: no patient appears on both sides."""
     from sklearn.model_selection import GroupShuffleSplit
     gss = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
-    tr, ho = next(gss.split(train, train["label_idx"], groups=train["patient_id"]))
+    tr, ho = next(gss.split(train, groups=train["patient_id"]))
     return train.iloc[tr].reset_index(drop=True), train.iloc[ho].reset_index(drop=True)
 
 
@@ -206,6 +258,9 @@ def kfold_splits(train: pd.DataFrame, folds: int, seed: int = 42) -> list[tuple[
     if train["patient_id"].nunique() < folds:
         raise ValueError(f"{folds} folds need at least {folds} patients, the train split has "
                          f"{train['patient_id'].nunique()}")
+    if "label_idx" not in train:                                   # multi-label: grouped, not stratified
+        from sklearn.model_selection import GroupKFold
+        return list(GroupKFold(n_splits=folds, shuffle=True, random_state=seed).split(train, groups=train["patient_id"]))
     cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     return list(cv.split(train, train["label_idx"], groups=train["patient_id"]))
 
@@ -331,6 +386,10 @@ class ImageSet:
 
     @property
     def labels(self) -> np.ndarray:
+        """(N,) class indices, or (N, K) float32 multi-hot vectors for multi-label data."""
+        if "label_vec" in self.manifest:
+            return np.stack(self.manifest["label_vec"].to_list()).astype(np.float32) if len(self.manifest) \
+                else np.zeros((0, 0), np.float32)
         return self.manifest["label_idx"].to_numpy()
 
 
@@ -385,6 +444,18 @@ def augment_batch(images, aug):
     return tf.cast(tf.clip_by_value(tf.round(x[..., 0]), 0, 255), tf.uint8)
 
 
+def label_array(labels) -> np.ndarray:
+    """int32 class indices (N,) or float32 multi-hot (N, K), as tf.data should carry them."""
+    labels = np.asarray(labels)
+    return labels.astype(np.float32) if labels.ndim == 2 else labels.astype(np.int32)
+
+
+def encode_labels(y, num_classes: int):
+    """One-hot for class indices; multi-hot vectors pass through (a tf function: works inside tf.data maps)."""
+    import tensorflow as tf
+    return tf.cast(y, tf.float32) if y.shape.rank == 2 else tf.one_hot(y, num_classes)
+
+
 def make_dataset(images: np.ndarray, labels: np.ndarray | None, preprocess, num_classes: int = 2,
                  batch_size: int = 32, shuffle: bool = False, seed: int = 42, augment=None):
     """tf.data pipeline over decoded uint8 images: [shuffle] → batch → [augment] → preprocess + one-hot
@@ -393,7 +464,7 @@ def make_dataset(images: np.ndarray, labels: np.ndarray | None, preprocess, num_
     if labels is None:
         ds = tf.data.Dataset.from_tensor_slices(images)
     else:
-        ds = tf.data.Dataset.from_tensor_slices((images, np.asarray(labels, np.int32)))
+        ds = tf.data.Dataset.from_tensor_slices((images, label_array(labels)))
     if shuffle:
         ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
@@ -405,6 +476,6 @@ def make_dataset(images: np.ndarray, labels: np.ndarray | None, preprocess, num_
     if labels is None:
         ds = ds.map(lambda x: to_model_input(x, preprocess), num_parallel_calls=tf.data.AUTOTUNE)
     else:
-        ds = ds.map(lambda x, y: (to_model_input(x, preprocess), tf.one_hot(y, num_classes)),
+        ds = ds.map(lambda x, y: (to_model_input(x, preprocess), encode_labels(y, num_classes)),
                     num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -73,11 +73,35 @@ def multiclass_metrics(y_true, proba, class_names, n_boot: int = 1000, seed: int
     return out
 
 
+def multilabel_metrics(y_true, proba, label_names, threshold: float = 0.5) -> dict:
+    """Per label: prevalence, AUROC (NaN when the test split has one class only), precision, recall, F1 at
+    ``threshold``; macro means over labels with a defined value."""
+    from sklearn import metrics as skm
+    y_true, proba = np.asarray(y_true).astype(int), np.asarray(proba)
+    per = {}
+    for k, name in enumerate(label_names):
+        y, p = y_true[:, k], proba[:, k]
+        pred = (p >= threshold).astype(int)
+        per[name] = {"positives": int(y.sum()),
+                     "auroc": float(skm.roc_auc_score(y, p)) if len(np.unique(y)) == 2 else float("nan"),
+                     "precision": float(skm.precision_score(y, pred, zero_division=0)),
+                     "recall": float(skm.recall_score(y, pred, zero_division=0)),
+                     "f1": float(skm.f1_score(y, pred, zero_division=0))}
+    macro = {key: float(np.nanmean([v[key] for v in per.values()])) if any(np.isfinite(v[key]) for v in per.values())
+             else float("nan") for key in ("auroc", "precision", "recall", "f1")}
+    return {"n_images": int(len(y_true)), "task": "multilabel", "threshold": threshold, "labels": list(label_names),
+            "per_label": per, "macro": macro, "roc_auc": macro["auroc"], "f1": macro["f1"],
+            "precision": macro["precision"], "recall": macro["recall"],
+            "exact_match": float(((proba >= threshold) == y_true.astype(bool)).all(1).mean())}
+
+
 def evaluate_predictions(y_true, proba, class_names=("NORMAL", "PNEUMONIA"), threshold: float = 0.5,
                          n_boot: int = 1000, seed: int = 42) -> dict:
     """All test metrics as one JSON-ready dict (binary: positive class = index 1; K > 2: multiclass_metrics)."""
     from sklearn.metrics import classification_report
     proba = np.asarray(proba)
+    if np.ndim(y_true) == 2:
+        return multilabel_metrics(y_true, proba, class_names, threshold)
     if proba.shape[1] > 2:
         return {"n_images": int(len(y_true)), "classes": list(class_names),
                 **multiclass_metrics(y_true, proba, class_names, n_boot, seed)}
@@ -92,6 +116,11 @@ def evaluate_predictions(y_true, proba, class_names=("NORMAL", "PNEUMONIA"), thr
 
 
 def format_metrics(m: dict) -> str:
+    if m.get("task") == "multilabel":
+        import pandas as pd
+        table = pd.DataFrame(m["per_label"]).T
+        return (f"{table.round(3).to_string()}\nmacro AUROC {m['macro']['auroc']:.3f}  macro F1 {m['macro']['f1']:.3f}"
+                f"  exact match {m['exact_match']:.3f}  (n={m['n_images']}, threshold {m['threshold']})")
     if "classes" in m:
         return _format_multiclass(m)
     lo, hi = m["accuracy_ci95"]
@@ -133,7 +162,11 @@ def plot_roc(y_true, proba, class_names=("NORMAL", "PNEUMONIA")):
     from sklearn.metrics import RocCurveDisplay
     proba, y_true = np.asarray(proba), np.asarray(y_true)
     fig, ax = plt.subplots(figsize=(3.8, 3.4))
-    if proba.ndim == 1 or proba.shape[1] == 2:
+    if y_true.ndim == 2:                                   # multi-label: one curve per label present
+        for k, name in enumerate(class_names):
+            if len(np.unique(y_true[:, k])) == 2:
+                RocCurveDisplay.from_predictions(y_true[:, k], proba[:, k], ax=ax, name=name)
+    elif proba.ndim == 1 or proba.shape[1] == 2:
         RocCurveDisplay.from_predictions(y_true, proba if proba.ndim == 1 else proba[:, 1], ax=ax, name="model")
     else:
         for k, name in enumerate(class_names):

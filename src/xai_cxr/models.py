@@ -235,7 +235,8 @@ def build_model(cfg: ModelConfig, image_size: int = 256):
                          name=HEAD_PREFIX + "dense")(x)
         x = layers.Dropout(cfg.dropout[1], name=HEAD_PREFIX + "dropout2")(x)
     # float32 output under a mixed-precision policy: softmax and the loss stay exact
-    outputs = layers.Dense(cfg.num_classes, activation="softmax", dtype="float32", name=HEAD_PREFIX + "predictions")(x)
+    outputs = layers.Dense(cfg.num_classes, activation="sigmoid" if cfg.multilabel else "softmax", dtype="float32",
+                           name=HEAD_PREFIX + "predictions")(x)
     model = keras.Model(inputs, outputs, name=f"{cfg.backbone}_classifier")
     if weights and not pretrained:
         model.load_weights(weights)
@@ -297,7 +298,8 @@ class ModelCard:
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(backbone=self.backbone, weights="none", num_classes=len(self.class_names),
-                           dense_units=self.dense_units, dropout=self.dropout, l2=self.l2)
+                           dense_units=self.dense_units, dropout=self.dropout, l2=self.l2,
+                           multilabel=self.task == "multilabel")
 
 
 def load_trained_model(folder: str | Path = "saved_weights"):

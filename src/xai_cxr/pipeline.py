@@ -61,7 +61,13 @@ class Prepared:
 
 def prepare_data(cfg: DataConfig, progress: bool = True) -> Prepared:
     """Scan, limit, choose validation, decode once (corrupt files skipped), class weights."""
-    df = scan_task(cfg.root, cfg.class_names, cfg.task)
+    if cfg.task == "multilabel":
+        from .data import scan_labels_csv
+        if not cfg.labels_csv:
+            raise ValueError("--task multilabel needs --labels-csv (NIH ChestX-ray14 format)")
+        df = scan_labels_csv(cfg.labels_csv, cfg.root, cfg.class_names, seed=cfg.seed)
+    else:
+        df = scan_task(cfg.root, cfg.class_names, cfg.task)
     require_splits(df, "train", "test", root=cfg.root)
     df = limit_train(df, cfg.limit, cfg.seed)
     train, val, test, note = select_validation(df, cfg.validation, cfg.seed)
@@ -72,7 +78,8 @@ def prepare_data(cfg: DataConfig, progress: bool = True) -> Prepared:
         sets[name] = load_images(part, cfg.image_size, cfg.workers, progress)
     if cfg.validation == "test":
         sets["val"] = sets["test"]
-    cw = class_weights(sets["train"].labels, len(cfg.class_names))
+    labels = sets["train"].labels
+    cw = class_weights(labels, len(cfg.class_names)) if labels.ndim == 1 else {}
     return Prepared(sets["train"], sets["val"], sets["test"], note, cw)
 
 
@@ -130,9 +137,14 @@ def fit(model, prep: Prepared, data_cfg: DataConfig, train_cfg: TrainConfig, wei
                                        data_cfg.batch_size, data_cfg.seed,
                                        spec.finetune_from if train_cfg.stage2.epochs > 0 else None,
                                        train_cfg.feature_cache_dir)
+    labels = prep.train.labels
+    pos_weight = None
+    if labels.ndim == 2:                          # multi-label: per-label positive weights instead of class weights
+        pos = labels.sum(0)
+        pos_weight = np.where(pos > 0, (len(labels) - pos) / np.maximum(pos, 1), 1.0)
     return train_two_stage(model, train_ds, val_ds, train_cfg, weights_dir,
-                           prep.class_weight if train_cfg.class_weighting else None, spec.finetune_from, resume,
-                           stage_data, strategy)
+                           prep.class_weight if train_cfg.class_weighting and prep.class_weight else None,
+                           spec.finetune_from, resume, stage_data, strategy, pos_weight)
 
 
 SUMMARY_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc")
@@ -175,6 +187,46 @@ def cross_validate(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: Trai
     print(table.round(3).to_string(index=False))
     print("mean ± std: " + "  ".join(f"{k} {v['mean']:.3f} ± {v['std']:.3f}" for k, v in summary.items()))
     return out
+
+
+def bbox_localization(model, test: ImageSet, bbox_csv: str | Path, class_names, target_layer: str,
+                      fraction: float = 0.05) -> dict:
+    """Grad-CAM of each boxed finding (NIH ``BBox_List_2017.csv`` format) against its box: pointing game
+    (standard tolerance) and IoU / Dice of the top-``fraction`` region, per finding and overall."""
+    import pandas as pd
+    from PIL import Image
+    from .cam import cam_for
+    from .localization import iou_dice, pointing_game
+    from .overlay import top_fraction_mask
+    boxes = pd.read_csv(bbox_csv)
+    cols = ["Image Index", "Finding Label", "Bbox [x", "y", "w", "h]"]
+    missing = [c for c in cols if c not in boxes.columns]
+    if missing:
+        raise ValueError(f"{bbox_csv} lacks column(s) {missing}; the BBox_List_2017 format has {cols}")
+    names = test.manifest["path"].map(lambda p: Path(p).name)
+    where = {n: i for i, n in enumerate(names)}
+    boxes = boxes[boxes["Image Index"].isin(where) & boxes["Finding Label"].isin(class_names)]
+    if boxes.empty:
+        return {"n_boxes": 0, "note": "no box of a known finding on a test image"}
+    size = test.images.shape[1]
+    idx = np.array([where[n] for n in boxes["Image Index"]])
+    targets = np.array([list(class_names).index(f) for f in boxes["Finding Label"]])
+    masks = np.zeros((len(idx), size, size), bool)
+    for k, (i, (x, y, w, h)) in enumerate(zip(idx, boxes[cols[2:]].to_numpy(float))):
+        w0, h0 = Image.open(test.manifest["path"].iloc[i]).size              # header only: original pixel size
+        c0, c1 = int(x * size / w0), int(np.ceil((x + w) * size / w0))
+        r0, r1 = int(y * size / h0), int(np.ceil((y + h) * size / h0))
+        masks[k, max(r0, 0):min(r1, size), max(c0, 0):min(c1, size)] = True
+    spec = BACKBONES[backbone_of(model)]
+    heats = cam_for(model, target_layer or spec.target_layer)(to_model_input(test.images[idx], spec.preprocess).numpy(),
+                                                              targets)
+    hits = pointing_game(heats, masks)
+    iou, dice = iou_dice(np.stack([top_fraction_mask(h, fraction) for h in heats]).astype(float), masks)
+    per = {f: {"n_boxes": int((boxes["Finding Label"] == f).sum()),
+               "pointing_game": float(hits[(boxes["Finding Label"] == f).to_numpy()].mean())}
+           for f in boxes["Finding Label"].unique()}
+    return {"n_boxes": int(len(idx)), "pointing_game": float(hits.mean()), "iou_top5": float(iou.mean()),
+            "dice_top5": float(dice.mean()), "per_finding": per}
 
 
 def segmentation_stage(weights_dir: str | Path, data_root: str | Path, seg_cfg=None, n_show: int = 6):
@@ -285,10 +337,17 @@ def evaluate_on_test(model, test: ImageSet, data_cfg: DataConfig, skipped=()):
 
 def sample_figure(model, test: ImageSet, data_cfg: DataConfig, cam_cfg: CamConfig, target_layer: str):
     """The sample_results.png grid: balanced test images with true/predicted label, confidence, overlay."""
-    from .overlay import sample_grid
+    from .overlay import gallery, sample_grid
     spec = BACKBONES[backbone_of(model)]
-    idx = pick_samples(test.labels, cam_cfg.n_samples, data_cfg.seed)
+    labels = test.labels
+    idx = pick_samples(labels if labels.ndim == 1 else labels.argmax(1), cam_cfg.n_samples, data_cfg.seed)
     heats, pred, conf = explain_images(model, test.images[idx], spec.preprocess, cam_cfg, target_layer)
+    if labels.ndim == 2:                           # multi-label: explain each image's most probable finding
+        names = data_cfg.class_names
+        titles = [f"true {'|'.join(n for n, v in zip(names, labels[i]) if v) or 'No Finding'}\n"
+                  f"map: {names[p]} {c:.0%}" for i, p, c in zip(idx, pred, conf)]
+        return gallery(test.images[idx], heats, titles, fraction=cam_cfg.top_fraction, columns=4,
+                       suptitle="Grad-CAM of the most probable finding")
     return sample_grid(test.images[idx], heats, test.labels[idx], pred, conf, data_cfg.class_names,
                        cam_cfg.top_fraction)
 
@@ -347,7 +406,8 @@ def run(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, ca
     from .train import distribution_strategy, plot_history, seed_everything
     t0 = time.time()
     weights_dir, results_dir = Path(weights_dir), Path(results_dir)
-    model_cfg, why = resolve_model(replace(model_cfg, num_classes=len(data_cfg.class_names)))
+    model_cfg, why = resolve_model(replace(model_cfg, num_classes=len(data_cfg.class_names),
+                                           multilabel=data_cfg.task == "multilabel"))
     if why:
         print("note:", why)
     spec = BACKBONES[model_cfg.backbone]
@@ -378,10 +438,11 @@ def run(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, ca
                    validation=data_cfg.validation, validation_note=prep.validation_note)
     grid_path = save_figure(sample_figure(model, prep.test, data_cfg, cam_cfg, target_layer),
                             results_dir / "sample_results.png")
-    pg = lesion_pointing_game(model, prep.test, data_cfg, cam_cfg, target_layer)
+    pg = None if data_cfg.task == "multilabel" else lesion_pointing_game(model, prep.test, data_cfg, cam_cfg, target_layer)
     if pg:
         metrics["gradcam_pointing_game"] = pg
-    save_figure(plot_confusion(metrics, data_cfg.class_names), results_dir / "confusion_matrix.png")
+    if "confusion_matrix" in metrics:
+        save_figure(plot_confusion(metrics, data_cfg.class_names), results_dir / "confusion_matrix.png")
     save_figure(plot_roc(prep.test.labels, proba, data_cfg.class_names), results_dir / "roc_curve.png")
     metrics["wall_time_s"] = round(time.time() - t0, 1)
     _write_json(metrics, results_dir / "metrics.json")

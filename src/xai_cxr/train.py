@@ -137,18 +137,39 @@ def distribution_strategy(devices: list[str] | None = None):
     return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
 
 
-def compile_for_stage(model, stage: StageConfig, cfg: TrainConfig, strategy=None) -> None:
+def compile_for_stage(model, stage: StageConfig, cfg: TrainConfig, strategy=None, pos_weight=None) -> None:
     import contextlib
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
-        _compile(model, stage, cfg)
+        _compile(model, stage, cfg, pos_weight)
 
 
-def _compile(model, stage: StageConfig, cfg: TrainConfig) -> None:
+def is_multilabel(model) -> bool:
+    return getattr(model.layers[-1].activation, "__name__", "") == "sigmoid"
+
+
+def weighted_bce(pos_weight):
+    """Binary cross-entropy with per-label positive weights (negatives / positives in the train split)."""
+    from keras import ops
+    w = ops.convert_to_tensor(np.asarray(pos_weight, np.float32))
+
+    def loss(y_true, y_pred):
+        p = ops.clip(y_pred, 1e-7, 1 - 1e-7)
+        return -ops.mean(w * y_true * ops.log(p) + (1 - y_true) * ops.log(1 - p), axis=-1)
+    return loss
+
+
+def _compile(model, stage: StageConfig, cfg: TrainConfig, pos_weight=None) -> None:
     import keras
     opt = keras.optimizers.Adam(learning_rate=stage.learning_rate, clipnorm=stage.clipnorm)
-    model.compile(optimizer=opt,
-                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
-                  metrics=["accuracy", keras.metrics.AUC(name="auc")])
+    if is_multilabel(model):
+        loss = (keras.losses.BinaryFocalCrossentropy(gamma=cfg.focal_gamma, alpha=cfg.focal_alpha,
+                                                     apply_class_balancing=True)
+                if cfg.multilabel_loss == "focal" else weighted_bce(pos_weight if pos_weight is not None else 1.0))
+        metrics = ["binary_accuracy", keras.metrics.AUC(name="auc", multi_label=True)]
+    else:
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
+        metrics = ["accuracy", keras.metrics.AUC(name="auc")]
+    model.compile(optimizer=opt, loss=loss, metrics=metrics)
 
 
 def stages_for(cfg: TrainConfig, finetune_from: str | None) -> list[tuple[str, StageConfig]]:
@@ -162,7 +183,7 @@ def stages_for(cfg: TrainConfig, finetune_from: str | None) -> list[tuple[str, S
 
 def train_two_stage(model, train_ds, val_ds, cfg: TrainConfig, out_dir: str | Path,
                     class_weight: dict[int, float] | None = None, finetune_from: str | None = "block5_conv1",
-                    resume: bool = False, stage_data=None, strategy=None):
+                    resume: bool = False, stage_data=None, strategy=None, pos_weight=None):
     """Train ``model`` in place; returns the history {stage: {metric: [per-epoch values]}}.
 
     Best weights of the last stage are at ``out_dir/model.weights.h5``; ``history.json`` beside them.
@@ -197,7 +218,7 @@ def train_two_stage(model, train_ds, val_ds, cfg: TrainConfig, out_dir: str | Pa
         set_trainable(model, train_backbone=stage.train_backbone, unfreeze_from=stage.unfreeze_from)
         cached = stage_data(stage) if stage_data else None
         fit_model, fit_train, fit_val = cached or (model, train_ds, val_ds)
-        compile_for_stage(fit_model, stage, cfg, strategy)
+        compile_for_stage(fit_model, stage, cfg, strategy, pos_weight)
         n_train = sum(w.shape.num_elements() for w in fit_model.trainable_weights)
         print(f"[{name}] lr={stage.learning_rate:g} clipnorm={stage.clipnorm} epochs<={stage.epochs} "
               f"trainable params={n_train:,}")
