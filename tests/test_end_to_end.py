@@ -241,3 +241,33 @@ def test_cli_compare_ensemble_against_its_members(phantom_root, tmp_path):
         metrics = json.loads((tmp_path / "r" / "compare" / name / "metrics.json").read_text())
         assert metrics["backbone"] == name and metrics["n_images"] == 12
     assert (tmp_path / "r" / "compare" / "ensemble" / "sample_results.png").is_file()
+
+
+def test_mask_layout_like_lgg_brain_mri_trains_and_audits_against_masks(tmp_path):
+    """<case>/<name>.tif with <name>_mask.tif beside it (RGB TIFF slices), no split folders."""
+    import pandas as pd
+    from xai_cxr.cli import main
+    from xai_cxr.data import scan_task
+    from xai_cxr.phantom import make_phantom
+    rng = np.random.default_rng(5)
+    root = tmp_path / "lgg"
+    for case in range(8):
+        folder = root / f"TCGA_CS_{4941 + case}_19960909"
+        folder.mkdir(parents=True)
+        for s in range(6):
+            img, lesion, _ = make_phantom(rng, 64, n_lesions=s % 2, lesion_radius=(6.0, 10.0))
+            stem = f"{folder.name}_{s + 1}"
+            cv2.imwrite(str(folder / f"{stem}.tif"), np.repeat(img[..., None], 3, axis=2))
+            cv2.imwrite(str(folder / f"{stem}_mask.tif"), lesion.astype(np.uint8) * 255)
+    df = scan_task(root, ("NO_LESION", "LESION"))
+    assert (df.label_idx == df.mask_path.map(lambda p: cv2.imread(p, 0).any())).all()
+    assert not set(df[df.split == "train"].patient_id) & set(df[df.split == "test"].patient_id)
+    assert main(["train", "--data-dir", str(root), "--backbone", "cxr-small", "--weights", "none",
+                 "--image-size", "64", "--batch-size", "8", "--epochs1", "1", "--validation", "holdout:0.2",
+                 "--weights-dir", str(tmp_path / "w"), "--results-dir", str(tmp_path / "r")]) == 0
+    m = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert m["positive_class"] == "LESION" and "gradcam_pointing_game" in m
+    assert main(["audit", "--weights-dir", str(tmp_path / "w"), "--data-dir", str(root), "--methods", "gradcam",
+                 "--n-images", "3", "--steps", "4", "--out", str(tmp_path / "audit")]) == 0
+    loc = pd.read_csv(tmp_path / "audit" / "audit_localization.csv")
+    assert loc.method.tolist()[0] == "gradcam" and loc.pointing_game.between(0, 1).all()

@@ -79,6 +79,9 @@ def _class_names(args) -> tuple[str, ...]:
     from .data import NIH_FINDINGS
     if args.task == "multilabel":
         return tuple(c.strip() for c in args.classes.split(",")) if args.classes else NIH_FINDINGS
+    from .data import MASK_CLASSES, has_split_folders
+    if args.task == "binary" and not args.classes and Path(args.data_dir).is_dir() and not has_split_folders(args.data_dir):
+        return MASK_CLASSES                       # <case>/<name> + <name>_mask layout (e.g. LGG brain MRI)
     if args.task != "binary" or not args.classes:
         return TASKS[args.task]
     if args.classes == "auto":

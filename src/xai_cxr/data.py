@@ -218,8 +218,54 @@ def apply_task(df: pd.DataFrame, task: str = "binary") -> pd.DataFrame:
                      ).reset_index(drop=True)
 
 
-def scan_task(root: str | Path, class_names=TASKS["binary"], task: str = "binary") -> pd.DataFrame:
-    """``scan_dataset`` + ``apply_task``: the subtype task reads the NORMAL/PNEUMONIA folders."""
+MASK_CLASSES = ("NO_LESION", "LESION")
+
+
+def scan_mask_folders(root: str | Path, test_fraction: float = 0.2, seed: int = 42) -> pd.DataFrame:
+    """Manifest of a mask-aware layout without split folders, such as the Kaggle LGG brain-MRI set:
+    ``root/<case>/<name>.tif`` with ``<name>_mask.tif`` beside it. Label = the mask is not empty
+    (LESION / NO_LESION); patient = case folder; train/test split by case (seeded). Images without a mask
+    file are skipped with a warning naming the first one."""
+    import warnings
+    from sklearn.model_selection import GroupShuffleSplit
+    root = Path(root)
+    rows, lonely = [], []
+    for case in _child_dirs(root).values():
+        for f in _image_files(case):
+            mask = next((m for m in (f.with_name(f.stem + "_mask" + f.suffix), f.with_name(f.stem + "_mask.png"))
+                         if m.exists()), None)
+            if mask is None:
+                lonely.append(f)
+                continue
+            try:
+                positive = bool(read_gray(mask).any())
+            except ImageReadError as exc:
+                lonely.append(f"{mask} ({exc.reason})")
+                continue
+            rows.append({"path": str(f), "label": MASK_CLASSES[positive], "label_idx": int(positive),
+                         "subtype": None, "patient_id": case.name, "mask_path": str(mask)})
+    if lonely:
+        warnings.warn(f"{len(lonely)} image(s) without a readable mask skipped, e.g. {lonely[0]}", stacklevel=2)
+    if not rows:
+        raise DatasetLayoutError(f"no <case>/<name>.<ext> + <name>_mask.<ext> pairs under {root}")
+    df = pd.DataFrame(rows)
+    _, te = next(GroupShuffleSplit(1, test_size=test_fraction, random_state=seed).split(df, groups=df.patient_id))
+    df["split"] = "train"
+    df.loc[df.index[te], "split"] = "test"
+    return df.sort_values("path", ignore_index=True)
+
+
+def has_split_folders(root: str | Path) -> bool:
+    root = Path(root)
+    return root.is_dir() and bool({"train", "test"} & set(_child_dirs(root)))
+
+
+def scan_task(root: str | Path, class_names=TASKS["binary"], task: str = "binary", seed: int = 42) -> pd.DataFrame:
+    """The manifest for ``task``: split folders through ``scan_dataset`` + ``apply_task`` (the subtype task
+    reads the NORMAL/PNEUMONIA folders), or — when ``root`` has no split folders but case folders with
+    ``*_mask`` files — ``scan_mask_folders``."""
+    if Path(root).is_dir() and not has_split_folders(root) and tuple(class_names) == MASK_CLASSES:
+        return scan_mask_folders(root, seed=seed)
     return apply_task(scan_dataset(root, TASKS["binary"] if task == "subtype" else class_names), task)
 
 

@@ -67,7 +67,7 @@ def prepare_data(cfg: DataConfig, progress: bool = True) -> Prepared:
             raise ValueError("--task multilabel needs --labels-csv (NIH ChestX-ray14 format)")
         df = scan_labels_csv(cfg.labels_csv, cfg.root, cfg.class_names, seed=cfg.seed)
     else:
-        df = scan_task(cfg.root, cfg.class_names, cfg.task)
+        df = scan_task(cfg.root, cfg.class_names, cfg.task, cfg.seed)
     require_splits(df, "train", "test", root=cfg.root)
     df = limit_train(df, cfg.limit, cfg.seed)
     train, val, test, note = select_validation(df, cfg.validation, cfg.seed)
