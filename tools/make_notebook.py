@@ -106,6 +106,57 @@ fig"""),
 positive test images whose hottest pixel lies inside the lesion mask."""),
     code("""pg = lesion_pointing_game(model, prep.test, data_cfg, cam_cfg, spec.target_layer)
 print(f"pointing game: {pg['hit_rate']:.1%} of {pg['n_images']} images" if pg else "no lesion masks in this data set")"""),
+    md("""## 7. Are the explanations right? The audit
+
+Drawing a heat map is easy; knowing whether it is faithful is not. `audit` scores CAM methods against the
+phantom lesion masks (pointing game, top-5% hit rate, IoU/Dice), by deletion/insertion and ROAD against random
+and centre-bias maps, and by the cascading randomization sanity check (a map that survives randomizing the
+model's weights does not explain the model)."""),
+    code("""from xai_cxr.audit import audit, to_markdown
+from xai_cxr.config import AuditConfig
+from IPython.display import Markdown
+
+audit_cfg = AuditConfig(methods=("gradcam", "hirescam", "gradcam++"), n_images=8 if QUICK else 50,
+                        steps=5 if QUICK else 20, sanity_images=4 if QUICK else 8)
+report = audit(model, model_cfg.backbone, prep.test, masks, audit_cfg)
+Markdown(to_markdown(report))"""),
+    md("""## 8. Optional set-ups (same training, evaluation and Grad-CAM code)
+
+**Augmentation** (`--augment`, off by default like the seed): small rotations, zoom, shifts, brightness and
+contrast on training batches only, never a horizontal flip (the heart sits on one side). One batch, augmented:"""),
+    code("""from xai_cxr.config import AugmentConfig
+from xai_cxr.data import make_dataset
+x, _ = next(iter(make_dataset(prep.train.images[:6], prep.train.labels[:6], spec.preprocess,
+                              batch_size=6, augment=AugmentConfig(), seed=SEED)))
+fig, axes = plt.subplots(2, 6, figsize=(14, 5))
+for k in range(6):
+    axes[0, k].imshow(prep.train.images[k], cmap="gray"); axes[0, k].set_title("original", fontsize=8)
+    axes[1, k].imshow(np.asarray(x[k, ..., 0]), cmap="gray"); axes[1, k].set_title("augmented", fontsize=8)
+for ax in axes.ravel():
+    ax.axis("off")
+plt.show()"""),
+    md("""**Three classes** (`--task subtype`): NORMAL / BACTERIA / VIRUS from the Kermany file names, with
+per-class metrics and a 3×3 confusion matrix (the phantoms carry the same names)."""),
+    code("""from xai_cxr.data import TASKS
+sub_cfg = replace(data_cfg, task="subtype", class_names=TASKS["subtype"])
+sub_prep = prepare_data(sub_cfg, progress=False)
+sub_model = build_model(replace(model_cfg, num_classes=3), sub_cfg.image_size)
+fit(sub_model, sub_prep, sub_cfg, train_cfg, weights_dir="saved_weights/subtype")
+sub_metrics, _ = evaluate_on_test(sub_model, sub_prep.test, sub_cfg)
+print(format_metrics(sub_metrics))"""),
+    md("""**Segmentation** (`xai-cxr segment`): where lesion masks exist, a small U-Net learns them and runs on
+the images the classifier calls positive — supervised localisation next to Grad-CAM's weakly supervised one."""),
+    code("""from xai_cxr.segment import SegmentConfig, classify_then_segment, mask_scores, train_unet
+train_masks = lesion_masks(prep.train, data_cfg.image_size)
+if masks is not None and train_masks is not None:
+    unet, _ = train_unet(prep.train.images, train_masks, cfg=SegmentConfig(epochs=2 if QUICK else 15))
+    _, seg = classify_then_segment(model, spec.preprocess, unet, prep.test.images)
+    print("U-Net (classify, then segment):", mask_scores(seg, masks))"""),
+    md("""From the command line: `xai-cxr train --folds 5` (k-fold cross-validation grouped by patient, mean ± std),
+`xai-cxr train --task multilabel --labels-csv Data_Entry_2017.csv --data-dir NIH_IMAGES` (ChestX-ray14, focal
+loss, per-label AUROC, `--bbox-csv` for box localization), `xai-cxr compare --backbones mobilenetv2 densenet169
+ensemble` (the stacked ensemble against its members), `--backbone` any of the registry, `--classes auto` for any
+folder-per-class data set, and a `<case>/<name>` + `<name>_mask` layout (LGG brain MRI) read as is."""),
     md("""## Where next
 
 - Real data: put the Kaggle set in `chest_xray/` and rerun, or `xai-cxr train --data-dir chest_xray`.
