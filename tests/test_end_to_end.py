@@ -271,3 +271,37 @@ def test_mask_layout_like_lgg_brain_mri_trains_and_audits_against_masks(tmp_path
                  "--n-images", "3", "--steps", "4", "--out", str(tmp_path / "audit")]) == 0
     loc = pd.read_csv(tmp_path / "audit" / "audit_localization.csv")
     assert loc.method.tolist()[0] == "gradcam" and loc.pointing_game.between(0, 1).all()
+
+
+def test_colour_data_set_stays_in_colour_through_training_explain_and_faithfulness(tmp_path):
+    """Two classes that differ only in hue (same gray value): the pipeline must keep RGB all the way."""
+    from xai_cxr.cli import main
+    from xai_cxr.data import load_images, scan_dataset, to_model_input
+    from xai_cxr.faithfulness import deletion_insertion
+    from xai_cxr.models import BACKBONES
+    rng = np.random.default_rng(2)
+    colours = {"reddish": (60, 60, 200), "greenish": (60, 140, 80)}          # BGR for cv2.imwrite
+    for split, n in (("train", 8), ("test", 4)):
+        for name, bgr in colours.items():
+            folder = tmp_path / "fruit" / split / name
+            folder.mkdir(parents=True)
+            for i in range(n):
+                img = np.clip(np.array(bgr)[None, None] + rng.normal(0, 10, (40, 40, 3)), 0, 255).astype(np.uint8)
+                cv2.imwrite(str(folder / f"{name}_{i}.png"), img)
+    df = scan_dataset(tmp_path / "fruit", ("greenish", "reddish"))
+    images = load_images(df[df.split == "test"], 32, progress=False, color=True)
+    assert images.images.shape == (8, 32, 32, 3)
+    red = images.images[images.labels == 1].reshape(-1, 3).mean(0)
+    assert red[0] > red[2] + 80                                               # RGB order, red channel high
+    x = to_model_input(images.images, BACKBONES["cxr-small"].preprocess).numpy()
+    np.testing.assert_allclose(x, images.images / 255.0, atol=1e-6)          # colours reach the model as is
+    dele, ins = deletion_insertion(lambda im: np.full((len(im), 2), 0.5) + 0 * im.reshape(len(im), -1)[:, :2],
+                                   images.images[:2], np.random.default_rng(0).random((2, 32, 32)), [1, 1], steps=4)
+    assert np.allclose(dele, 0.5) and np.allclose(ins, 0.5)                  # colour images perturb cleanly
+    assert main(["train", "--data-dir", str(tmp_path / "fruit"), "--classes", "greenish,reddish", "--color",
+                 "--backbone", "cxr-small", "--weights", "none", "--image-size", "32", "--batch-size", "8",
+                 "--epochs1", "1", "--weights-dir", str(tmp_path / "w"), "--results-dir", str(tmp_path / "r")]) == 0
+    image = sorted((tmp_path / "fruit" / "test" / "reddish").glob("*.png"))[0]
+    assert main(["explain", str(image), "--weights-dir", str(tmp_path / "w"), "--out", str(tmp_path / "x")]) == 0
+    overlays = list((tmp_path / "x").glob("*.png"))
+    assert overlays and cv2.imread(str(overlays[0])).std() > 5

@@ -58,6 +58,8 @@ def _add_common(p, data=True):
         p.add_argument("--classes", default=None,
                        help="class folder names, comma-separated, or 'auto' = the sub-folders of train/ "
                             "(any folder-per-class data set); default NORMAL,PNEUMONIA")
+        p.add_argument("--color", action="store_true",
+                       help="keep images in colour (non-X-ray data sets); default: decode to grayscale")
         p.add_argument("--augment", action="store_true",
                        help="small rotations/zoom/shifts/brightness/contrast on training batches (no flips)")
         p.add_argument("--cache-dir", default=None,
@@ -93,6 +95,7 @@ def _configs(args, data: DataConfig, model: ModelConfig, train: TrainConfig):
     data = replace(data, root=args.data_dir if args.data_dir else data.root, seed=args.seed,
                    batch_size=args.batch_size, limit=args.limit, validation=args.validation,
                    augment=AugmentConfig() if args.augment else None, task=args.task, labels_csv=args.labels_csv,
+                   color=args.color,
                    class_names=_class_names(args),
                    **({"image_size": args.image_size} if args.image_size else {}))
     model = replace(model, **({"backbone": args.backbone} if args.backbone else {}),
@@ -152,7 +155,7 @@ def cmd_evaluate(args):
     df = scan_task(args.data_dir, card.class_names, card.task)
     require_splits(df, "test", root=args.data_dir)
     out = stream_predict(model, df[df.split == "test"], card.image_size, BACKBONES[card.backbone].preprocess,
-                         progress=True)
+                         progress=True, color=card.color)
     m = evaluate_predictions(out["labels"], out["proba"], card.class_names, card.threshold, seed=args.seed)
     m["skipped_images"] = [{"path": p, "reason": r} for p, r in out["skipped"]]
     results = Path(args.results_dir)
@@ -176,7 +179,7 @@ def cmd_explain(args):
     grays, names, skipped = [], [], []
     for path in args.images:
         try:
-            grays.append(load_image(path, card.image_size))
+            grays.append(load_image(path, card.image_size, card.color))
             names.append(Path(path))
         except (ImageReadError, OSError, cv2.error) as exc:
             skipped.append((path, str(exc)))
@@ -208,7 +211,7 @@ def cmd_audit(args):
     model, card = load_trained_model(args.weights_dir)
     df = scan_task(args.data_dir, card.class_names, card.task)
     require_splits(df, "test", root=args.data_dir)
-    test = load_images(df[df.split == "test"], card.image_size)
+    test = load_images(df[df.split == "test"], card.image_size, color=card.color)
     masks = lesion_masks(test, card.image_size)
     cfg = AuditConfig(methods=tuple(args.methods or ()), n_images=args.n_images, steps=args.steps,
                       baseline=args.baseline, seed=args.seed)

@@ -21,6 +21,7 @@ class DataConfig:
     labels_csv: str | None = None       # multilabel: NIH ChestX-ray14-style CSV; images are found under ``root``
     seed: int = 42
     workers: int = 4                    # decoder threads (OpenCV releases the GIL)
+    color: bool = False                 # keep RGB (non-X-ray data sets); X-rays are decoded to grayscale
     augment: "AugmentConfig | None" = None  # on-the-fly train augmentation; None = off (the seed has none)
 
 

@@ -387,8 +387,9 @@ def _check_header_size(path: Path) -> None:
                                    "(decompression bomb?)")
 
 
-def read_gray(path: str | Path) -> np.ndarray:
-    """Decode one image file to a 2-D grayscale uint8 array, or raise ``ImageReadError``.
+def read_gray(path: str | Path, color: bool = False) -> np.ndarray:
+    """Decode one image file to a 2-D grayscale uint8 array (``color``: (H, W, 3) RGB), or raise
+    ``ImageReadError``.
 
     JPEG/PNG/BMP/TIFF of any bit depth and channel count (alpha dropped, EXIF orientation applied) and
     DICOM (modality and VOI LUT, MONOCHROME1 inverted). Images deeper than 8 bit are min-max scaled.
@@ -398,6 +399,8 @@ def read_gray(path: str | Path) -> np.ndarray:
     path = Path(path)
     if path.suffix.lower() == ".dcm":
         arr = _dicom_to_gray(path)
+        if color:
+            arr = np.repeat(arr[..., None], 3, axis=-1) if arr.dtype == np.uint8 else arr
     else:
         buf = np.fromfile(path, np.uint8)       # np.fromfile copes with non-ASCII names, cv2.imread does not
         if buf.size == 0:
@@ -405,20 +408,24 @@ def read_gray(path: str | Path) -> np.ndarray:
         if buf[:2].tobytes() == b"\xff\xd8" and b"\xff\xd9" not in buf[-4096:].tobytes():
             raise ImageReadError(path, "truncated JPEG (no end-of-image marker)")
         _check_header_size(path)
-        arr = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
+        arr = cv2.imdecode(buf, (cv2.IMREAD_COLOR if color else cv2.IMREAD_GRAYSCALE) | cv2.IMREAD_ANYDEPTH)
         if arr is None:
             raise ImageReadError(path, "not a decodable image")
+        if color:
+            arr = cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
     if arr.dtype != np.uint8:
         arr = arr.astype(np.float32)
         lo, hi = float(arr.min()), float(arr.max())
         arr = ((arr - lo) / (hi - lo) * 255).round() if hi > lo else np.zeros_like(arr)
         arr = arr.astype(np.uint8)
+    if color and arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=-1)
     return arr
 
 
-def load_image(path: str | Path, size: int) -> np.ndarray:
-    """Decode and squash one image to (size, size) uint8."""
-    img = read_gray(path)
+def load_image(path: str | Path, size: int, color: bool = False) -> np.ndarray:
+    """Decode and squash one image to (size, size) uint8, or (size, size, 3) RGB with ``color``."""
+    img = read_gray(path, color)
     interp = cv2.INTER_AREA if min(img.shape) >= size else cv2.INTER_LINEAR
     return cv2.resize(img, (size, size), interpolation=interp)
 
@@ -439,13 +446,15 @@ class ImageSet:
         return self.manifest["label_idx"].to_numpy()
 
 
-def load_images(manifest: pd.DataFrame, size: int, workers: int = 4, progress: bool = True) -> ImageSet:
-    """Decode every image of ``manifest`` once; unreadable files are dropped and listed in ``skipped``."""
+def load_images(manifest: pd.DataFrame, size: int, workers: int = 4, progress: bool = True,
+                color: bool = False) -> ImageSet:
+    """Decode every image of ``manifest`` once; unreadable files are dropped and listed in ``skipped``.
+    Grayscale (N, S, S) by default; ``color`` keeps RGB (N, S, S, 3) for non-X-ray data sets."""
     from tqdm.auto import tqdm
 
     def one(path):
         try:
-            return load_image(path, size), None
+            return load_image(path, size, color), None
         except (ImageReadError, cv2.error, OSError, ValueError) as exc:
             return None, getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
 
@@ -457,15 +466,16 @@ def load_images(manifest: pd.DataFrame, size: int, workers: int = 4, progress: b
     skipped = [(paths[i], err) for i, (img, err) in enumerate(results) if img is None]
     for p, why in skipped:
         log.warning("skipped %s: %s", p, why)
-    images = np.stack([results[i][0] for i in keep]) if keep else np.zeros((0, size, size), np.uint8)
+    images = np.stack([results[i][0] for i in keep]) if keep else np.zeros((0, size, size, *(3,) * color), np.uint8)
     return ImageSet(images, manifest.iloc[keep].reset_index(drop=True), skipped)
 
 
 def to_model_input(images, preprocess):
-    """uint8 (B, H, W) grayscale → float32 (B, H, W, 3) through the backbone's ``preprocess``."""
+    """uint8 (B, H, W) grayscale (replicated to 3 channels) or (B, H, W, 3) RGB → float32 (B, H, W, 3)
+    through the backbone's ``preprocess``."""
     import tensorflow as tf
-    x = tf.cast(images, tf.float32)[..., None]
-    return preprocess(tf.repeat(x, 3, axis=-1))
+    x = tf.cast(images, tf.float32)
+    return preprocess(x if x.shape.rank == 4 else tf.repeat(x[..., None], 3, axis=-1))
 
 
 def augmenter(cfg, seed: int = 42):
@@ -483,11 +493,13 @@ def augmenter(cfg, seed: int = 42):
 
 
 def augment_batch(images, aug):
-    """uint8 (B, H, W) → uint8 (B, H, W) through the augmentation stack (training=True)."""
+    """uint8 (B, H, W) or (B, H, W, 3) → the same shape, through the augmentation stack (training=True)."""
     import tensorflow as tf
-    x = tf.cast(images, tf.float32)[..., None]
-    x = aug(x, training=True)
-    return tf.cast(tf.clip_by_value(tf.round(x[..., 0]), 0, 255), tf.uint8)
+    gray = images.shape.rank == 3
+    x = tf.cast(images, tf.float32)
+    x = aug(x[..., None] if gray else x, training=True)
+    x = tf.cast(tf.clip_by_value(tf.round(x), 0, 255), tf.uint8)
+    return x[..., 0] if gray else x
 
 
 def label_array(labels) -> np.ndarray:

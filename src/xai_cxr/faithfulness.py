@@ -34,8 +34,8 @@ def perturbation_stack(gray, heat, mode: str = "deletion", steps: int = 20, base
     order = np.argsort(-heat.ravel(), kind="stable")
     n = heat.size
     out = np.empty((steps + 1, *gray.shape), np.uint8)
-    cur = dst.ravel().copy()
-    flat_src = src.ravel()
+    cur = dst.reshape(n, -1).copy()                 # one row per pixel: gray (1 value) or colour (3)
+    flat_src = src.reshape(n, -1)
     done = 0
     for k in range(steps + 1):
         upto = int(round(k / steps * n))
@@ -68,7 +68,7 @@ def road_impute(gray: np.ndarray, removed: np.ndarray, noise: float = 2.0, seed:
     noise, so the removal pattern itself carries no class signal (the ROAD paper's point)."""
     filled = cv2.inpaint(gray, removed.astype(np.uint8), 3, cv2.INPAINT_TELEA).astype(np.float32)
     rng = np.random.default_rng(seed)
-    filled[removed] += rng.normal(0, noise, int(removed.sum()))
+    filled[removed] += rng.normal(0, noise, filled[removed].shape)
     return np.clip(filled.round(), 0, 255).astype(np.uint8)
 
 

@@ -281,6 +281,7 @@ class ModelCard:
     dropout: tuple[float, float] = (0.4, 0.3)
     l2: float = 1e-4
     task: str = "binary"
+    color: bool = False
 
     def save(self, folder: str | Path) -> Path:
         path = Path(folder) / "model_config.json"

@@ -27,10 +27,12 @@ def top_fraction_mask(heat: np.ndarray, fraction: float = 0.05) -> np.ndarray:
 
 def _gray_rgb(gray: np.ndarray) -> np.ndarray:
     gray = np.asarray(gray)
-    if gray.ndim == 3:
-        gray = gray[..., 0]
     if gray.dtype != np.uint8:
         raise ValueError(f"gray image must be uint8, got {gray.dtype}")
+    if gray.ndim == 3 and gray.shape[-1] == 3:         # colour data sets are drawn in colour
+        return gray
+    if gray.ndim == 3:
+        gray = gray[..., 0]
     return np.repeat(gray[..., None], 3, axis=-1)
 
 

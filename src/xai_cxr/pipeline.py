@@ -75,7 +75,7 @@ def prepare_data(cfg: DataConfig, progress: bool = True) -> Prepared:
     for name, part in (("train", train), ("val", val), ("test", test)):
         if name == "val" and cfg.validation == "test":
             continue
-        sets[name] = load_images(part, cfg.image_size, cfg.workers, progress)
+        sets[name] = load_images(part, cfg.image_size, cfg.workers, progress, cfg.color)
     if cfg.validation == "test":
         sets["val"] = sets["test"]
     labels = sets["train"].labels
@@ -242,7 +242,7 @@ def segmentation_stage(weights_dir: str | Path, data_root: str | Path, seg_cfg=N
     model, card = load_trained_model(weights_dir)
     spec = BACKBONES[card.backbone]
     df = scan_task(data_root, card.class_names, card.task)
-    sets = {s: load_images(df[df.split == s], card.image_size, progress=False) for s in ("train", "test")}
+    sets = {s: load_images(df[df.split == s], card.image_size, progress=False, color=card.color) for s in ("train", "test")}
     masks = {s: lesion_masks(v, card.image_size) for s, v in sets.items()}
     if masks["train"] is None or masks["test"] is None:
         raise ValueError(f"{data_root} has no lesion masks (*_mask.png beside the images): nothing to segment")
@@ -427,6 +427,7 @@ def run(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, ca
           f"Grad-CAM layer {target_layer}")
     history = fit(model, prep, data_cfg, train_cfg, weights_dir, resume, strategy)
     card = ModelCard(model_cfg.backbone, data_cfg.image_size, tuple(data_cfg.class_names), task=data_cfg.task,
+                     color=data_cfg.color,
                      target_layer=target_layer,
                      dense_units=model_cfg.dense_units, dropout=model_cfg.dropout, l2=model_cfg.l2)
     card.save(weights_dir)

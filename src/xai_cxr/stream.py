@@ -9,7 +9,7 @@ from .data import load_images, to_model_input
 
 
 def stream_predict(model, manifest: pd.DataFrame, image_size: int, preprocess, chunk: int = 256,
-                   cam=None, workers: int = 4, progress: bool = False):
+                   cam=None, workers: int = 4, progress: bool = False, color: bool = False):
     """Probabilities for every readable image of ``manifest``, chunk by chunk.
 
     With ``cam`` (a CAM object), also the hottest pixel (row, col) of each predicted-class map — the
@@ -20,7 +20,7 @@ def stream_predict(model, manifest: pd.DataFrame, image_size: int, preprocess, c
     from tqdm.auto import tqdm
     proba, labels, paths, peaks, skipped = [], [], [], [], []
     for start in tqdm(range(0, len(manifest), chunk), desc="streaming", disable=not progress, leave=False):
-        part = load_images(manifest.iloc[start:start + chunk], image_size, workers, progress=False)
+        part = load_images(manifest.iloc[start:start + chunk], image_size, workers, progress=False, color=color)
         skipped += part.skipped
         if not len(part.images):
             continue
