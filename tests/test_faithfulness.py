@@ -111,3 +111,30 @@ def test_label_randomization_compares_maps_of_the_two_models():
     diff = label_randomization(model, other, x, 1, GradCAM, "conv")
     expected = spearman_per_image(GradCAM(model, "conv")(x, 1), GradCAM(other, "conv")(x, 1)).mean()
     assert diff["spearman"] == pytest.approx(expected) and diff["spearman"] < 0.9
+
+
+def test_audit_on_all_images_with_predicted_targets_scores_localization_on_lesions_only():
+    from xai_cxr.audit import audit
+    from xai_cxr.config import AuditConfig
+    from xai_cxr.data import ImageSet
+    import pandas as pd
+    import keras
+    from keras import layers
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (10, 16, 16), dtype=np.uint8)
+    labels = np.arange(10) % 2
+    masks = np.zeros((10, 16, 16), bool)
+    masks[labels == 1, 4:8, 4:8] = True
+    inp = keras.Input((16, 16, 3))
+    x = layers.Conv2D(4, 3, activation="relu", name="block4_relu2")(inp)
+    x = layers.GlobalAveragePooling2D(name="head_gap")(x)
+    model = keras.Model(inp, layers.Dense(2, activation="softmax", name="head_predictions")(x),
+                        name="cxr-small_classifier")
+    test = ImageSet(images, pd.DataFrame({"label_idx": labels, "path": [f"{i}.png" for i in range(10)]}))
+    cfg = AuditConfig(methods=("gradcam",), n_images=10, steps=4, sanity_images=2, images="all", target="predicted")
+    res = audit(model, "cxr-small", test, masks, cfg, progress=lambda *_: None)
+    assert len(res["indices"]) == 10                                    # negatives included
+    assert res["localization"].n_images.tolist() == [5, 5, 5]          # gradcam, random, centre: lesions only
+    positive_only = audit(model, "cxr-small", test, masks, AuditConfig(methods=("gradcam",), n_images=10, steps=4,
+                                                                       sanity_images=2), progress=lambda *_: None)
+    assert (labels[positive_only["indices"]] == 1).all()

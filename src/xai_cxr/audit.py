@@ -51,20 +51,24 @@ def _maps(explainer, x, targets):
 def audit(model, backbone: str, test: ImageSet, masks: np.ndarray | None, cfg: AuditConfig = AuditConfig(),
           target_layer: str | None = None, progress=print, label_model=None):
     """Returns {"localization": DataFrame | None, "faithfulness": DataFrame, "sanity": DataFrame,
-    "maps": {method: (indices, maps)}} for up to ``cfg.n_images`` positive test images.
+    "maps": {method: (indices, maps)}} for up to ``cfg.n_images`` test images: positive ones with
+    ``cfg.images`` = "positive" (localization needs lesions), any with "all"; the class explained is the true
+    one (``cfg.target`` = "true") or the predicted one ("predicted", as RISE does). Localization is scored on
+    the images that have a lesion mask.
     ``label_model``: the same architecture trained on permuted labels, for the label-randomization check."""
     spec = BACKBONES[backbone]
     predict = predictor(model, spec.preprocess)
     rng = np.random.default_rng(cfg.seed)
-    pos = np.flatnonzero(test.labels > 0)
-    if masks is not None:
-        pos = pos[masks[pos].reshape(len(pos), -1).any(1)]
-    idx = np.sort(rng.permutation(pos)[:cfg.n_images])
+    pool = np.flatnonzero(test.labels > 0) if cfg.images == "positive" else np.arange(len(test.labels))
+    if masks is not None and cfg.images == "positive":
+        pool = pool[masks[pool].reshape(len(pool), -1).any(1)]
+    idx = np.sort(rng.permutation(pool)[:cfg.n_images])
     grays = test.images[idx]
     x = to_model_input(grays, spec.preprocess).numpy()
-    targets = test.labels[idx].astype(int)                 # explain the true (pneumonia) class
+    targets = (predict(grays).argmax(1) if cfg.target == "predicted" else test.labels[idx]).astype(int)
+    with_mask = None if masks is None else masks[idx].reshape(len(idx), -1).any(1)
     loc_rows, faith_rows, sanity_rows, all_maps = [], [], [], {}
-    shape = grays.shape[1:]
+    shape = grays.shape[1:3]
     baselines = {"random": random_maps(len(idx), shape, cfg.seed), "centre": centre_bias_maps(len(idx), shape)}
     for name in method_names(cfg):
         explainer = make_explainer(name, model, backbone, target_layer)
@@ -72,15 +76,16 @@ def audit(model, backbone: str, test: ImageSet, masks: np.ndarray | None, cfg: A
         maps = _maps(explainer, x, targets)
         secs = (time.perf_counter() - t0) / max(1, len(idx))
         all_maps[name] = (idx, maps)
-        if masks is not None:
-            loc_rows.append(_localization_row(name, maps, masks[idx], cfg) | {"ms_per_map": 1000 * secs})
+        if with_mask is not None and with_mask.any():
+            loc_rows.append(_localization_row(name, maps[with_mask], masks[idx][with_mask], cfg)
+                            | {"ms_per_map": 1000 * secs})
         faith_rows.append(_faithfulness_row(name, predict, grays, maps, targets, cfg))
         sanity_rows.append(_sanity_row(name, model, x[:cfg.sanity_images], targets[:cfg.sanity_images],
                                        explainer, cfg, label_model))
         progress(f"audit: {name} done ({1000 * secs:.0f} ms/map)")
     for name, maps in baselines.items():
-        if masks is not None:
-            loc_rows.append(_localization_row(name, maps, masks[idx], cfg))
+        if with_mask is not None and with_mask.any():
+            loc_rows.append(_localization_row(name, maps[with_mask], masks[idx][with_mask], cfg))
         faith_rows.append(_faithfulness_row(name, predict, grays, maps, targets, cfg))
     faith = pd.DataFrame(faith_rows)
     rand = faith.set_index("method").loc["random", "deletion_auc"]

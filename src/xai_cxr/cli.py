@@ -214,7 +214,7 @@ def cmd_audit(args):
     test = load_images(df[df.split == "test"], card.image_size, color=card.color)
     masks = lesion_masks(test, card.image_size)
     cfg = AuditConfig(methods=tuple(args.methods or ()), n_images=args.n_images, steps=args.steps,
-                      baseline=args.baseline, seed=args.seed)
+                      baseline=args.baseline, seed=args.seed, images=args.images, target=args.target)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     label_model = None
@@ -296,6 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--steps", type=int, default=20, help="deletion/insertion steps")
     a.add_argument("--baseline", choices=["blur", "mean"], default="blur")
     a.add_argument("--out", default="sample_results/audit")
+    a.add_argument("--images", choices=["positive", "all"], default="positive",
+                   help="audit pneumonia images only (default; lesion masks) or all test images")
+    a.add_argument("--target", choices=["true", "predicted"], default="true",
+                   help="class each map explains: the true label (default) or the predicted class (as RISE)")
     a.add_argument("--label-randomization", action="store_true",
                    help="also retrain the model on permuted labels (its saved configs, DATA_DIR's train split) "
                         "and compare maps: Adebayo et al.'s second sanity check; costs one training run")

@@ -102,6 +102,8 @@ class AuditConfig:
     top_fraction: float = 0.05          # the "top-5%" region for hit rate and overlays
     tolerance_px: int | None = None     # pointing-game tolerance; None = 15 px at 224 px (Zhang et al. 2016), scaled
     sanity_images: int = 8              # images for the randomization checks
+    images: str = "positive"            # "positive" (pneumonia images, needed for lesion masks) | "all"
+    target: str = "true"                # class explained: "true" label or the model's "predicted" class
     seed: int = 42
 
 
