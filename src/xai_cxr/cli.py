@@ -108,20 +108,25 @@ def _configs(args, data: DataConfig, model: ModelConfig, train: TrainConfig):
     return data, model, train, cam
 
 
+def _run(args, data, model, train, cam):
+    """Train + evaluate + Grad-CAM figure; then, with --bbox-csv, Grad-CAM against the boxes."""
+    from .pipeline import _write_json, bbox_localization, run
+    result = run(data, model, train, cam, args.weights_dir, args.results_dir, args.resume)
+    if args.bbox_csv:
+        scores = bbox_localization(result["model"], result["prepared"].test, args.bbox_csv, data.class_names,
+                                   result["card"].target_layer)
+        _write_json(scores, Path(args.results_dir) / "bbox_localization.json")
+        print(json.dumps(scores, indent=2))
+
+
 def cmd_demo(args):
-    from .pipeline import demo_configs, run
+    from .pipeline import demo_configs
     data, model, train, note = demo_configs(args.data_dir if args.data_dir != "chest_xray" or
                                             Path("chest_xray/train").is_dir() else None, args.seed)
     print(note)
     args.data_dir = data.root
     data, model, train, cam = _configs(args, data, model, train)
-    result = run(data, model, train, cam, args.weights_dir, args.results_dir, args.resume)
-    if args.bbox_csv:
-        from .pipeline import _write_json, bbox_localization
-        scores = bbox_localization(result["model"], result["prepared"].test, args.bbox_csv, data.class_names,
-                                   result["card"].target_layer)
-        _write_json(scores, Path(args.results_dir) / "bbox_localization.json")
-        print(json.dumps(scores, indent=2))
+    _run(args, data, model, train, cam)
 
 
 def cmd_compare(args):
@@ -132,18 +137,12 @@ def cmd_compare(args):
 
 
 def cmd_train(args):
-    from .pipeline import cross_validate, run
+    from .pipeline import cross_validate
     data, model, train, cam = _configs(args, DataConfig(), ModelConfig(), TrainConfig())
     if args.folds:
         cross_validate(data, model, train, args.folds, Path(args.weights_dir) / "cv", Path(args.results_dir) / "cv")
         return
-    result = run(data, model, train, cam, args.weights_dir, args.results_dir, args.resume)
-    if args.bbox_csv:
-        from .pipeline import _write_json, bbox_localization
-        scores = bbox_localization(result["model"], result["prepared"].test, args.bbox_csv, data.class_names,
-                                   result["card"].target_layer)
-        _write_json(scores, Path(args.results_dir) / "bbox_localization.json")
-        print(json.dumps(scores, indent=2))
+    _run(args, data, model, train, cam)
 
 
 def cmd_evaluate(args):
