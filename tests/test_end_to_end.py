@@ -140,15 +140,15 @@ def test_cli_audit_writes_tables_figures_and_galleries(trained, phantom_root):
     from xai_cxr.cli import main
     out, _ = trained
     assert main(["audit", "--weights-dir", str(out / "weights"), "--data-dir", str(phantom_root),
-                 "--methods", "gradcam", "hirescam", "fused", "--n-images", "4", "--steps", "4",
+                 "--methods", "gradcam", "hirescam", "fused", "smoothgrad", "--n-images", "4", "--steps", "4",
                  "--label-randomization", "--out", str(out / "audit")]) == 0
     loc = pd.read_csv(out / "audit" / "audit_localization.csv")
-    assert loc.method.tolist() == ["gradcam", "hirescam", "fused", "random", "centre"]
+    assert loc.method.tolist() == ["gradcam", "hirescam", "fused", "smoothgrad", "random", "centre"]
     assert loc[["pointing_game", "top5_hit_rate", "iou", "dice"]].apply(lambda c: c.between(0, 1).all()).all()
     faith = pd.read_csv(out / "audit" / "audit_faithfulness.csv").set_index("method")
     assert faith.loc["random", "deletion_vs_random"] == 1.0
     sanity = pd.read_csv(out / "audit" / "audit_sanity.csv")
-    assert set(sanity.verdict.str.split().str[0]) <= {"pass", "FAIL"} and len(sanity) == 3
+    assert set(sanity.verdict.str.split().str[0]) <= {"pass", "FAIL"} and len(sanity) == 4
     assert sanity.rho_label_randomized.between(-1, 1).all()
     assert (out / "audit" / "label_randomized_weights" / "model.weights.h5").is_file()
     assert "label randomization" in (out / "audit" / "audit.md").read_text()

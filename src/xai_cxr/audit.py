@@ -10,6 +10,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from .attribution import ATTRIBUTION_METHODS
 from .cam import CAM_METHODS, FusedCAM, cam_for
 from .config import AuditConfig
 from .data import ImageSet, to_model_input
@@ -21,15 +22,20 @@ from .sanity import cascading_randomization, label_randomization, verdict
 
 
 def method_names(cfg: AuditConfig) -> list[str]:
+    """The methods to audit: ``cfg.methods``, or every CAM method plus "fused" (input-gradient methods —
+    integrated_gradients, smoothgrad — only when asked for: they cost tens of passes per image)."""
     names = list(cfg.methods) or [*CAM_METHODS, "fused"]
-    unknown = [m for m in names if m not in CAM_METHODS and m != "fused"]
+    known = [*CAM_METHODS, "fused", *ATTRIBUTION_METHODS]
+    unknown = [m for m in names if m not in known]
     if unknown:
-        raise ValueError(f"unknown CAM method(s) {unknown}; choose from {[*CAM_METHODS, 'fused']}")
+        raise ValueError(f"unknown explanation method(s) {unknown}; choose from {known}")
     return names
 
 
 def make_explainer(name: str, model, backbone: str, target_layer: str | None = None):
     spec = BACKBONES[backbone]
+    if name in ATTRIBUTION_METHODS:
+        return ATTRIBUTION_METHODS[name](model)
     if name == "fused":
         return FusedCAM(model, spec.fusion_layers or None)
     return cam_for(model, target_layer or spec.target_layer, name)

@@ -290,7 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.set_defaults(func=cmd_explain)
     a = sub.add_parser("audit", help="localization, faithfulness and sanity checks of every CAM method")
     a.add_argument("--data-dir", default="phantoms/chest_xray", help="test data; lesion masks are used when present")
-    a.add_argument("--methods", nargs="*", choices=[*CAM_METHODS, "fused"], default=None, help="default: all")
+    a.add_argument("--methods", nargs="*", choices=[*CAM_METHODS, "fused", "integrated_gradients", "smoothgrad"],
+                   default=None, help="default: every CAM method and fused (input-gradient methods on request)")
     a.add_argument("--n-images", type=int, default=50)
     a.add_argument("--steps", type=int, default=20, help="deletion/insertion steps")
     a.add_argument("--baseline", choices=["blur", "mean"], default="blur")
