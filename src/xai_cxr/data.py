@@ -82,6 +82,26 @@ _PERSON = re.compile(r"(person\d+)_", re.IGNORECASE)
 _IM = re.compile(r"^((?:NORMAL\d*-)?IM-\d+)-", re.IGNORECASE)
 
 
+def mask_beside(f: Path) -> Path | None:
+    """The lesion mask stored next to image ``f`` (``<stem>_mask<ext>`` or ``<stem>_mask.png``), if any."""
+    return next((m for m in (f.with_name(f.stem + "_mask" + f.suffix), f.with_name(f.stem + "_mask.png"))
+                 if m.exists()), None)
+
+
+def patient_split(df: pd.DataFrame, fraction: float, seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
+    """Row positions (kept, held out) with ``fraction`` of the patients held out, seeded: no patient on both sides."""
+    from sklearn.model_selection import GroupShuffleSplit
+    return next(GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed).split(df, groups=df["patient_id"]))
+
+
+def _mark_test_split(df: pd.DataFrame, test_fraction: float, seed: int) -> pd.DataFrame:
+    """Add a "split" column: ``test_fraction`` of the patients are "test", the rest "train"."""
+    _, te = patient_split(df, test_fraction, seed)
+    df["split"] = "train"
+    df.loc[df.index[te], "split"] = "test"
+    return df
+
+
 def parse_kermany_name(name: str) -> tuple[str | None, str]:
     """(subtype, patient_id) from a Kermany file name.
 
@@ -134,10 +154,7 @@ def scan_labels_csv(csv_path: str | Path, images_dir: str | Path, findings=NIH_F
     out = pd.DataFrame({"path": [str(by_name[str(n)]) for n in df["Image Index"]],
                         "patient_id": df["Patient ID"].astype(str), "label": df["Finding Labels"],
                         "label_vec": vecs, "subtype": None, "mask_path": None})
-    from sklearn.model_selection import GroupShuffleSplit
-    tr, te = next(GroupShuffleSplit(1, test_size=test_fraction, random_state=seed).split(out, groups=out.patient_id))
-    out["split"] = "train"
-    out.loc[out.index[te], "split"] = "test"
+    _mark_test_split(out, test_fraction, seed)
     counts = {s: np.sum(np.stack(out[out.split == s].label_vec.to_list()), 0) for s in ("train", "test")}
     lonely = [f for k, f in enumerate(findings) if (counts["train"][k] > 0) != (counts["test"][k] > 0)]
     if lonely:
@@ -185,8 +202,7 @@ def scan_dataset(root: str | Path, class_names=("NORMAL", "PNEUMONIA"), splits=S
                 raise DatasetLayoutError(f"class folder has no images: {folder}\n" + LAYOUT.format(root=root))
             for f in files:
                 subtype, patient = parse_kermany_name(f.name)
-                mask = next((m for m in (f.with_name(f.stem + "_mask" + f.suffix), f.with_name(f.stem + "_mask.png"))
-                             if m.exists()), None)
+                mask = mask_beside(f)
                 rows.append({"path": str(f), "split": split, "label": label, "label_idx": idx,
                              "subtype": subtype or ("normal" if idx == 0 else None),
                              "patient_id": f"{label}/{patient}" if patient == f.stem else patient,
@@ -227,13 +243,11 @@ def scan_mask_folders(root: str | Path, test_fraction: float = 0.2, seed: int = 
     (LESION / NO_LESION); patient = case folder; train/test split by case (seeded). Images without a mask
     file are skipped with a warning naming the first one."""
     import warnings
-    from sklearn.model_selection import GroupShuffleSplit
     root = Path(root)
     rows, lonely = [], []
     for case in _child_dirs(root).values():
         for f in _image_files(case):
-            mask = next((m for m in (f.with_name(f.stem + "_mask" + f.suffix), f.with_name(f.stem + "_mask.png"))
-                         if m.exists()), None)
+            mask = mask_beside(f)
             if mask is None:
                 lonely.append(f)
                 continue
@@ -248,11 +262,7 @@ def scan_mask_folders(root: str | Path, test_fraction: float = 0.2, seed: int = 
         warnings.warn(f"{len(lonely)} image(s) without a readable mask skipped, e.g. {lonely[0]}", stacklevel=2)
     if not rows:
         raise DatasetLayoutError(f"no <case>/<name>.<ext> + <name>_mask.<ext> pairs under {root}")
-    df = pd.DataFrame(rows)
-    _, te = next(GroupShuffleSplit(1, test_size=test_fraction, random_state=seed).split(df, groups=df.patient_id))
-    df["split"] = "train"
-    df.loc[df.index[te], "split"] = "test"
-    return df.sort_values("path", ignore_index=True)
+    return _mark_test_split(pd.DataFrame(rows), test_fraction, seed).sort_values("path", ignore_index=True)
 
 
 def has_split_folders(root: str | Path) -> bool:
@@ -289,9 +299,7 @@ def limit_train(df: pd.DataFrame, limit: int | None, seed: int = 42) -> pd.DataF
 
 def holdout_split(train: pd.DataFrame, fraction: float, seed: int = 42) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split ``train`` into (train, holdout) by patient id: no patient appears on both sides."""
-    from sklearn.model_selection import GroupShuffleSplit
-    gss = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
-    tr, ho = next(gss.split(train, groups=train["patient_id"]))
+    tr, ho = patient_split(train, fraction, seed)
     return train.iloc[tr].reset_index(drop=True), train.iloc[ho].reset_index(drop=True)
 
 
