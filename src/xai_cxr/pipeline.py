@@ -78,9 +78,13 @@ def prepare_data(cfg: DataConfig, progress: bool = True) -> Prepared:
         sets[name] = load_images(part, cfg.image_size, cfg.workers, progress, cfg.color)
     if cfg.validation == "test":
         sets["val"] = sets["test"]
-    labels = sets["train"].labels
-    cw = class_weights(labels, len(cfg.class_names)) if labels.ndim == 1 else {}
-    return Prepared(sets["train"], sets["val"], sets["test"], note, cw)
+    return Prepared(sets["train"], sets["val"], sets["test"], note,
+                    train_class_weights(sets["train"].labels, len(cfg.class_names)))
+
+
+def train_class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
+    """Balanced class weights for class indices; {} for multi-hot labels (those use per-label weights in ``fit``)."""
+    return class_weights(labels, num_classes) if labels.ndim == 1 else {}
 
 
 def datasets(prep: Prepared, cfg: DataConfig, preprocess):
@@ -106,7 +110,6 @@ def pick_samples(labels: np.ndarray, n: int, seed: int = 42) -> np.ndarray:
 def explain_images(model, grays: np.ndarray, preprocess, cam_cfg: CamConfig, target_layer: str):
     """CAM maps (B, H, W) in [0, 1], predicted classes and confidences for uint8 gray images."""
     from .cam import cam_for
-    from .data import to_model_input
     x = to_model_input(grays, preprocess).numpy()
     proba = model.predict(x, batch_size=cam_cfg.batch_size, verbose=0)
     cam = cam_for(model, cam_cfg.target_layer or target_layer, cam_cfg.method, cam_cfg.batch_size)
@@ -114,8 +117,11 @@ def explain_images(model, grays: np.ndarray, preprocess, cam_cfg: CamConfig, tar
     return cam(x, targets=pred), pred, proba.max(1)
 
 
-def resolve_model(model_cfg: ModelConfig) -> tuple[ModelConfig, str | None]:
-    """Resolve backbone "auto"; returns the concrete config and, on fallback, the reason to print."""
+def resolve_model(model_cfg: ModelConfig, data_cfg: DataConfig | None = None) -> tuple[ModelConfig, str | None]:
+    """Resolve backbone "auto"; with ``data_cfg``, also size the output to its classes (sigmoid for the
+    multi-label task). Returns the concrete config and, on fallback, the reason to print."""
+    if data_cfg is not None:
+        model_cfg = replace(model_cfg, num_classes=len(data_cfg.class_names), multilabel=data_cfg.task == "multilabel")
     backbone, why = resolve_backbone(model_cfg.backbone)
     return replace(model_cfg, backbone=backbone, weights="none" if why else model_cfg.weights), why
 
@@ -157,9 +163,8 @@ def cross_validate(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: Trai
     {"mean", "std"}}} (std with ddof=1, across folds)."""
     import pandas as pd
     from .data import kfold_splits
-    from .evaluate import evaluate_predictions
     from .train import seed_everything
-    model_cfg, why = resolve_model(replace(model_cfg, num_classes=len(data_cfg.class_names)))
+    model_cfg, why = resolve_model(model_cfg, data_cfg)
     if why:
         print("note:", why)
     prep = prepare_data(replace(data_cfg, validation="test"))           # decode once; folds index into it
@@ -167,15 +172,13 @@ def cross_validate(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: Trai
     for k, (tr, va) in enumerate(kfold_splits(prep.train.manifest, folds, data_cfg.seed)):
         part = lambda rows: ImageSet(prep.train.images[rows], prep.train.manifest.iloc[rows].reset_index(drop=True))  # noqa: E731
         fold = Prepared(part(tr), part(va), prep.test, f"fold {k + 1}/{folds}",
-                        class_weights(prep.train.labels[tr], len(data_cfg.class_names)))
+                        train_class_weights(prep.train.labels[tr], len(data_cfg.class_names)))
         print(f"fold {k + 1}/{folds}: train {len(tr)}, validation {len(va)} images "
               f"({fold.val.manifest.patient_id.nunique()} patients)")
         seed_everything(train_cfg.seed, train_cfg.deterministic)
         model = build_model(model_cfg, data_cfg.image_size)
         fit(model, fold, data_cfg, train_cfg, Path(weights_dir) / f"fold{k + 1}")
-        proba = model.predict(to_model_input(prep.test.images, BACKBONES[model_cfg.backbone].preprocess).numpy(),
-                              batch_size=data_cfg.batch_size, verbose=0)
-        m = evaluate_predictions(prep.test.labels, proba, data_cfg.class_names, n_boot=100, seed=data_cfg.seed)
+        m, _ = evaluate_on_test(model, prep.test, data_cfg)
         records.append({"fold": k + 1, "train_images": int(len(tr)), "val_images": int(len(va)),
                         **{key: m[key] for key in SUMMARY_METRICS if key in m}})
     table = pd.DataFrame(records)
@@ -406,8 +409,7 @@ def run(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, ca
     from .train import distribution_strategy, plot_history, seed_everything
     t0 = time.time()
     weights_dir, results_dir = Path(weights_dir), Path(results_dir)
-    model_cfg, why = resolve_model(replace(model_cfg, num_classes=len(data_cfg.class_names),
-                                           multilabel=data_cfg.task == "multilabel"))
+    model_cfg, why = resolve_model(model_cfg, data_cfg)
     if why:
         print("note:", why)
     spec = BACKBONES[model_cfg.backbone]
