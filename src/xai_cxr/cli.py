@@ -77,11 +77,9 @@ def _add_common(p, data=True):
 
 
 def _class_names(args) -> tuple[str, ...]:
-    from .data import detect_classes
-    from .data import NIH_FINDINGS
+    from .data import MASK_CLASSES, NIH_FINDINGS, detect_classes, has_split_folders
     if args.task == "multilabel":
         return tuple(c.strip() for c in args.classes.split(",")) if args.classes else NIH_FINDINGS
-    from .data import MASK_CLASSES, has_split_folders
     if args.task == "binary" and not args.classes and Path(args.data_dir).is_dir() and not has_split_folders(args.data_dir):
         return MASK_CLASSES                       # <case>/<name> + <name>_mask layout (e.g. LGG brain MRI)
     if args.task != "binary" or not args.classes:
@@ -263,6 +261,7 @@ def cmd_phantoms(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .attribution import ATTRIBUTION_METHODS
     from .cam import CAM_METHODS
     p = argparse.ArgumentParser(prog="xai-cxr", description="Explainable pneumonia detection on chest X-rays")
     sub = p.add_subparsers(dest="command", required=True)
@@ -290,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.set_defaults(func=cmd_explain)
     a = sub.add_parser("audit", help="localization, faithfulness and sanity checks of every CAM method")
     a.add_argument("--data-dir", default="phantoms/chest_xray", help="test data; lesion masks are used when present")
-    a.add_argument("--methods", nargs="*", choices=[*CAM_METHODS, "fused", "integrated_gradients", "smoothgrad"],
+    a.add_argument("--methods", nargs="*", choices=[*CAM_METHODS, "fused", *ATTRIBUTION_METHODS],
                    default=None, help="default: every CAM method and fused (input-gradient methods on request)")
     a.add_argument("--n-images", type=int, default=50)
     a.add_argument("--steps", type=int, default=20, help="deletion/insertion steps")
