@@ -28,6 +28,33 @@ def build_tiny(head: str = "gap", seed: int = 0, size: int = 8, channels: int = 
     return model
 
 
+def write_dicom(path, pixels, photometric="MONOCHROME2", slope=None, intercept=None, with_pixels=True,
+                window=None, **tags):
+    """Write a small uncompressed DICOM of ``pixels`` (uint8/uint16); ``window`` = (centre, width); other
+    keyword arguments become tags (e.g. PatientName)."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID, "DX"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    ds.BitsAllocated = ds.BitsStored = pixels.dtype.itemsize * 8
+    ds.HighBit, ds.PixelRepresentation = ds.BitsStored - 1, 0
+    if slope is not None:
+        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    if window is not None:
+        ds.WindowCenter, ds.WindowWidth = window
+    for k, v in tags.items():
+        setattr(ds, k, v)
+    if with_pixels:
+        ds.PixelData = pixels.tobytes()
+    ds.save_as(path, enforce_file_format=True)
+
+
 @pytest.fixture
 def kermany224():
     if not KERMANY224.is_dir():

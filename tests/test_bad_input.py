@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import write_dicom
+
 from xai_cxr.data import (DatasetLayoutError, ImageReadError, load_images, read_gray, require_splits,
                           scan_dataset)
 
@@ -24,26 +26,6 @@ def _png_header_only(path, w, h):
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
                      + chunk(b"IEND", b""))
-
-
-def _dicom(path, pixels, photometric="MONOCHROME2", slope=None, intercept=None, with_pixels=True):
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID, "DX"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
-    ds.BitsAllocated = ds.BitsStored = pixels.dtype.itemsize * 8
-    ds.HighBit, ds.PixelRepresentation = ds.BitsStored - 1, 0
-    if slope is not None:
-        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
-    if with_pixels:
-        ds.PixelData = pixels.tobytes()
-    ds.save_as(path, enforce_file_format=True)
 
 
 def _minmax(a):
@@ -99,10 +81,10 @@ def _cases():
         p.write_bytes(bytes(data[:60]))
     c["broken.png"] = (broken_png, "skip:not a decodable image")
     d16 = RNG.integers(0, 4096, (16, 20), dtype=np.uint16)
-    c["mono2.dcm"] = (lambda p: _dicom(p, d16), _minmax(d16))
-    c["mono1.dcm"] = (lambda p: _dicom(p, d16, "MONOCHROME1"), _minmax(d16.max() - d16.astype(np.int64)))
-    c["rescaled.dcm"] = (lambda p: _dicom(p, d16, slope=2.0, intercept=-1024), _minmax(d16 * 2.0 - 1024))
-    c["nopixels.dcm"] = (lambda p: _dicom(p, d16, with_pixels=False), "skip:no pixel data")
+    c["mono2.dcm"] = (lambda p: write_dicom(p, d16), _minmax(d16))
+    c["mono1.dcm"] = (lambda p: write_dicom(p, d16, "MONOCHROME1"), _minmax(d16.max() - d16.astype(np.int64)))
+    c["rescaled.dcm"] = (lambda p: write_dicom(p, d16, slope=2.0, intercept=-1024), _minmax(d16 * 2.0 - 1024))
+    c["nopixels.dcm"] = (lambda p: write_dicom(p, d16, with_pixels=False), "skip:no pixel data")
     c["not_really.dcm"] = (lambda p: p.write_bytes(b"DICM?" * 10), "skip:not a valid DICOM")
     return c
 

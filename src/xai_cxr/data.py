@@ -358,67 +358,77 @@ def class_weights(labels, num_classes: int | None = None) -> dict[int, float]:
     return {int(c): float(v) for c, v in zip(classes, w)}
 
 
-def _dicom_to_gray(path: Path) -> np.ndarray:
+def is_dicom(data: bytes, name: str = "") -> bool:
+    """DICOM by extension or by the ``DICM`` magic after the 128-byte preamble (uploads may lack a suffix)."""
+    return str(name).lower().endswith(".dcm") or data[128:132] == b"DICM"
+
+
+def _dicom_to_gray(data: bytes, name) -> np.ndarray:
+    """Pixels only, in display orientation: modality LUT (rescale slope/intercept), then the VOI LUT or
+    window centre/width when the file has them, MONOCHROME1 inverted. No other tag leaves this function,
+    so nothing patient-identifying can reach an output."""
+    import io
     import pydicom
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
     from pydicom.errors import InvalidDicomError
     try:
-        ds = pydicom.dcmread(path)
-    except (InvalidDicomError, EOFError) as exc:
-        raise ImageReadError(path, f"not a valid DICOM file ({exc})") from exc
+        ds = pydicom.dcmread(io.BytesIO(data))
+    except (InvalidDicomError, EOFError, ValueError) as exc:
+        raise ImageReadError(name, f"not a valid DICOM file ({exc})") from exc
     if "PixelData" not in ds:
-        raise ImageReadError(path, "DICOM file has no pixel data")
+        raise ImageReadError(name, "DICOM file has no pixel data (a structured report or a header-only file?)")
     try:
         arr = apply_voi_lut(apply_modality_lut(ds.pixel_array, ds), ds).astype(np.float32)
     except Exception as exc:        # e.g. a compressed transfer syntax without its decoder installed
-        raise ImageReadError(path, f"DICOM pixel data could not be decoded ({exc})") from exc
+        raise ImageReadError(name, f"DICOM pixel data could not be decoded ({exc}); install pylibjpeg "
+                                   "or convert the file to an uncompressed transfer syntax") from exc
+    if arr.ndim != 2:
+        raise ImageReadError(name, f"DICOM pixel array has shape {arr.shape}; one 2-D grayscale frame expected")
     if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         arr = arr.max() - arr
     return arr
 
 
-def _check_header_size(path: Path) -> None:
+def _check_header_size(data: bytes, name) -> None:
     """Refuse images whose header claims more than ``MAX_PIXELS`` before anything is decoded."""
+    import io
     import warnings
     from PIL import Image
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with Image.open(path) as im:
+            with Image.open(io.BytesIO(data)) as im:
                 w, h = im.size
     except Image.DecompressionBombError as exc:
-        raise ImageReadError(path, f"refused: {exc}") from exc
+        raise ImageReadError(name, f"refused: {exc}") from exc
     except Exception:       # not a format PIL knows: OpenCV gets to try
         return
     if w * h > MAX_PIXELS:
-        raise ImageReadError(path, f"refused: {w}×{h} pixels exceeds the {MAX_PIXELS:,}-pixel limit "
+        raise ImageReadError(name, f"refused: {w}×{h} pixels exceeds the {MAX_PIXELS:,}-pixel limit "
                                    "(decompression bomb?)")
 
 
-def read_gray(path: str | Path, color: bool = False) -> np.ndarray:
-    """Decode one image file to a 2-D grayscale uint8 array (``color``: (H, W, 3) RGB), or raise
-    ``ImageReadError``.
+def decode_image(data: bytes, name: str | Path = "<upload>", color: bool = False) -> np.ndarray:
+    """Decode the bytes of one image file to a 2-D grayscale uint8 array (``color``: (H, W, 3) RGB), or raise
+    ``ImageReadError`` naming ``name``. The one decoder behind files, app uploads and API requests.
 
     JPEG/PNG/BMP/TIFF of any bit depth and channel count (alpha dropped, EXIF orientation applied) and
-    DICOM (modality and VOI LUT, MONOCHROME1 inverted). Images deeper than 8 bit are min-max scaled.
+    DICOM (see ``_dicom_to_gray``). Images deeper than 8 bit are min-max scaled to 0..255.
     Truncated JPEGs (no end-of-image marker) are refused rather than half-decoded, and so are headers
     claiming more than ``MAX_PIXELS`` pixels.
     """
-    path = Path(path)
-    if path.suffix.lower() == ".dcm":
-        arr = _dicom_to_gray(path)
-        if color:
-            arr = np.repeat(arr[..., None], 3, axis=-1) if arr.dtype == np.uint8 else arr
+    if len(data) == 0:
+        raise ImageReadError(name, "empty file")
+    if is_dicom(data, str(name)):
+        arr = _dicom_to_gray(data, name)
     else:
-        buf = np.fromfile(path, np.uint8)       # np.fromfile copes with non-ASCII names, cv2.imread does not
-        if buf.size == 0:
-            raise ImageReadError(path, "empty file")
+        buf = np.frombuffer(data, np.uint8)
         if buf[:2].tobytes() == b"\xff\xd8" and b"\xff\xd9" not in buf[-4096:].tobytes():
-            raise ImageReadError(path, "truncated JPEG (no end-of-image marker)")
-        _check_header_size(path)
+            raise ImageReadError(name, "truncated JPEG (no end-of-image marker)")
+        _check_header_size(data, name)
         arr = cv2.imdecode(buf, (cv2.IMREAD_COLOR if color else cv2.IMREAD_GRAYSCALE) | cv2.IMREAD_ANYDEPTH)
         if arr is None:
-            raise ImageReadError(path, "not a decodable image")
+            raise ImageReadError(name, "not a decodable image (PNG, JPEG, BMP, TIFF or DICOM expected)")
         if color:
             arr = cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
     if arr.dtype != np.uint8:
@@ -431,11 +441,21 @@ def read_gray(path: str | Path, color: bool = False) -> np.ndarray:
     return arr
 
 
+def read_gray(path: str | Path, color: bool = False) -> np.ndarray:
+    """``decode_image`` of a file on disk (np.fromfile copes with non-ASCII names, cv2.imread does not)."""
+    path = Path(path)
+    return decode_image(np.fromfile(path, np.uint8).tobytes(), path, color)
+
+
+def fit_size(img: np.ndarray, size: int) -> np.ndarray:
+    """Squash a decoded image to (size, size), area-averaging when shrinking."""
+    interp = cv2.INTER_AREA if min(img.shape[:2]) >= size else cv2.INTER_LINEAR
+    return cv2.resize(img, (size, size), interpolation=interp)
+
+
 def load_image(path: str | Path, size: int, color: bool = False) -> np.ndarray:
     """Decode and squash one image to (size, size) uint8, or (size, size, 3) RGB with ``color``."""
-    img = read_gray(path, color)
-    interp = cv2.INTER_AREA if min(img.shape) >= size else cv2.INTER_LINEAR
-    return cv2.resize(img, (size, size), interpolation=interp)
+    return fit_size(read_gray(path, color), size)
 
 
 @dataclass
