@@ -45,3 +45,36 @@ def test_smoothgrad_without_noise_is_the_plain_gradient_and_is_seeded():
     a = SmoothGrad(model, n=4, seed=7)(x, 1)
     np.testing.assert_array_equal(a, SmoothGrad(model, n=4, seed=7)(x, 1))
     assert a.shape == (2, 8, 8) and a.min() >= 0 and a.max() == pytest.approx(1.0)
+
+
+def _left_square_model(size=32):
+    """P(class 1) grows with the bright pixels of the image's left half only: Cropping2D keeps columns
+    < size/2, then ReLU(x − 0.6) → GAP → Dense. The right half cannot change the output."""
+    import keras
+    from keras import layers
+    inp = keras.Input((size, size, 3))
+    x = layers.Cropping2D(((0, 0), (0, size // 2)))(inp)
+    x = layers.GlobalAveragePooling2D()(layers.ReLU(threshold=0.0)(x - 0.6))
+    out = layers.Dense(2, activation="softmax")(x)
+    model = keras.Model(inp, out)
+    model.layers[-1].set_weights([np.array([[-40.0, 40.0]] * 3, "float32"), np.array([2.0, -2.0], "float32")])
+    return model
+
+
+def _two_squares(size=32):
+    img = np.zeros((size, size, 3), np.float32)
+    img[8:18, 3:13] = 1.0                   # seen by the model
+    img[8:18, 19:29] = 1.0                  # invisible to it
+    return img
+
+
+@pytest.mark.parametrize("method", ["lime", "shap"])
+def test_superpixel_explainers_find_the_square_the_model_sees_and_ignore_the_other(method):
+    pytest.importorskip(method)
+    from xai_cxr.attribution import ATTRIBUTION_METHODS
+    model, img = _left_square_model(), _two_squares()
+    assert model.predict(img[None], verbose=0)[0, 1] > 0.9
+    heat = ATTRIBUTION_METHODS[method](model, n_samples=200, n_segments=12)(img[None], targets=1)[0]
+    seen, unseen = heat[8:18, 3:13], heat[8:18, 19:29]
+    assert heat.max() == pytest.approx(1.0, abs=1e-3) and seen.mean() > 0.3
+    assert unseen.max() < 0.05 * seen.max()

@@ -30,10 +30,12 @@ def test_short_train_on_phantoms_writes_weights_metrics_and_figure(trained):
     out, result = trained
     for f in ("weights/model.weights.h5", "weights/model_config.json", "weights/history.json",
               "weights/training_curves.png", "results/metrics.json", "results/sample_results.png",
-              "results/confusion_matrix.png", "results/roc_curve.png"):
+              "results/confusion_matrix.png", "results/roc_curve.png", "results/reliability.png",
+              "weights/calibration.json"):
         assert (out / f).is_file(), f
     metrics = json.loads((out / "results/metrics.json").read_text())
     assert metrics["n_images"] == 12 and metrics["backbone"] == "cxr-small"
+    assert 0.05 <= metrics["calibration"]["temperature"] <= 20 and "optimistic" in metrics["calibration"]["note"]
     assert sum(map(sum, metrics["confusion_matrix"])) == 12
     assert 0 <= metrics["accuracy"] <= 1 and "optimistic" in metrics["validation_note"]
     assert 0 <= metrics["gradcam_pointing_game"]["hit_rate"] <= 1

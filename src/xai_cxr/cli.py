@@ -1,4 +1,5 @@
-"""Command line: ``xai-cxr demo | train | evaluate | explain | phantoms``.
+"""Command line: ``xai-cxr demo | train | compare | evaluate | explain | audit | segment | report | serve | app |
+phantoms``.
 
 The CLI builds the config dataclasses from flags and calls the package; choices come from the registries.
 """
@@ -252,6 +253,39 @@ def cmd_segment(args):
     print(f"segmentation → {out}/segmentation.json, segmentation.png")
 
 
+def cmd_report(args):
+    from .data import ImageReadError
+    from .inference import load_predictor
+    from .report import write_report
+    predictor = load_predictor(args.weights_dir, allow_phantom=args.phantom)
+    path = Path(args.image)
+    try:
+        gray = predictor.load(path.read_bytes(), path)
+    except ImageReadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    pred = predictor.predict(gray[None], mc=args.mc_passes > 1)[0]
+    heats = {m: predictor.explain(gray[None], m)[0] for m in args.methods}
+    out = write_report(args.out, gray, heats, pred, predictor, path.name, args.top_fraction)
+    print(f"{path.name}: {pred.label} ({pred.confidence:.1%}, MC sd {pred.uncertainty:.3f}) → {out}")
+
+
+def cmd_serve(args):
+    from .serve import serve
+    serve(args.weights_dir, host=args.host, port=args.port, max_batch=args.max_batch,
+          max_wait_ms=args.max_wait_ms, allow_phantom=args.phantom)
+
+
+def cmd_app(args):
+    import subprocess
+    app = Path(__file__).with_name("app.py")
+    cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port),
+           "--server.headless", "true", "--browser.gatherUsageStats", "false",
+           "--server.maxUploadSize", "20", "--", "--weights-dir", args.weights_dir]
+    print("starting", " ".join(cmd))
+    sys.exit(subprocess.call(cmd))
+
+
 def cmd_phantoms(args):
     from .phantom import PhantomConfig, write_phantom_dataset
     cfg = PhantomConfig(image_size=args.image_size, n_train=args.n_train, n_test=args.n_test,
@@ -310,6 +344,27 @@ def build_parser() -> argparse.ArgumentParser:
     sg.add_argument("--out", default="sample_results/segmentation")
     _add_common(sg, data=False)
     sg.set_defaults(func=cmd_segment)
+    from .inference import EXPLAINERS
+    r = sub.add_parser("report", help="HTML or PDF report of one image: prediction, confidence, uncertainty, overlays")
+    r.add_argument("image")
+    r.add_argument("--out", default="sample_results/report.html", help="*.html or *.pdf")
+    r.add_argument("--methods", nargs="+", choices=EXPLAINERS, default=["gradcam"])
+    r.add_argument("--mc-passes", type=int, default=20, help="MC-dropout passes for the uncertainty (1 = off)")
+    r.add_argument("--phantom", action="store_true", help="use the phantom model when WEIGHTS_DIR has no weights")
+    _add_common(r, data=False)
+    r.set_defaults(func=cmd_report)
+    sv = sub.add_parser("serve", help="HTTP API: /predict, /explain, /health (FastAPI + uvicorn)")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--max-batch", type=int, default=16, help="requests batched onto one forward pass")
+    sv.add_argument("--max-wait-ms", type=float, default=10.0, help="how long a batch waits to fill")
+    sv.add_argument("--phantom", action="store_true", help="serve the phantom model when WEIGHTS_DIR has no weights")
+    sv.add_argument("--weights-dir", default="saved_weights")
+    sv.set_defaults(func=cmd_serve, device="auto")
+    ap = sub.add_parser("app", help="the Streamlit app (upload → prediction, confidence, overlays, report)")
+    ap.add_argument("--port", type=int, default=8501)
+    ap.add_argument("--weights-dir", default="saved_weights")
+    ap.set_defaults(func=cmd_app, device="auto")
     g = sub.add_parser("phantoms", help="write a synthetic phantom data set with lesion masks")
     g.add_argument("--out", default="phantoms/chest_xray")
     g.add_argument("--image-size", type=int, default=128)

@@ -116,6 +116,17 @@ def evaluate_predictions(y_true, proba, class_names=("NORMAL", "PNEUMONIA"), thr
 
 
 def format_metrics(m: dict) -> str:
+    text = _format_core(m)
+    cal = m.get("calibration")
+    if cal and "test_ece_before" in cal:
+        cov = "  ".join(f"{k} {v:.3f}" for k, v in cal["accuracy_at_coverage"].items())
+        text += (f"\ncalibration: temperature {cal['temperature']:.2f} (fitted on {cal['fitted_on']}), "
+                 f"test ECE {cal['test_ece_before']:.3f} → {cal['test_ece_after']:.3f}"
+                 f"\naccuracy at coverage (least confident referred): {cov}")
+    return text
+
+
+def _format_core(m: dict) -> str:
     if m.get("task") == "multilabel":
         import pandas as pd
         table = pd.DataFrame(m["per_label"]).T

@@ -338,6 +338,28 @@ def evaluate_on_test(model, test: ImageSet, data_cfg: DataConfig, skipped=()):
     return metrics, proba
 
 
+def calibrate(model, prep: Prepared, data_cfg: DataConfig, test_proba, weights_dir: Path, results_dir: Path) -> dict:
+    """Fit the temperature on the validation split, save it beside the weights (the app, API and report
+    use it), draw the reliability diagram and return the calibration summary for metrics.json."""
+    from .calibration import apply_temperature, calibration_report, plot_reliability, save_temperature
+    from .evaluate import predict_proba
+    spec = BACKBONES[backbone_of(model)]
+    multilabel = data_cfg.task == "multilabel"
+    val_proba = predict_proba(model, make_dataset(prep.val.images, None, spec.preprocess,
+                                                  batch_size=data_cfg.batch_size))
+    rep = calibration_report(prep.val.labels, val_proba, prep.test.labels, test_proba, multilabel)
+    rep["fitted_on"] = f"validation ({data_cfg.validation})"
+    if data_cfg.validation == "test":
+        rep["note"] = ("the validation data is the test split here, so the test ECE after scaling is optimistic; "
+                       "--validation holdout:0.1 fits the temperature on held-out training images")
+    save_temperature(weights_dir, rep["temperature"], fitted_on=rep["fitted_on"])
+    if not multilabel:
+        save_figure(plot_reliability(prep.test.labels, test_proba,
+                                     apply_temperature(test_proba, rep["temperature"])),
+                    results_dir / "reliability.png")
+    return rep
+
+
 def sample_figure(model, test: ImageSet, data_cfg: DataConfig, cam_cfg: CamConfig, target_layer: str):
     """The sample_results.png grid: balanced test images with true/predicted label, confidence, overlay."""
     from .overlay import gallery, sample_grid
@@ -439,6 +461,7 @@ def run(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, ca
     metrics, proba = evaluate_on_test(model, prep.test, data_cfg, prep.skipped)
     metrics.update(backbone=model_cfg.backbone, weights=model_cfg.weights, image_size=data_cfg.image_size,
                    validation=data_cfg.validation, validation_note=prep.validation_note)
+    metrics["calibration"] = calibrate(model, prep, data_cfg, proba, weights_dir, results_dir)
     grid_path = save_figure(sample_figure(model, prep.test, data_cfg, cam_cfg, target_layer),
                             results_dir / "sample_results.png")
     pg = None if data_cfg.task == "multilabel" else lesion_pointing_game(model, prep.test, data_cfg, cam_cfg, target_layer)
@@ -459,6 +482,6 @@ def run(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, ca
             print(f"  {p}: {r}")
     print(f"\nweights      {weights_dir / 'model.weights.h5'}\nhistory      {weights_dir / 'history.json'}"
           f"\ncurves       {weights_dir / 'training_curves.png'}\nmetrics      {results_dir / 'metrics.json'}"
-          f"\nfigures      {results_dir / 'confusion_matrix.png'}, {results_dir / 'roc_curve.png'}"
+          f"\nfigures      {results_dir / 'confusion_matrix.png'}, {results_dir / 'roc_curve.png'}, {results_dir / 'reliability.png'}"
           f"\nGrad-CAM     {grid_path}\ntotal time   {metrics['wall_time_s']:.0f} s")
     return {"model": model, "card": card, "metrics": metrics, "history": history, "prepared": prep}

@@ -1,0 +1,167 @@
+"""One trained model ready for single images: decode (PNG/JPEG/DICOM bytes), calibrated probabilities,
+MC-dropout uncertainty and explanation maps. The app, the HTTP API and the report all go through it."""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from .data import decode_image, fit_size
+
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024        # the largest Kermany JPEG is ~3 MB; a 16-bit 3k×3k DICOM ~18 MB
+EXPLAINERS = ("gradcam", "gradcam++", "hirescam", "layercam", "eigencam", "scorecam",
+              "integrated_gradients", "smoothgrad", "lime", "shap")
+
+
+def weights_sha256(path: str | Path) -> str:
+    """SHA-256 of the weights file: the model's identity in reports and API answers."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class Prediction:
+    """What one image gets: calibrated class probabilities, the predicted label and its uncertainty."""
+    probabilities: dict[str, float]
+    label: str
+    confidence: float                   # calibrated probability of ``label``
+    uncertainty: float                  # MC-dropout standard deviation of that probability (0 without dropout)
+    entropy: float                      # predictive entropy of the MC mean, nats
+    referred: bool = False              # uncertainty above the referral threshold: a reader should look
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Predictor:
+    model: object
+    card: object                        # models.ModelCard
+    temperature: float = 1.0
+    weights_id: str = "untrained"
+    source: str = ""                    # where the weights came from, shown on the page / in the report
+    mc_passes: int = 20
+    refer_above: float = 0.15           # MC std of the predicted-class probability that triggers "refer"
+    _mc: object = field(default=None, repr=False)
+    _cams: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_weights_dir(cls, folder: str | Path, **kw) -> "Predictor":
+        """Load ``model_config.json`` + ``model.weights.h5`` (weights only, no pickle) and the fitted
+        temperature; raises FileNotFoundError / ValueError with the fix when they are missing or do not fit."""
+        from .calibration import load_temperature
+        from .models import load_trained_model
+        model, card = load_trained_model(folder)
+        wid = weights_sha256(Path(folder) / "model.weights.h5")
+        return cls(model, card, load_temperature(folder), wid, source=str(folder), **kw)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(self.card.class_names)
+
+    @property
+    def positive_index(self) -> int:
+        return self.class_names.index("PNEUMONIA") if "PNEUMONIA" in self.class_names else len(self.class_names) - 1
+
+    def load(self, data: bytes, name: str = "<upload>") -> np.ndarray:
+        """Bytes of one PNG/JPEG/DICOM → (S, S) uint8 at the model's input size (ImageReadError if bad)."""
+        if len(data) > MAX_UPLOAD_BYTES:
+            from .data import ImageReadError
+            raise ImageReadError(name, f"refused: {len(data) / 1e6:.1f} MB exceeds the "
+                                       f"{MAX_UPLOAD_BYTES / 1e6:.0f} MB upload limit")
+        return fit_size(decode_image(data, name, self.card.color), self.card.image_size)
+
+    def _inputs(self, grays: np.ndarray):
+        from .data import to_model_input
+        from .models import BACKBONES
+        return to_model_input(np.asarray(grays), BACKBONES[self.card.backbone].preprocess).numpy()
+
+    def predict(self, grays: np.ndarray, mc: bool = True) -> list[Prediction]:
+        """Calibrated predictions for a batch of (S, S) uint8 images; ``mc`` adds MC-dropout uncertainty."""
+        from .calibration import apply_temperature
+        from .uncertainty import mc_dropout_model, mc_predict
+        x = self._inputs(grays)
+        multilabel = self.card.task == "multilabel"
+        proba = apply_temperature(self.model.predict(x, verbose=0), self.temperature, multilabel)
+        std = np.zeros_like(proba)
+        entropy = np.zeros(len(x), np.float32)
+        if mc and self.mc_passes > 1:
+            if self._mc is None:
+                self._mc = mc_dropout_model(self.model) or False
+            if self._mc:
+                r = mc_predict(self._mc, x, self.mc_passes, multilabel=multilabel)
+                mean = apply_temperature(r["mean"], self.temperature, multilabel)
+                std, entropy = r["std"], -(np.clip(mean, 1e-7, 1) * np.log(np.clip(mean, 1e-7, 1))).sum(1)
+        out = []
+        for p, s, e in zip(proba, std, entropy):
+            k = int(p.argmax())
+            out.append(Prediction({n: float(v) for n, v in zip(self.class_names, p)}, self.class_names[k],
+                                  float(p[k]), float(s[k]), float(e), bool(s[k] > self.refer_above)))
+        return out
+
+    def explainer(self, method: str):
+        """The (cached) explainer object of ``method`` for this model."""
+        if method not in self._cams:
+            from .cam import CAM_METHODS, cam_for
+            if method in CAM_METHODS:
+                self._cams[method] = cam_for(self.model, self.card.target_layer, method)
+            else:
+                from .attribution import ATTRIBUTION_METHODS
+                if method not in ATTRIBUTION_METHODS:
+                    raise ValueError(f"unknown explainer {method!r}; choose from "
+                                     f"{sorted(set(CAM_METHODS) | set(ATTRIBUTION_METHODS))}")
+                self._cams[method] = ATTRIBUTION_METHODS[method](self.model, self.card.target_layer)
+        return self._cams[method]
+
+    def explain(self, grays: np.ndarray, method: str = "gradcam", targets=None) -> np.ndarray:
+        """Maps (B, S, S) in [0, 1] of ``method`` for the predicted class (or ``targets``)."""
+        x = self._inputs(grays)
+        if targets is None:
+            targets = self.model.predict(x, verbose=0).argmax(1)
+        return np.asarray(self.explainer(method)(x, targets=targets), np.float32)
+
+
+def overlay_png(gray: np.ndarray, heat: np.ndarray, fraction: float = 0.05) -> bytes:
+    """PNG bytes of the red top-``fraction`` overlay of ``heat`` on ``gray``."""
+    import cv2
+    from .overlay import red_overlay
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(red_overlay(gray, heat, fraction), cv2.COLOR_RGB2BGR))
+    assert ok
+    return buf.tobytes()
+
+
+def phantom_predictor(folder: str | Path | None = None, seed: int = 42) -> Predictor:
+    """A small cxr-small model trained on synthetic phantoms (64 px, a minute on a CPU), cached in
+    ``folder`` (default ``$XAI_CXR_CACHE`` or ``~/.cache/xai_cxr``)/phantom_model: what the app and the API
+    serve when no trained weights exist, so that they work offline, clearly labelled as a phantom model."""
+    from .config import CamConfig, DataConfig, ModelConfig, TrainConfig
+    from .phantom import PhantomConfig, write_phantom_dataset
+    base = Path(folder or os.environ.get("XAI_CXR_CACHE", Path.home() / ".cache" / "xai_cxr"))
+    weights = base / "phantom_model" / "weights"
+    if not (weights / "model.weights.h5").is_file():
+        from .pipeline import run
+        root = write_phantom_dataset(base / "phantom_model" / "data" / "chest_xray",
+                                     PhantomConfig(image_size=64, n_train=120, n_test=30, seed=seed))
+        data = DataConfig(root=str(root), image_size=64, batch_size=16, seed=seed)
+        train = replace(TrainConfig(seed=seed).with_epochs(6, 2), verbose=0)
+        run(data, ModelConfig(backbone="cxr-small", weights="none"), train, CamConfig(n_samples=4),
+            weights, base / "phantom_model" / "results")
+    p = Predictor.from_weights_dir(weights)
+    p.source = f"phantom model (synthetic images, not for real X-rays): {weights}"
+    return p
+
+
+def load_predictor(weights_dir: str | Path | None = "saved_weights", allow_phantom: bool = True) -> Predictor:
+    """The trained model in ``weights_dir``, or — when there is none and ``allow_phantom`` — the phantom model."""
+    if weights_dir and (Path(weights_dir) / "model.weights.h5").is_file():
+        return Predictor.from_weights_dir(weights_dir)
+    if not allow_phantom:
+        raise FileNotFoundError(f"{Path(weights_dir or 'saved_weights') / 'model.weights.h5'} not found: "
+                                "train first (`xai-cxr train` or `xai-cxr demo`)")
+    return phantom_predictor()
