@@ -136,7 +136,8 @@ def overlay_png(gray: np.ndarray, heat: np.ndarray, fraction: float = 0.05) -> b
     return buf.tobytes()
 
 
-def phantom_predictor(folder: str | Path | None = None, seed: int = 42) -> Predictor:
+def phantom_predictor(folder: str | Path | None = None, seed: int = 42, n_train: int = 120,
+                      epochs: tuple[int, int] = (6, 2)) -> Predictor:
     """A small cxr-small model trained on synthetic phantoms (64 px, a minute on a CPU), cached in
     ``folder`` (default ``$XAI_CXR_CACHE`` or ``~/.cache/xai_cxr``)/phantom_model: what the app and the API
     serve when no trained weights exist, so that they work offline, clearly labelled as a phantom model."""
@@ -147,9 +148,9 @@ def phantom_predictor(folder: str | Path | None = None, seed: int = 42) -> Predi
     if not (weights / "model.weights.h5").is_file():
         from .pipeline import run
         root = write_phantom_dataset(base / "phantom_model" / "data" / "chest_xray",
-                                     PhantomConfig(image_size=64, n_train=120, n_test=30, seed=seed))
+                                     PhantomConfig(image_size=64, n_train=n_train, n_test=max(4, n_train // 4), seed=seed))
         data = DataConfig(root=str(root), image_size=64, batch_size=16, seed=seed)
-        train = replace(TrainConfig(seed=seed).with_epochs(6, 2), verbose=0)
+        train = replace(TrainConfig(seed=seed).with_epochs(*epochs), verbose=0)
         run(data, ModelConfig(backbone="cxr-small", weights="none"), train, CamConfig(n_samples=4),
             weights, base / "phantom_model" / "results")
     p = Predictor.from_weights_dir(weights)

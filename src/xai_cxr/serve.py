@@ -1,0 +1,147 @@
+"""HTTP inference API (FastAPI): ``POST /predict``, ``POST /explain``, ``GET /health``.
+
+Concurrent requests are queued and run as one batch on the model (up to ``max_batch`` images, waiting at most
+``max_wait_ms`` for a batch to fill), in one worker thread so the model is never called concurrently.
+Uploads above ``MAX_UPLOAD_BYTES`` are refused with 413 before they are read; undecodable files, DICOMs without
+pixels and decompression bombs with 422 and the reason; the service keeps serving."""
+
+import asyncio
+import base64
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import numpy as np
+
+from .inference import MAX_UPLOAD_BYTES, EXPLAINERS, Predictor, overlay_png
+
+
+@dataclass
+class Job:
+    gray: np.ndarray
+    method: str | None          # None: predict only
+    fraction: float = 0.05
+
+
+class Batcher:
+    """Collects jobs from concurrent requests and runs them through ``run_batch`` together."""
+
+    def __init__(self, predictor: Predictor, max_batch: int = 16, max_wait_ms: float = 10.0):
+        self.predictor, self.max_batch, self.max_wait = predictor, max_batch, max_wait_ms / 1000
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="model")
+        self.batches: list[int] = []            # sizes of the batches run, for /health and the load test
+
+    async def submit(self, job: Job):
+        fut = asyncio.get_running_loop().create_future()
+        await self.queue.put((job, fut))
+        return await fut
+
+    async def loop(self):
+        loop = asyncio.get_running_loop()
+        while True:
+            items = [await self.queue.get()]
+            deadline = loop.time() + self.max_wait
+            while len(items) < self.max_batch:
+                timeout = deadline - loop.time()
+                if timeout <= 0:
+                    break
+                try:
+                    items.append(await asyncio.wait_for(self.queue.get(), timeout))
+                except asyncio.TimeoutError:
+                    break
+            self.batches.append(len(items))
+            try:
+                results = await loop.run_in_executor(self.pool, self.run_batch, [j for j, _ in items])
+                for (_, fut), r in zip(items, results):
+                    if not fut.done():
+                        fut.set_result(r)
+            except Exception as exc:        # one bad batch fails its requests, not the service
+                for _, fut in items:
+                    if not fut.done():
+                        fut.set_exception(exc)
+
+    def run_batch(self, jobs: list[Job]) -> list[dict]:
+        grays = np.stack([j.gray for j in jobs])
+        preds = self.predictor.predict(grays)
+        out = [p.as_dict() for p in preds]
+        for method in {j.method for j in jobs if j.method}:
+            idx = [i for i, j in enumerate(jobs) if j.method == method]
+            targets = [self.predictor.class_names.index(preds[i].label) for i in idx]
+            heats = self.predictor.explain(grays[idx], method, targets=np.array(targets))
+            for i, h in zip(idx, heats):
+                out[i]["method"] = method
+                out[i]["overlay_png_base64"] = base64.b64encode(overlay_png(grays[i], h, jobs[i].fraction)).decode()
+        return out
+
+
+def create_app(predictor: Predictor, max_batch: int = 16, max_wait_ms: float = 10.0,
+               max_bytes: int = MAX_UPLOAD_BYTES):
+    """The FastAPI application around one loaded ``predictor``."""
+    from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
+    from fastapi.responses import JSONResponse
+    from .data import ImageReadError
+
+    batcher = Batcher(predictor, max_batch, max_wait_ms)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        task = asyncio.create_task(batcher.loop())
+        yield
+        task.cancel()
+        batcher.pool.shutdown(wait=False)
+
+    app = FastAPI(title="xai-cxr", version="0.1.0", lifespan=lifespan,
+                  description="Research use only, not a diagnosis. Chest X-ray classification with calibrated "
+                              "confidence, MC-dropout uncertainty and Grad-CAM overlays.")
+    app.state.batcher = batcher
+
+    @app.middleware("http")
+    async def limit_size(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length is not None and int(length) > max_bytes + 64 * 1024:      # multipart framing allowance
+            return JSONResponse({"detail": f"request body {int(length) / 1e6:.1f} MB exceeds the "
+                                           f"{max_bytes / 1e6:.0f} MB limit"}, status_code=413)
+        return await call_next(request)
+
+    async def _gray(file: UploadFile) -> np.ndarray:
+        data = await file.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise HTTPException(413, f"{file.filename}: larger than the {max_bytes / 1e6:.0f} MB limit")
+        try:
+            return predictor.load(data, file.filename or "<upload>")
+        except ImageReadError as exc:
+            raise HTTPException(422, str(exc)) from exc
+
+    @app.get("/health")
+    def health():
+        card = predictor.card
+        return {"status": "ok", "backbone": card.backbone, "image_size": card.image_size,
+                "classes": list(card.class_names), "weights_sha256": predictor.weights_id,
+                "source": predictor.source, "temperature": predictor.temperature,
+                "requests_batched": sum(batcher.batches), "batches": len(batcher.batches),
+                "disclaimer": "research use only, not a diagnosis"}
+
+    @app.post("/predict")
+    async def predict(file: UploadFile = File(...)):
+        result = await batcher.submit(Job(await _gray(file), None))
+        return {"file": file.filename, **result}
+
+    @app.post("/explain")
+    async def explain(file: UploadFile = File(...), method: str = Query("gradcam"),
+                      fraction: float = Query(0.05, gt=0, le=1)):
+        if method not in EXPLAINERS:
+            raise HTTPException(422, f"unknown method {method!r}; choose from {list(EXPLAINERS)}")
+        result = await batcher.submit(Job(await _gray(file), method, fraction))
+        return {"file": file.filename, **result}
+
+    return app
+
+
+def serve(weights_dir="saved_weights", host: str = "127.0.0.1", port: int = 8000, max_batch: int = 16,
+          max_wait_ms: float = 10.0, allow_phantom: bool = False) -> None:
+    import uvicorn
+    from .inference import load_predictor
+    predictor = load_predictor(weights_dir, allow_phantom)
+    print(f"serving {predictor.card.backbone} ({predictor.source}) on http://{host}:{port}  — docs at /docs")
+    uvicorn.run(create_app(predictor, max_batch, max_wait_ms), host=host, port=port, log_level="warning")

@@ -1,0 +1,99 @@
+"""The HTTP API over a real socket: uvicorn on localhost, httpx as the client."""
+import base64
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+httpx = pytest.importorskip("httpx")
+
+from conftest import write_dicom  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def api(phantom_weights):
+    import uvicorn
+    from xai_cxr.inference import Predictor
+    from xai_cxr.serve import create_app
+    predictor = Predictor.from_weights_dir(phantom_weights, mc_passes=5)
+    app = create_app(predictor, max_batch=8, max_wait_ms=50, max_bytes=2_000_000)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(100):
+        if server.started:
+            break
+        time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}", predictor, app
+    server.should_exit = True
+    thread.join(10)
+
+
+def _png(img):
+    return cv2.imencode(".png", img)[1].tobytes()
+
+
+def _xray(seed=0, size=64):
+    from xai_cxr.phantom import make_phantom
+    return make_phantom(np.random.default_rng(seed), size, n_lesions=1)[0]
+
+
+def test_predict_over_http_matches_the_predictor_in_process(api):
+    url, predictor, _ = api
+    img = _xray()
+    r = httpx.post(f"{url}/predict", files={"file": ("a.png", _png(img), "image/png")}, timeout=60)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    direct = predictor.predict(img[None], mc=False)[0]
+    assert body["label"] == direct.label
+    assert body["probabilities"] == pytest.approx(direct.probabilities, abs=1e-5)
+    assert sum(body["probabilities"].values()) == pytest.approx(1.0, abs=1e-5) and body["uncertainty"] >= 0
+
+
+def test_explain_returns_the_overlay_png_of_the_gradcam_map(api):
+    from xai_cxr.inference import overlay_png
+    url, predictor, _ = api
+    img = _xray(1)
+    r = httpx.post(f"{url}/explain", params={"method": "gradcam"},
+                   files={"file": ("b.png", _png(img), "image/png")}, timeout=60)
+    assert r.status_code == 200, r.text
+    png = base64.b64decode(r.json()["overlay_png_base64"])
+    target = predictor.class_names.index(r.json()["label"])
+    expected = overlay_png(img, predictor.explain(img[None], "gradcam", targets=[target])[0])
+    got, want = (cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR) for b in (png, expected))
+    assert got.shape == (64, 64, 3) and np.abs(got.astype(int) - want).max() <= 1
+
+
+def test_concurrent_requests_are_batched_and_none_is_lost(api):
+    url, _, app = api
+    before = len(app.state.batcher.batches)
+    imgs = [_png(_xray(s)) for s in range(16)]
+    with httpx.Client(timeout=60) as client, ThreadPoolExecutor(8) as pool:
+        rs = list(pool.map(lambda b: client.post(f"{url}/predict", files={"file": ("x.png", b, "image/png")}), imgs))
+    assert [r.status_code for r in rs] == [200] * 16
+    sizes = app.state.batcher.batches[before:]
+    assert sum(sizes) == 16 and max(sizes) > 1          # at least one forward pass served several requests
+
+
+def test_dicom_upload_is_accepted_and_bad_input_gets_a_clear_status(api, tmp_path):
+    url, _, _ = api
+    write_dicom(tmp_path / "x.dcm", (_xray(2).astype(np.uint16) * 16), PatientName="Doe^Jane")
+    ok = httpx.post(f"{url}/predict", files={"file": ("x.dcm", (tmp_path / "x.dcm").read_bytes())}, timeout=60)
+    assert ok.status_code == 200 and "Doe" not in ok.text
+    bad = httpx.post(f"{url}/predict", files={"file": ("notes.txt", b"hello", "text/plain")}, timeout=60)
+    assert bad.status_code == 422 and "notes.txt" in bad.json()["detail"]
+    big = httpx.post(f"{url}/predict", files={"file": ("big.png", b"\0" * 3_000_000)}, timeout=60)
+    assert big.status_code == 413
+    unknown = httpx.post(f"{url}/explain", params={"method": "magic"},
+                         files={"file": ("a.png", _png(_xray()), "image/png")}, timeout=60)
+    assert unknown.status_code == 422
+    health = httpx.get(f"{url}/health", timeout=10).json()       # still serving after the bad requests
+    assert health["status"] == "ok" and len(health["weights_sha256"]) == 64
