@@ -279,9 +279,10 @@ def cmd_serve(args):
 def cmd_app(args):
     import subprocess
     app = Path(__file__).with_name("app.py")
+    os.environ["XAI_CXR_WEIGHTS_DIR"] = str(Path(args.weights_dir).resolve())
     cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port),
-           "--server.headless", "true", "--browser.gatherUsageStats", "false",
-           "--server.maxUploadSize", "20", "--", "--weights-dir", args.weights_dir]
+           "--server.headless", "true", "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer",
+           "--server.maxUploadSize", "20"]
     print("starting", " ".join(cmd))
     sys.exit(subprocess.call(cmd))
 

@@ -1,0 +1,120 @@
+"""Streamlit app: upload chest X-rays (PNG, JPEG, DICOM) or pick a sample → prediction, calibrated confidence,
+MC-dropout uncertainty, Grad-CAM top-5% red overlay next to other explainers, downloads of overlay and report.
+
+Run with ``xai-cxr app`` (or ``streamlit run src/xai_cxr/app.py``). The weights folder comes from
+``XAI_CXR_WEIGHTS_DIR`` (default ``saved_weights``); without trained weights the phantom model is served and
+the page says so. Research use only."""
+import hashlib
+import os
+
+import numpy as np
+import streamlit as st
+
+from xai_cxr.data import ImageReadError
+from xai_cxr.inference import EXPLAINERS, load_predictor, overlay_png, phantom_predictor
+from xai_cxr.report import DISCLAIMER, render_html, report_fields
+
+FAST = [m for m in EXPLAINERS if m not in ("scorecam", "lime", "shap")]      # seconds on a CPU; the rest tens
+
+
+@st.cache_resource(show_spinner="Loading the model…")
+def get_predictor(weights_dir: str):
+    """(predictor, problem): the trained model once per process; the phantom model, and why, otherwise."""
+    try:
+        return load_predictor(weights_dir, allow_phantom=False), None
+    except FileNotFoundError:
+        return phantom_predictor(), (f"No trained weights in `{weights_dir}/`: this page runs the **phantom model**, "
+                                     "trained on synthetic images. Its outputs on real X-rays mean nothing. "
+                                     "Train with `xai-cxr demo` or `xai-cxr train`.")
+    except ValueError as exc:                    # weights of another architecture, a corrupt config…
+        return phantom_predictor(), f"Could not load `{weights_dir}/`: {exc}. Serving the phantom model instead."
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def explain_cached(_predictor, key: str, gray: np.ndarray, method: str, target: int) -> np.ndarray:
+    return _predictor.explain(gray[None], method, targets=[target])[0]
+
+
+def samples(size: int) -> dict[str, bytes]:
+    """Synthetic phantom X-rays (with and without a lesion) as PNG bytes, so the app works with no data."""
+    import cv2
+    from xai_cxr.phantom import make_phantom
+    out = {}
+    for seed, lesions in ((1, 0), (2, 1), (3, 2)):
+        img = make_phantom(np.random.default_rng(seed), size, n_lesions=lesions)[0]
+        out[f"phantom_{'normal' if not lesions else f'{lesions}_lesion'}_{seed}.png"] = \
+            cv2.imencode(".png", img)[1].tobytes()
+    return out
+
+
+def show(predictor, name: str, data: bytes, methods, fraction: float, threshold: float):
+    try:
+        gray = predictor.load(data, name)
+    except ImageReadError as exc:
+        st.error(f"**{name}** could not be read: {exc.reason}. Upload a PNG, JPEG or DICOM chest X-ray.")
+        return
+    pred = predictor.predict(gray[None])[0]
+    names = predictor.class_names
+    if len(names) == 2:                                    # the decision threshold applies to the positive class
+        p_pos = pred.probabilities[names[predictor.positive_index]]
+        pred.label = names[predictor.positive_index] if p_pos >= threshold else names[1 - predictor.positive_index]
+        pred.confidence = pred.probabilities[pred.label]
+    target = names.index(pred.label)
+    key = hashlib.sha256(data).hexdigest()
+    heats = {m: explain_cached(predictor, key, gray, m, target) for m in methods}
+
+    st.subheader(name)
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Prediction", pred.label)
+    c2.metric("Calibrated confidence", f"{pred.confidence:.1%}")
+    c3.metric("Uncertainty (MC-dropout sd)", f"{pred.uncertainty:.3f}",
+              delta="refer to a reader" if pred.referred else None, delta_color="inverse")
+    st.caption(f"Probabilities: {', '.join(f'{k} {v:.1%}' for k, v in pred.probabilities.items())} · "
+               f"decision threshold {threshold:.2f} · red = top {fraction:.0%} of each map")
+    cols = st.columns(len(heats) + 1)
+    cols[0].image(gray, caption="input", clamp=True, width=280)
+    for col, (m, h) in zip(cols[1:], heats.items()):
+        col.image(overlay_png(gray, h, fraction), caption=m, width=280)
+    first = next(iter(heats))
+    from xai_cxr.overlay import red_overlay
+    html = render_html(gray, {m: red_overlay(gray, h, fraction) for m, h in heats.items()},
+                       report_fields(pred, predictor, name))
+    d1, d2 = st.columns(2)
+    stem = os.path.splitext(os.path.basename(name))[0]
+    d1.download_button("Download overlay PNG", overlay_png(gray, heats[first], fraction),
+                       file_name=f"{stem}_{first}.png", mime="image/png", key=f"png-{key}")
+    d2.download_button("Download report (HTML)", html, file_name=f"{stem}_report.html", mime="text/html",
+                       key=f"html-{key}")
+
+
+def main():
+    st.set_page_config(page_title="xai-cxr", layout="wide")
+    st.title("Explainable pneumonia detection on chest X-rays")
+    st.warning(DISCLAIMER)
+    predictor, problem = get_predictor(os.environ.get("XAI_CXR_WEIGHTS_DIR", "saved_weights"))
+    if problem:
+        st.info(problem)
+    card = predictor.card
+    st.caption(f"Model: {card.backbone} at {card.image_size}px · classes {', '.join(card.class_names)} · "
+               f"weights sha256 {predictor.weights_id[:16]}… · temperature {predictor.temperature:.2f}")
+
+    with st.sidebar:
+        methods = st.multiselect("Explanations", EXPLAINERS, default=["gradcam"],
+                                 help=f"fast: {', '.join(FAST)}; Score-CAM, LIME and SHAP take longer")
+        fraction = st.slider("Share of heat painted red", 0.01, 0.30, 0.05, 0.01, key="fraction")
+        threshold = st.slider("Decision threshold (positive class)", 0.05, 0.95, float(card.threshold), 0.01,
+                              key="threshold")
+    uploads = st.file_uploader("Chest X-rays (PNG, JPEG or DICOM)", type=["png", "jpg", "jpeg", "dcm"],
+                               accept_multiple_files=True, key="uploads")
+    sample_set = samples(card.image_size)
+    sample = st.selectbox("…or pick a synthetic sample", ["(none)", *sample_set], key="sample")
+    files = [(u.name, u.getvalue()) for u in uploads or []]
+    if sample != "(none)":
+        files.append((sample, sample_set[sample]))
+    if not files:
+        st.write("Upload one or more images, or pick a sample, to see the prediction and its explanation.")
+    for name, data in files:
+        show(predictor, name, data, methods or ["gradcam"], fraction, threshold)
+
+
+main()
