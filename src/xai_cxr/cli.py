@@ -68,6 +68,9 @@ def _add_common(p, data=True):
                             "memory-mapped), reused by later runs; default: memory only")
         p.add_argument("--no-feature-cache", action="store_true",
                        help="run the frozen backbone on every step instead of caching its features once")
+        p.add_argument("--mlflow", action="store_true",
+                       help="log params, metrics, curves, weights and figures to MLflow (pip install 'xai-cxr[mlflow]')")
+        p.add_argument("--mlflow-store", default="mlruns", help="local MLflow store (default mlruns/)")
         p.add_argument("--resume", action="store_true",
                        help="continue a killed run from its last finished epoch (state in WEIGHTS_DIR/train_state)")
     p.add_argument("--cam", choices=list(CAM_METHODS), default="gradcam")
@@ -111,6 +114,10 @@ def _run(args, data, model, train, cam):
     """Train + evaluate + Grad-CAM figure; then, with --bbox-csv, Grad-CAM against the boxes."""
     from .pipeline import _write_json, bbox_localization, run
     result = run(data, model, train, cam, args.weights_dir, args.results_dir, args.resume)
+    if args.mlflow:
+        from .tracking import log_run
+        log_run({"data": data, "model": model, "train": train, "cam": cam}, result["metrics"], result["history"],
+                args.weights_dir, args.results_dir, args.mlflow_store)
     if args.bbox_csv:
         scores = bbox_localization(result["model"], result["prepared"].test, args.bbox_csv, data.class_names,
                                    result["card"].target_layer)
@@ -282,7 +289,7 @@ def cmd_app(args):
     os.environ["XAI_CXR_WEIGHTS_DIR"] = str(Path(args.weights_dir).resolve())
     cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port),
            "--server.headless", "true", "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer",
-           "--server.maxUploadSize", "20"]
+           "--server.maxUploadSize", "20", "--server.address", args.address]
     print("starting", " ".join(cmd))
     sys.exit(subprocess.call(cmd))
 
@@ -364,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.set_defaults(func=cmd_serve, device="auto")
     ap = sub.add_parser("app", help="the Streamlit app (upload → prediction, confidence, overlays, report)")
     ap.add_argument("--port", type=int, default=8501)
+    ap.add_argument("--address", default="localhost", help="0.0.0.0 to serve other machines (e.g. from Docker)")
     ap.add_argument("--weights-dir", default="saved_weights")
     ap.set_defaults(func=cmd_app, device="auto")
     g = sub.add_parser("phantoms", help="write a synthetic phantom data set with lesion masks")
