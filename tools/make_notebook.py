@@ -94,6 +94,25 @@ plot_history(history);"""),
 print(format_metrics(metrics))
 plot_confusion(metrics, data_cfg.class_names)
 plot_roc(prep.test.labels, proba[:, 1]);"""),
+    md("""**Calibrated confidence and uncertainty.** A probability of 0.9 should be right 9 times in 10. Temperature
+scaling divides the logits by one number T fitted on the validation data (the predicted class never changes);
+the reliability diagram shows accuracy per confidence bin before and after, and `calibration.json` beside the
+weights lets the app, the API and the report show calibrated confidences."""),
+    code("""from pathlib import Path
+from xai_cxr.calibration import apply_temperature, plot_reliability
+from xai_cxr.pipeline import calibrate
+cal = calibrate(model, prep, data_cfg, proba, Path("saved_weights"), Path("sample_results"))
+print({k: v for k, v in cal.items() if k != "note"})
+plot_reliability(prep.test.labels, proba, apply_temperature(proba, cal["temperature"]));"""),
+    md("""Monte-Carlo dropout keeps dropout on at inference (BatchNorm stays in inference mode) and reads the spread
+of 20 passes as uncertainty. Referring the least certain cases to a reader should raise the accuracy on the rest:"""),
+    code("""from xai_cxr.calibration import accuracy_at_coverage
+from xai_cxr.data import to_model_input
+from xai_cxr.uncertainty import mc_dropout_model, mc_predict
+mc = mc_predict(mc_dropout_model(model), to_model_input(prep.test.images, spec.preprocess).numpy(),
+                passes=5 if QUICK else 20)
+sd = mc["std"][np.arange(len(proba)), proba.argmax(1)]
+print("accuracy at coverage (most uncertain referred):", accuracy_at_coverage(prep.test.labels, proba.argmax(1), sd))"""),
     md("""## 6. Grad-CAM
 
 Grad-CAM weights each channel of the target layer by the spatial mean of the class logit's gradient and keeps
@@ -106,6 +125,29 @@ fig"""),
 positive test images whose hottest pixel lies inside the lesion mask."""),
     code("""pg = lesion_pointing_game(model, prep.test, data_cfg, cam_cfg, spec.target_layer)
 print(f"pointing game: {pg['hit_rate']:.1%} of {pg['n_images']} images" if pg else "no lesion masks in this data set")"""),
+    md("""**Other explainers, side by side.** Grad-CAM sees the image at the resolution of its target layer;
+Integrated Gradients and SmoothGrad attribute every pixel from input gradients; LIME (superpixels) and SHAP
+(Partition explainer over image regions) only query the model's outputs, at hundreds of forward passes per image.
+All of them are also available to the audit below and in the app."""),
+    code("""from xai_cxr.attribution import ATTRIBUTION_METHODS
+from xai_cxr.cam import CAM_METHODS
+from xai_cxr.overlay import red_overlay
+idx = np.flatnonzero(prep.test.labels == 1)[:2]
+x = to_model_input(prep.test.images[idx], spec.preprocess).numpy()
+n = 60 if QUICK else 300
+explainers = {"gradcam": CAM_METHODS["gradcam"](model, spec.target_layer),
+              **{m: ATTRIBUTION_METHODS[m](model) for m in ("integrated_gradients", "smoothgrad")},
+              **{m: ATTRIBUTION_METHODS[m](model, n_samples=n) for m in ("lime", "shap")}}
+maps = {name: e(x, targets=1) for name, e in explainers.items()}
+fig, axes = plt.subplots(len(idx), len(maps), figsize=(3 * len(maps), 3 * len(idx)), squeeze=False)
+for r, i in enumerate(idx):
+    for c, (name, m) in enumerate(maps.items()):
+        axes[r, c].imshow(red_overlay(prep.test.images[i], m[r]))
+        if masks is not None:
+            axes[r, c].contour(masks[i], levels=[0.5], colors="yellow", linewidths=0.6)
+        axes[r, c].set_title(name, fontsize=9)
+        axes[r, c].axis("off")
+plt.show()"""),
     md("""## 7. Are the explanations right? The audit
 
 Drawing a heat map is easy; knowing whether it is faithful is not. `audit` scores CAM methods against the
@@ -157,6 +199,23 @@ if masks is not None and train_masks is not None:
 loss, per-label AUROC, `--bbox-csv` for box localization), `xai-cxr compare --backbones mobilenetv2 densenet169
 ensemble` (the stacked ensemble against its members), `--backbone` any of the registry, `--classes auto` for any
 folder-per-class data set, and a `<case>/<name>` + `<name>_mask` layout (LGG brain MRI) read as is."""),
+    md("""## 9. Using the model: report, app, API
+
+`Predictor` bundles the model, the fitted temperature and MC dropout for single images (PNG, JPEG or DICOM
+bytes). The same object is behind the HTML/PDF report (`xai-cxr report IMAGE --out report.html`), the Streamlit
+app (`xai-cxr app`) and the HTTP API (`xai-cxr serve`: `/predict`, `/explain`, `/health`). Research use only."""),
+    code("""from IPython.display import HTML
+from xai_cxr.inference import Predictor
+from xai_cxr.models import ModelCard
+from xai_cxr.report import render_html, report_fields
+card = ModelCard(model_cfg.backbone, data_cfg.image_size, tuple(data_cfg.class_names), target_layer=spec.target_layer)
+predictor = Predictor(model, card, temperature=cal["temperature"], weights_id="(this notebook's model)",
+                      source="notebook", mc_passes=5 if QUICK else 20)
+gray = prep.test.images[idx[0]]
+pred = predictor.predict(gray[None])[0]
+print(pred)
+HTML(render_html(gray, {"gradcam": red_overlay(gray, predictor.explain(gray[None])[0])},
+                 report_fields(pred, predictor, prep.test.manifest.path[idx[0]])))"""),
     md("""## Where next
 
 - Real data: put the Kaggle set in `chest_xray/` and rerun, or `xai-cxr train --data-dir chest_xray`.

@@ -280,7 +280,7 @@ def cmd_report(args):
 def cmd_serve(args):
     from .serve import serve
     serve(args.weights_dir, host=args.host, port=args.port, max_batch=args.max_batch,
-          max_wait_ms=args.max_wait_ms, allow_phantom=args.phantom)
+          max_wait_ms=args.max_wait_ms, allow_phantom=args.phantom, mc_passes=args.mc_passes)
 
 
 def cmd_app(args):
@@ -366,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--max-batch", type=int, default=16, help="requests batched onto one forward pass")
     sv.add_argument("--max-wait-ms", type=float, default=10.0, help="how long a batch waits to fill")
+    sv.add_argument("--mc-passes", type=int, default=20, help="MC-dropout passes per batch (1 = no uncertainty)")
     sv.add_argument("--phantom", action="store_true", help="serve the phantom model when WEIGHTS_DIR has no weights")
     sv.add_argument("--weights-dir", default="saved_weights")
     sv.set_defaults(func=cmd_serve, device="auto")

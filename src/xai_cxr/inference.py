@@ -48,6 +48,7 @@ class Predictor:
     source: str = ""                    # where the weights came from, shown on the page / in the report
     mc_passes: int = 20
     refer_above: float = 0.15           # MC std of the predicted-class probability that triggers "refer"
+    mc_rows: int = 80                   # rows per MC forward call: 4 images × 20 passes
     _mc: object = field(default=None, repr=False)
     _cams: dict = field(default_factory=dict, repr=False)
 
@@ -82,20 +83,25 @@ class Predictor:
         from .models import BACKBONES
         return to_model_input(np.asarray(grays), BACKBONES[self.card.backbone].preprocess).numpy()
 
+    def _forward(self, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        """Class probabilities; a direct call per chunk (``model.predict`` costs more than a small batch)."""
+        return np.concatenate([np.asarray(self.model(x[s:s + batch_size], training=False))
+                               for s in range(0, len(x), batch_size)])
+
     def predict(self, grays: np.ndarray, mc: bool = True) -> list[Prediction]:
         """Calibrated predictions for a batch of (S, S) uint8 images; ``mc`` adds MC-dropout uncertainty."""
         from .calibration import apply_temperature
         from .uncertainty import mc_dropout_model, mc_predict
         x = self._inputs(grays)
         multilabel = self.card.task == "multilabel"
-        proba = apply_temperature(self.model.predict(x, verbose=0), self.temperature, multilabel)
+        proba = apply_temperature(self._forward(x), self.temperature, multilabel)
         std = np.zeros_like(proba)
         entropy = np.zeros(len(x), np.float32)
         if mc and self.mc_passes > 1:
             if self._mc is None:
                 self._mc = mc_dropout_model(self.model) or False
             if self._mc:
-                r = mc_predict(self._mc, x, self.mc_passes, multilabel=multilabel)
+                r = mc_predict(self._mc, x, self.mc_passes, batch_size=self.mc_rows, multilabel=multilabel)
                 mean = apply_temperature(r["mean"], self.temperature, multilabel)
                 std, entropy = r["std"], -(np.clip(mean, 1e-7, 1) * np.log(np.clip(mean, 1e-7, 1))).sum(1)
         out = []
@@ -123,7 +129,7 @@ class Predictor:
         """Maps (B, S, S) in [0, 1] of ``method`` for the predicted class (or ``targets``)."""
         x = self._inputs(grays)
         if targets is None:
-            targets = self.model.predict(x, verbose=0).argmax(1)
+            targets = self._forward(x).argmax(1)
         return np.asarray(self.explainer(method)(x, targets=targets), np.float32)
 
 

@@ -139,9 +139,10 @@ def create_app(predictor: Predictor, max_batch: int = 16, max_wait_ms: float = 1
 
 
 def serve(weights_dir="saved_weights", host: str = "127.0.0.1", port: int = 8000, max_batch: int = 16,
-          max_wait_ms: float = 10.0, allow_phantom: bool = False) -> None:
+          max_wait_ms: float = 10.0, allow_phantom: bool = False, mc_passes: int = 20) -> None:
     import uvicorn
     from .inference import load_predictor
     predictor = load_predictor(weights_dir, allow_phantom)
+    predictor.mc_passes = mc_passes
     print(f"serving {predictor.card.backbone} ({predictor.source}) on http://{host}:{port}  — docs at /docs")
     uvicorn.run(create_app(predictor, max_batch, max_wait_ms), host=host, port=port, log_level="warning")

@@ -32,14 +32,21 @@ def mc_dropout_model(model, seed: int = 42):
 
 def mc_predict(mc_model, x: np.ndarray, passes: int = 20, batch_size: int = 32, multilabel: bool = False) -> dict:
     """Mean and standard deviation of the class probabilities over ``passes`` dropout samples, and the
-    predictive entropy of the mean (nats; summed over labels when ``multilabel``)."""
-    samples = np.stack([np.concatenate([np.asarray(mc_model(x[s:s + batch_size], training=False))
-                                        for s in range(0, len(x), batch_size)]) for _ in range(passes)])
-    mean = samples.mean(0)
+    predictive entropy of the mean (nats; summed over labels when ``multilabel``). Each image is repeated
+    ``passes`` times inside a batch (every row draws its own dropout mask), so one image costs one call."""
+    per_call = max(1, batch_size // passes)
+    chunks = []
+    for s in range(0, len(x), per_call):
+        xs = np.repeat(x[s:s + per_call], passes, axis=0)
+        p = np.concatenate([np.asarray(mc_model(xs[r:r + batch_size], training=False))
+                            for r in range(0, len(xs), batch_size)])
+        chunks.append(p.reshape(-1, passes, p.shape[-1]))
+    samples = np.concatenate(chunks)                    # (N, passes, K)
+    mean = samples.mean(1)
     p = np.clip(mean, 1e-7, 1 - 1e-7)
     if multilabel:
         entropy = -(p * np.log(p) + (1 - p) * np.log(1 - p)).sum(1)
     else:
         entropy = -(p * np.log(p)).sum(1)
-    return {"mean": mean.astype(np.float32), "std": samples.std(0).astype(np.float32),
+    return {"mean": mean.astype(np.float32), "std": samples.std(1).astype(np.float32),
             "entropy": entropy.astype(np.float32), "passes": passes}
