@@ -3,6 +3,7 @@ loaded in a real headless Chromium on localhost."""
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -107,10 +108,9 @@ def test_app_renders_in_headless_chromium_and_shows_a_prediction(app_env, tmp_pa
         pytest.skip("no Chromium on this machine (.ci/run installs Debian's chromium)")
     sync_api = pytest.importorskip("playwright.sync_api")
     port = _free_port()
-    env = {**os.environ, "XAI_CXR_WEIGHTS_DIR": str(app_env)}
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", APP, "--server.port", str(port),
-                             "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, "-m", "xai_cxr.cli", "app", "--port", str(port),
+                             "--weights-dir", str(app_env)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
     try:
         for _ in range(120):
             with socket.socket() as s:
@@ -135,5 +135,5 @@ def test_app_renders_in_headless_chromium_and_shows_a_prediction(app_env, tmp_pa
         img = cv2.imread(str(shot))
         assert img is not None and img.shape[1] >= 1200 and img.std() > 5
     finally:
-        proc.terminate()
+        os.killpg(proc.pid, signal.SIGTERM)           # `xai-cxr app` and the streamlit server it started
         proc.wait(10)

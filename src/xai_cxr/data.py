@@ -151,9 +151,9 @@ def scan_labels_csv(csv_path: str | Path, images_dir: str | Path, findings=NIH_F
         raise DatasetLayoutError(f"{csv_path}, column 'Image Index': {len(absent)} image(s) not found under "
                                  f"{images_dir} (CSV rows {rows}{' ...' if len(absent) > 5 else ''})")
     vecs = [tuple(float(f in v) for f in findings) for v in parsed]
-    out = pd.DataFrame({"path": [str(by_name[str(n)]) for n in df["Image Index"]],
-                        "patient_id": df["Patient ID"].astype(str), "label": df["Finding Labels"],
-                        "label_vec": vecs, "subtype": None, "mask_path": None})
+    out = manifest_frame({"path": [str(by_name[str(n)]) for n in df["Image Index"]],
+                          "patient_id": df["Patient ID"].astype(str).to_list(), "label": df["Finding Labels"].to_list(),
+                          "label_vec": vecs, "subtype": None, "mask_path": None})
     _mark_test_split(out, test_fraction, seed)
     counts = {s: np.sum(np.stack(out[out.split == s].label_vec.to_list()), 0) for s in ("train", "test")}
     lonely = [f for k, f in enumerate(findings) if (counts["train"][k] > 0) != (counts["test"][k] > 0)]
@@ -209,7 +209,17 @@ def scan_dataset(root: str | Path, class_names=("NORMAL", "PNEUMONIA"), splits=S
                              "mask_path": str(mask) if mask else None})
     if not rows:
         raise DatasetLayoutError(f"no split folders ({', '.join(splits)}) in {root}\n" + LAYOUT.format(root=root))
-    return pd.DataFrame(rows).sort_values("path", ignore_index=True)
+    return manifest_frame(rows).sort_values("path", ignore_index=True)
+
+
+def manifest_frame(rows) -> pd.DataFrame:
+    """A manifest DataFrame whose text columns are plain Python ``str`` (object dtype): pandas 3 would infer
+    Arrow strings when pyarrow is installed, and Arrow cannot hold the surrogate escapes that non-UTF-8 file
+    names decode to."""
+    df = pd.DataFrame(rows, dtype=object)
+    if "label_idx" in df:
+        df["label_idx"] = df["label_idx"].astype(int)
+    return df
 
 
 TASKS = {"binary": ("NORMAL", "PNEUMONIA"), "subtype": ("NORMAL", "BACTERIA", "VIRUS")}
@@ -262,7 +272,7 @@ def scan_mask_folders(root: str | Path, test_fraction: float = 0.2, seed: int = 
         warnings.warn(f"{len(lonely)} image(s) without a readable mask skipped, e.g. {lonely[0]}", stacklevel=2)
     if not rows:
         raise DatasetLayoutError(f"no <case>/<name>.<ext> + <name>_mask.<ext> pairs under {root}")
-    return _mark_test_split(pd.DataFrame(rows), test_fraction, seed).sort_values("path", ignore_index=True)
+    return _mark_test_split(manifest_frame(rows), test_fraction, seed).sort_values("path", ignore_index=True)
 
 
 def has_split_folders(root: str | Path) -> bool:
