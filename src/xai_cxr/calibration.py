@@ -105,7 +105,7 @@ def plot_reliability(y, proba_before, proba_after, n_bins: int = 10):
                 label=f"{name} (ECE {expected_calibration_error(y, proba, n_bins):.3f})")
     ax.set(xlabel="confidence (top class)", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1.02),
            title="Reliability on the test split")
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     return fig
 
