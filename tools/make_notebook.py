@@ -209,8 +209,8 @@ from xai_cxr.inference import Predictor
 from xai_cxr.models import ModelCard
 from xai_cxr.report import render_html, report_fields
 card = ModelCard(model_cfg.backbone, data_cfg.image_size, tuple(data_cfg.class_names), target_layer=spec.target_layer)
-predictor = Predictor(model, card, temperature=cal["temperature"], weights_id="(this notebook's model)",
-                      source="notebook", mc_passes=5 if QUICK else 20)
+predictor = Predictor(model, card, temperature=cal["temperature"], calibrated=True,
+                      weights_id="(this notebook's model)", source="notebook", mc_passes=5 if QUICK else 20)
 gray = prep.test.images[idx[0]]
 pred = predictor.predict(gray[None])[0]
 print(pred)

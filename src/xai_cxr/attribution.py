@@ -5,6 +5,9 @@ package's Partition explainer), explaining the class probability. All return map
 (positive evidence only for LIME/SHAP), so the faithfulness audit and the overlays take them as they are."""
 from __future__ import annotations
 
+import contextlib
+import io
+
 import numpy as np
 
 from .cam.base import _last_dense_logits, normalize_maps
@@ -134,9 +137,10 @@ class LimeSuperpixels(_Perturbation):
         from lime import lime_image
         segments = superpixels(x, self.n_segments)
         explainer = lime_image.LimeImageExplainer(random_state=self.seed)
-        exp = explainer.explain_instance(x.astype(np.float64), self._proba, labels=(target,), top_labels=None,
-                                         hide_color=float(x.mean()), num_samples=self.n_samples, batch_size=self.batch_size,
-                                         segmentation_fn=lambda _: segments)
+        with contextlib.redirect_stderr(io.StringIO()):          # lime 0.2 always draws a progress bar
+            exp = explainer.explain_instance(x.astype(np.float64), self._proba, labels=(target,), top_labels=None,
+                                             hide_color=float(x.mean()), num_samples=self.n_samples,
+                                             batch_size=self.batch_size, segmentation_fn=lambda _: segments)
         weights = np.zeros(segments.max() + 1)
         for seg, w in exp.local_exp[target]:
             weights[seg] = w

@@ -46,6 +46,7 @@ class Predictor:
     temperature: float = 1.0
     weights_id: str = "untrained"
     source: str = ""                    # where the weights came from, shown on the page / in the report
+    calibrated: bool = False            # a temperature was fitted (calibration.json beside the weights)
     mc_passes: int = 20
     refer_above: float = 0.15           # MC std of the predicted-class probability that triggers "refer"
     mc_rows: int = 80                   # rows per MC forward call: 4 images × 20 passes
@@ -60,7 +61,8 @@ class Predictor:
         from .models import load_trained_model
         model, card = load_trained_model(folder)
         wid = weights_sha256(Path(folder) / "model.weights.h5")
-        return cls(model, card, load_temperature(folder), wid, source=str(folder), **kw)
+        calibrated = (Path(folder) / "calibration.json").is_file()
+        return cls(model, card, load_temperature(folder), wid, source=str(folder), calibrated=calibrated, **kw)
 
     @property
     def class_names(self) -> tuple[str, ...]:

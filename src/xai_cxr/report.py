@@ -38,7 +38,8 @@ def report_fields(prediction, predictor, image_name: str) -> dict:
         "model": f"{card.backbone}, {card.image_size}px, classes {', '.join(card.class_names)}",
         "weights sha256": predictor.weights_id,
         "weights source": predictor.source,
-        "temperature": f"{predictor.temperature:.3f}",
+        "temperature": f"{predictor.temperature:.3f}" if predictor.calibrated else
+                       "1 (no calibration.json beside the weights: confidence not calibrated)",
         "generated (UTC)": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
     }
 
