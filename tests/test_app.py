@@ -65,15 +65,25 @@ def test_upload_predicts_like_the_predictor_and_the_threshold_slider_moves_the_d
     assert labels == ["Download overlay PNG", "Download report (HTML)"]
 
 
-def test_bad_upload_is_reported_and_the_other_files_still_served(app_env):
+def test_bad_uploads_are_reported_and_the_other_files_still_served(app_env, tmp_path):
+    from test_bad_input import _png_header_only
+    _png_header_only(tmp_path / "bomb.png", 20000, 20000)
     _, png = _xray_png(1)
     at = AppTest.from_file(APP, default_timeout=120).run()
     uploader = at.file_uploader(key="uploads")
     uploader.upload("broken.png", b"\x89PNG not really", "image/png").upload("fine.png", png, "image/png")
+    uploader.upload("bomb.png", (tmp_path / "bomb.png").read_bytes(), "image/png")
     at.run()
     assert not at.exception
-    assert len(at.error) == 1 and "broken.png" in at.error[0].value
+    errors = [e.value for e in at.error]
+    assert len(errors) == 2 and "broken.png" in errors[0] and "bomb.png" in errors[1] and "pixel" in errors[1]
     assert [s.value for s in at.subheader] == ["fine.png"] and len(at.metric) == 3
+
+
+def test_without_trained_weights_the_page_says_it_runs_the_phantom_model(app_env, tmp_path, monkeypatch):
+    monkeypatch.setenv("XAI_CXR_WEIGHTS_DIR", str(tmp_path / "empty"))
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    assert not at.exception and "No trained weights" in at.info[0].value and "phantom model" in at.info[0].value
 
 
 def test_sample_picker_and_several_explainers_side_by_side(app_env):
