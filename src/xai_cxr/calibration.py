@@ -3,7 +3,6 @@ calibration error and reliability diagram, and accuracy at coverage (refer the l
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -112,11 +111,8 @@ def plot_reliability(y, proba_before, proba_after, n_bins: int = 10):
 
 def save_temperature(folder: str | Path, temperature: float, **extra) -> Path:
     """Write ``calibration.json`` beside the weights (atomically)."""
-    path = Path(folder) / "calibration.json"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"temperature": temperature, **extra}, indent=2))
-    os.replace(tmp, path)
-    return path
+    from .config import write_json_atomic
+    return write_json_atomic({"temperature": temperature, **extra}, Path(folder) / "calibration.json")
 
 
 def load_temperature(folder: str | Path) -> float:

@@ -112,7 +112,8 @@ def _configs(args, data: DataConfig, model: ModelConfig, train: TrainConfig):
 
 def _run(args, data, model, train, cam):
     """Train + evaluate + Grad-CAM figure; then, with --bbox-csv, Grad-CAM against the boxes."""
-    from .pipeline import _write_json, bbox_localization, run
+    from .config import write_json_atomic
+    from .pipeline import bbox_localization, run
     result = run(data, model, train, cam, args.weights_dir, args.results_dir, args.resume)
     if args.mlflow:
         from .tracking import log_run
@@ -121,7 +122,7 @@ def _run(args, data, model, train, cam):
     if args.bbox_csv:
         scores = bbox_localization(result["model"], result["prepared"].test, args.bbox_csv, data.class_names,
                                    result["card"].target_layer)
-        _write_json(scores, Path(args.results_dir) / "bbox_localization.json")
+        write_json_atomic(scores, Path(args.results_dir) / "bbox_localization.json")
         print(json.dumps(scores, indent=2))
 
 
@@ -250,11 +251,12 @@ def cmd_audit(args):
 def cmd_segment(args):
     import matplotlib
     matplotlib.use("Agg")
-    from .pipeline import _write_json, save_figure, segmentation_stage
+    from .config import write_json_atomic
+    from .pipeline import save_figure, segmentation_stage
     from .segment import SegmentConfig
     res = segmentation_stage(args.weights_dir, args.data_dir, SegmentConfig(epochs=args.epochs, seed=args.seed))
     out = Path(args.out)
-    _write_json(res["scores"], out / "segmentation.json")
+    write_json_atomic(res["scores"], out / "segmentation.json")
     save_figure(res["figure"], out / "segmentation.png")
     print(json.dumps(res["scores"], indent=2))
     print(f"segmentation → {out}/segmentation.json, segmentation.png")

@@ -6,7 +6,9 @@ Stage 2 of training is an override of a few stage-1 values (see ``TrainConfig``)
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,17 @@ class AuditConfig:
     images: str = "positive"            # "positive" (pneumonia images, needed for lesion masks) | "all"
     target: str = "true"                # class explained: "true" label or the model's "predicted" class
     seed: int = 42
+
+
+def write_json_atomic(obj, path: str | Path) -> Path:
+    """Write ``obj`` as JSON through a temp file and a rename (creating the folder), so a crash never
+    leaves a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+    return path
 
 
 def to_json(*configs) -> str:

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from .config import ModelConfig
+from .config import ModelConfig, write_json_atomic
 
 IMAGENET_URL = "https://storage.googleapis.com/tensorflow/keras-applications/vgg19/"
 HEAD_PREFIX = "head_"
@@ -284,11 +284,7 @@ class ModelCard:
     color: bool = False
 
     def save(self, folder: str | Path) -> Path:
-        path = Path(folder) / "model_config.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        os.replace(tmp, path)
-        return path
+        return write_json_atomic(asdict(self), Path(folder) / "model_config.json")
 
     @classmethod
     def load(cls, folder: str | Path) -> "ModelCard":

@@ -3,15 +3,13 @@ evaluation → Grad-CAM sample grid. Each step is a function with arrays in and 
 does the file I/O (weights, metrics.json, figures)."""
 from __future__ import annotations
 
-import json
-import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from .config import CamConfig, DataConfig, ModelConfig, TrainConfig, to_json
+from .config import CamConfig, DataConfig, ModelConfig, TrainConfig, to_json, write_json_atomic
 from .data import (ImageSet, class_weights, limit_train, load_images, make_dataset, require_splits, to_model_input,
                    scan_task, select_validation)
 from .models import BACKBONES, ModelCard, backbone_of, build_model, resolve_backbone
@@ -186,7 +184,7 @@ def cross_validate(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: Trai
                for key in SUMMARY_METRICS if key in table}
     out = {"folds": records, "summary": summary, "n_folds": folds, "backbone": model_cfg.backbone,
            "note": "each fold: validation = its held-out patients; metrics on the whole test split"}
-    _write_json(out, Path(results_dir) / "cv_metrics.json")
+    write_json_atomic(out, Path(results_dir) / "cv_metrics.json")
     print(table.round(3).to_string(index=False))
     print("mean ± std: " + "  ".join(f"{k} {v['mean']:.3f} ± {v['std']:.3f}" for k, v in summary.items()))
     return out
@@ -414,13 +412,6 @@ def save_figure(fig, path: str | Path) -> Path:
     return path
 
 
-def _write_json(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
-
-
 def run(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, cam_cfg: CamConfig = CamConfig(),
         weights_dir: str | Path = "saved_weights", results_dir: str | Path = "sample_results",
         resume: bool = False, strategy=None) -> dict:
@@ -471,7 +462,7 @@ def run(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, ca
         save_figure(plot_confusion(metrics, data_cfg.class_names), results_dir / "confusion_matrix.png")
     save_figure(plot_roc(prep.test.labels, proba, data_cfg.class_names), results_dir / "roc_curve.png")
     metrics["wall_time_s"] = round(time.time() - t0, 1)
-    _write_json(metrics, results_dir / "metrics.json")
+    write_json_atomic(metrics, results_dir / "metrics.json")
 
     print("\ntest metrics:\n" + format_metrics(metrics))
     if pg:

@@ -15,14 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import StageConfig, TrainConfig
+from .config import StageConfig, TrainConfig, write_json_atomic
 from .models import set_trainable
-
-def _write_json_atomic(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
-
 
 def _callbacks_module():
     import keras
@@ -48,7 +42,7 @@ def _callbacks_module():
             tmp = self.path.with_name(self.path.name.replace(".weights.h5", ".tmp.weights.h5"))
             (self.save_model or self.model).save_weights(tmp)
             os.replace(tmp, self.path)
-            _write_json_atomic({"best": self.best, "best_epoch": epoch}, self.state)
+            write_json_atomic({"best": self.best, "best_epoch": epoch}, self.state)
 
     class TrainingState(keras.callbacks.Callback):
         """Per-epoch logs plus EarlyStopping / ReduceLROnPlateau counters, written atomically after every
@@ -74,7 +68,7 @@ def _callbacks_module():
             entry = {k: float(v) for k, v in (logs or {}).items()}
             entry["epoch_seconds"] = time.perf_counter() - getattr(self, "_t0", time.perf_counter())
             self.epochs.append(entry)
-            _write_json_atomic({"epochs": self.epochs, "es_wait": self.es.wait, "es_best": float(self.es.best),
+            write_json_atomic({"epochs": self.epochs, "es_wait": self.es.wait, "es_best": float(self.es.best),
                                 "rl_wait": self.rl.wait, "rl_best": float(self.rl.best),
                                 "rl_cooldown": self.rl.cooldown_counter}, self.path)
 
@@ -238,8 +232,8 @@ def train_two_stage(model, train_ds, val_ds, cfg: TrainConfig, out_dir: str | Pa
         tmp = state_dir / f"{name}.tmp.weights.h5"
         model.save_weights(tmp)
         os.replace(tmp, state_dir / f"{name}.weights.h5")
-        _write_json_atomic({"history": history[name]}, done)
-    _write_json_atomic(history, out_dir / "history.json")
+        write_json_atomic({"history": history[name]}, done)
+    write_json_atomic(history, out_dir / "history.json")
     return history
 
 
