@@ -11,7 +11,8 @@ import numpy as np
 import streamlit as st
 
 from xai_cxr.data import ImageReadError
-from xai_cxr.inference import EXPLAINERS, load_predictor, overlay_png, phantom_predictor
+from xai_cxr.inference import EXPLAINERS, load_predictor, phantom_predictor
+from xai_cxr.overlay import png_bytes, red_overlay
 from xai_cxr.report import DISCLAIMER, render_html, report_fields
 
 FAST = [m for m in EXPLAINERS if m not in ("scorecam", "lime", "shap")]      # seconds on a CPU; the rest tens
@@ -71,17 +72,16 @@ def show(predictor, name: str, data: bytes, methods, fraction: float, threshold:
               delta="refer to a reader" if pred.referred else None, delta_color="inverse")
     st.caption(f"Probabilities: {', '.join(f'{k} {v:.1%}' for k, v in pred.probabilities.items())} · "
                f"decision threshold {threshold:.2f} · red = top {fraction:.0%} of each map")
-    cols = st.columns(len(heats) + 1)
+    overlays = {m: red_overlay(gray, h, fraction) for m, h in heats.items()}
+    cols = st.columns(len(overlays) + 1)
     cols[0].image(gray, caption="input", clamp=True, width=280)
-    for col, (m, h) in zip(cols[1:], heats.items()):
-        col.image(overlay_png(gray, h, fraction), caption=m, width=280)
-    first = next(iter(heats))
-    from xai_cxr.overlay import red_overlay
-    html = render_html(gray, {m: red_overlay(gray, h, fraction) for m, h in heats.items()},
-                       report_fields(pred, predictor, name))
+    for col, (m, rgb) in zip(cols[1:], overlays.items()):
+        col.image(rgb, caption=m, width=280)
+    first = next(iter(overlays))
+    html = render_html(gray, overlays, report_fields(pred, predictor, name))
     d1, d2 = st.columns(2)
     stem = os.path.splitext(os.path.basename(name))[0]
-    d1.download_button("Download overlay PNG", overlay_png(gray, heats[first], fraction),
+    d1.download_button("Download overlay PNG", png_bytes(overlays[first]),
                        file_name=f"{stem}_{first}.png", mime="image/png", key=f"png-{key}")
     d2.download_button("Download report (HTML)", html, file_name=f"{stem}_report.html", mime="text/html",
                        key=f"html-{key}")

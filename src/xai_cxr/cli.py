@@ -274,7 +274,8 @@ def cmd_report(args):
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     pred = predictor.predict(gray[None], mc=args.mc_passes > 1)[0]
-    heats = {m: predictor.explain(gray[None], m)[0] for m in args.methods}
+    target = [predictor.class_names.index(pred.label)]
+    heats = {m: predictor.explain(gray[None], m, targets=target)[0] for m in args.methods}
     out = write_report(args.out, gray, heats, pred, predictor, path.name, args.top_fraction)
     print(f"{path.name}: {pred.label} ({pred.confidence:.1%}, MC sd {pred.uncertainty:.3f}) → {out}")
 

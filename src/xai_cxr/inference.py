@@ -9,11 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .attribution import ATTRIBUTION_METHODS
+from .cam import CAM_METHODS
 from .data import decode_image, fit_size
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024        # the largest Kermany JPEG is ~3 MB; a 16-bit 3k×3k DICOM ~18 MB
-EXPLAINERS = ("gradcam", "gradcam++", "hirescam", "layercam", "eigencam", "scorecam",
-              "integrated_gradients", "smoothgrad", "lime", "shap")
+EXPLAINERS = (*CAM_METHODS, *ATTRIBUTION_METHODS)
 
 
 def weights_sha256(path: str | Path) -> str:
@@ -93,7 +94,7 @@ class Predictor:
     def predict(self, grays: np.ndarray, mc: bool = True) -> list[Prediction]:
         """Calibrated predictions for a batch of (S, S) uint8 images; ``mc`` adds MC-dropout uncertainty."""
         from .calibration import apply_temperature
-        from .uncertainty import mc_dropout_model, mc_predict
+        from .uncertainty import mc_dropout_model, mc_predict, predictive_entropy
         x = self._inputs(grays)
         multilabel = self.card.task == "multilabel"
         proba = apply_temperature(self._forward(x), self.temperature, multilabel)
@@ -105,7 +106,7 @@ class Predictor:
             if self._mc:
                 r = mc_predict(self._mc, x, self.mc_passes, batch_size=self.mc_rows, multilabel=multilabel)
                 mean = apply_temperature(r["mean"], self.temperature, multilabel)
-                std, entropy = r["std"], -(np.clip(mean, 1e-7, 1) * np.log(np.clip(mean, 1e-7, 1))).sum(1)
+                std, entropy = r["std"], predictive_entropy(mean, multilabel)
         out = []
         for p, s, e in zip(proba, std, entropy):
             k = int(p.argmax())
@@ -114,17 +115,10 @@ class Predictor:
         return out
 
     def explainer(self, method: str):
-        """The (cached) explainer object of ``method`` for this model."""
+        """The (cached) explainer object of ``method`` for this model (the audit's ``make_explainer``)."""
         if method not in self._cams:
-            from .cam import CAM_METHODS, cam_for
-            if method in CAM_METHODS:
-                self._cams[method] = cam_for(self.model, self.card.target_layer, method)
-            else:
-                from .attribution import ATTRIBUTION_METHODS
-                if method not in ATTRIBUTION_METHODS:
-                    raise ValueError(f"unknown explainer {method!r}; choose from "
-                                     f"{sorted(set(CAM_METHODS) | set(ATTRIBUTION_METHODS))}")
-                self._cams[method] = ATTRIBUTION_METHODS[method](self.model, self.card.target_layer)
+            from .audit import make_explainer
+            self._cams[method] = make_explainer(method, self.model, self.card.backbone, self.card.target_layer)
         return self._cams[method]
 
     def explain(self, grays: np.ndarray, method: str = "gradcam", targets=None) -> np.ndarray:
@@ -137,11 +131,8 @@ class Predictor:
 
 def overlay_png(gray: np.ndarray, heat: np.ndarray, fraction: float = 0.05) -> bytes:
     """PNG bytes of the red top-``fraction`` overlay of ``heat`` on ``gray``."""
-    import cv2
-    from .overlay import red_overlay
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(red_overlay(gray, heat, fraction), cv2.COLOR_RGB2BGR))
-    assert ok
-    return buf.tobytes()
+    from .overlay import png_bytes, red_overlay
+    return png_bytes(red_overlay(gray, heat, fraction))
 
 
 def phantom_predictor(folder: str | Path | None = None, seed: int = 42, n_train: int = 120,

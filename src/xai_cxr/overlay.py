@@ -36,6 +36,15 @@ def _gray_rgb(gray: np.ndarray) -> np.ndarray:
     return np.repeat(gray[..., None], 3, axis=-1)
 
 
+def png_bytes(img: np.ndarray) -> bytes:
+    """PNG file bytes of a (H, W) gray or (H, W, 3) RGB uint8 image."""
+    import cv2
+    ok, buf = cv2.imencode(".png", img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ValueError(f"could not encode an image of shape {img.shape} as PNG")
+    return buf.tobytes()
+
+
 def red_overlay(gray: np.ndarray, heat: np.ndarray, fraction: float = 0.05, alpha: float = 0.6,
                 color=RED) -> np.ndarray:
     """The X-ray in grayscale with its top ``fraction`` of heat painted ``color`` (alpha-blended).

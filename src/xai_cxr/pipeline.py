@@ -343,8 +343,8 @@ def calibrate(model, prep: Prepared, data_cfg: DataConfig, test_proba, weights_d
     from .evaluate import predict_proba
     spec = BACKBONES[backbone_of(model)]
     multilabel = data_cfg.task == "multilabel"
-    val_proba = predict_proba(model, make_dataset(prep.val.images, None, spec.preprocess,
-                                                  batch_size=data_cfg.batch_size))
+    val_proba = test_proba if prep.val is prep.test else \
+        predict_proba(model, make_dataset(prep.val.images, None, spec.preprocess, batch_size=data_cfg.batch_size))
     rep = calibration_report(prep.val.labels, val_proba, prep.test.labels, test_proba, multilabel)
     rep["fitted_on"] = f"validation ({data_cfg.validation})"
     if data_cfg.validation == "test":

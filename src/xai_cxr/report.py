@@ -19,11 +19,8 @@ table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.25rem .6rem;
 
 
 def _png_b64(rgb_or_gray: np.ndarray) -> str:
-    import cv2
-    img = rgb_or_gray if rgb_or_gray.ndim == 2 else cv2.cvtColor(rgb_or_gray, cv2.COLOR_RGB2BGR)
-    ok, buf = cv2.imencode(".png", img)
-    assert ok
-    return base64.b64encode(buf.tobytes()).decode()
+    from .overlay import png_bytes
+    return base64.b64encode(png_bytes(rgb_or_gray)).decode()
 
 
 def report_fields(prediction, predictor, image_name: str) -> dict:

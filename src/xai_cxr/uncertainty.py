@@ -43,10 +43,14 @@ def mc_predict(mc_model, x: np.ndarray, passes: int = 20, batch_size: int = 32, 
         chunks.append(p.reshape(-1, passes, p.shape[-1]))
     samples = np.concatenate(chunks)                    # (N, passes, K)
     mean = samples.mean(1)
-    p = np.clip(mean, 1e-7, 1 - 1e-7)
-    if multilabel:
-        entropy = -(p * np.log(p) + (1 - p) * np.log(1 - p)).sum(1)
-    else:
-        entropy = -(p * np.log(p)).sum(1)
     return {"mean": mean.astype(np.float32), "std": samples.std(1).astype(np.float32),
-            "entropy": entropy.astype(np.float32), "passes": passes}
+            "entropy": predictive_entropy(mean, multilabel), "passes": passes}
+
+
+def predictive_entropy(proba: np.ndarray, multilabel: bool = False) -> np.ndarray:
+    """Entropy (nats) of each row of class probabilities; for sigmoid outputs the sum of the per-label
+    Bernoulli entropies."""
+    p = np.clip(np.asarray(proba, np.float64), 1e-7, 1 - 1e-7)
+    if multilabel:
+        return (-(p * np.log(p) + (1 - p) * np.log(1 - p)).sum(1)).astype(np.float32)
+    return (-(p * np.log(p)).sum(1)).astype(np.float32)
