@@ -3,6 +3,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ["XAI_CXR_NO_DOWNLOAD"] = "1"          # no test reaches the network; download tests opt in explicitly
 
 from pathlib import Path  # noqa: E402
 
@@ -69,3 +70,27 @@ def phantom_weights(tmp_path_factory):
     from xai_cxr.inference import phantom_predictor
     base = tmp_path_factory.mktemp("phantom_cache")
     return Path(phantom_predictor(base, n_train=16, epochs=(1, 0)).source.rsplit(": ", 1)[1])
+
+
+def write_standin_imagenet(path):
+    """A stand-in for Keras's ``vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5``: VGG19 with fixed random
+    weights written in the same legacy HDF5 layout Keras ships (``layer_names`` attribute, one group per layer).
+    Returns the block1_conv1 kernel written, to check that a model really loaded this file."""
+    import h5py
+    import keras
+    from keras.src.legacy.saving import legacy_h5_format
+    keras.utils.set_random_seed(7)
+    vgg = keras.applications.VGG19(include_top=False, weights=None, input_shape=(32, 32, 3))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, vgg)
+    return vgg.get_layer("block1_conv1").kernel.numpy()
+
+
+@pytest.fixture(scope="session")
+def standin_keras_home(tmp_path_factory):
+    """A KERAS_HOME whose models/ holds the stand-in VGG19 ImageNet file: (keras_home, file, block1 kernel)."""
+    home = tmp_path_factory.mktemp("keras_home")
+    path = home / "models" / "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    kernel = write_standin_imagenet(path)
+    return home, path, kernel

@@ -16,12 +16,13 @@ from .config import AugmentConfig, CamConfig, DataConfig, ModelConfig, TrainConf
 from .data import TASKS
 
 
-def _setup_device(device: str) -> None:
-    """--device cpu hides every GPU (CUDA and Apple Metal) before TensorFlow touches them."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+def _setup_device(device: str, verbose: bool = False) -> None:
+    """Import TensorFlow quietly (its C++ log only with --verbose or a TF_CPP_MIN_LOG_LEVEL of the user's);
+    --device cpu hides every GPU (CUDA and Apple Metal) before TensorFlow touches them."""
+    from .runtime import quiet_tensorflow
     if device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
-    import tensorflow as tf
+    tf = quiet_tensorflow(verbose)
     if device == "cpu":
         tf.config.set_visible_devices([], "GPU")
     elif device == "gpu" and not tf.config.list_physical_devices("GPU"):
@@ -34,6 +35,7 @@ def _add_common(p, data=True):
     p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
                    help="cpu hides GPUs (compare with this when Metal/CUDA results look off)")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--verbose", action="store_true", help="show TensorFlow's C++ log (hidden by default)")
     p.add_argument("--precision", choices=["float32", "mixed_bfloat16", "mixed_float16"], default="float32",
                    help="Keras dtype policy: mixed_float16 for CUDA GPUs, mixed_bfloat16 for CPUs with AVX512-BF16")
     if data:
@@ -43,7 +45,13 @@ def _add_common(p, data=True):
         p.add_argument("--limit", type=int, default=None, help="at most N train images, stratified (quick runs); val/test stay whole")
         p.add_argument("--validation", default="test", help="test (seed default) | val | holdout:0.1")
         p.add_argument("--backbone", choices=["auto", *BACKBONES], default=None)
-        p.add_argument("--weights", default=None, help="imagenet | none | PATH (default: imagenet)")
+        p.add_argument("--weights", default=None,
+                       help="imagenet | none | PATH (default: imagenet, downloaded once into ~/.keras/models like Keras)")
+        p.add_argument("--no-download", action="store_true", default=_env_no_download(),
+                       help="never download ImageNet weights: use ~/.keras/models/ or stop with the URL "
+                            "(default when XAI_CXR_NO_DOWNLOAD=1)")
+        p.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=True,
+                       help="TensorFlow op determinism: same seed → same weights (default on; off is faster on GPUs)")
         p.add_argument("--epochs1", type=int, default=None, help="stage-1 epochs (default 7)")
         p.add_argument("--epochs2", type=int, default=None, help="stage-2 epochs (default 14)")
         p.add_argument("--task", choices=["binary", "subtype", "multilabel"], default="binary",
@@ -80,6 +88,11 @@ def _add_common(p, data=True):
     p.add_argument("--results-dir", default="sample_results")
 
 
+def _env_no_download() -> bool:
+    from .models import download_allowed
+    return not download_allowed()
+
+
 def _class_names(args) -> tuple[str, ...]:
     from .data import MASK_CLASSES, NIH_FINDINGS, detect_classes, has_split_folders
     if args.task == "multilabel":
@@ -94,15 +107,20 @@ def _class_names(args) -> tuple[str, ...]:
 
 
 def _configs(args, data: DataConfig, model: ModelConfig, train: TrainConfig):
-    data = replace(data, root=args.data_dir if args.data_dir else data.root, seed=args.seed,
+    from .data import find_data_root
+    root, note = find_data_root(args.data_dir or data.root)
+    if note:
+        print("note:", note)
+    args.data_dir = str(root)
+    data = replace(data, root=str(root), seed=args.seed,
                    batch_size=args.batch_size, limit=args.limit, validation=args.validation,
                    augment=AugmentConfig() if args.augment else None, task=args.task, labels_csv=args.labels_csv,
                    color=args.color,
                    class_names=_class_names(args),
                    **({"image_size": args.image_size} if args.image_size else {}))
     model = replace(model, **({"backbone": args.backbone} if args.backbone else {}),
-                    **({"weights": args.weights} if args.weights else {}))
-    train = replace(train.with_epochs(args.epochs1, args.epochs2), seed=args.seed,
+                    **({"weights": args.weights} if args.weights else {}), allow_download=not args.no_download)
+    train = replace(train.with_epochs(args.epochs1, args.epochs2), seed=args.seed, deterministic=args.deterministic,
                     feature_cache=not args.no_feature_cache, feature_cache_dir=args.cache_dir,
                     multilabel_loss=args.loss, focal_gamma=args.focal_gamma, focal_alpha=args.focal_alpha,
                     verbose=1 if sys.stdout.isatty() else 2)   # progress bars only on a terminal
@@ -128,8 +146,9 @@ def _run(args, data, model, train, cam):
 
 def cmd_demo(args):
     from .pipeline import demo_configs
+    from .pipeline import has_split
     data, model, train, note = demo_configs(args.data_dir if args.data_dir != "chest_xray" or
-                                            Path("chest_xray/train").is_dir() else None, args.seed)
+                                            has_split("chest_xray") else None, args.seed)
     print(note)
     args.data_dir = data.root
     data, model, train, cam = _configs(args, data, model, train)
@@ -393,7 +412,7 @@ def main(argv=None) -> int:
     from .data import DatasetLayoutError
     from .models import WeightsNotFoundError
     args = build_parser().parse_args(argv)
-    _setup_device(args.device)
+    _setup_device(args.device, getattr(args, "verbose", False))
     if getattr(args, "precision", "float32") != "float32":
         from .train import set_precision
         set_precision(args.precision)

@@ -41,13 +41,14 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    backbone: str = "vgg19"             # a key of models.BACKBONES, or "auto" (vgg19 if ImageNet weights exist)
+    backbone: str = "vgg19"             # a key of models.BACKBONES; "auto" = vgg19 (the demo on phantoms falls back)
     weights: str = "imagenet"           # "imagenet" | "none" | path to a weights file
     num_classes: int = 2
     dense_units: int = 256
     dropout: tuple[float, float] = (0.4, 0.3)
     l2: float = 1e-4                    # L2 penalty on the dense layer of the head
     multilabel: bool = False            # sigmoid outputs (one per finding) instead of a softmax
+    allow_download: bool | None = None  # ImageNet weights may be downloaded; None = unless XAI_CXR_NO_DOWNLOAD is set
 
 
 @dataclass(frozen=True)

@@ -280,12 +280,28 @@ def has_split_folders(root: str | Path) -> bool:
     return root.is_dir() and bool({"train", "test"} & set(_child_dirs(root)))
 
 
+def find_data_root(root: str | Path) -> tuple[Path, str | None]:
+    """The folder holding the split folders: ``root`` itself, or — a Kaggle zip unpacked as it comes, such as
+    ``chest_xray/chest_xray/train`` — the one sub-folder of ``root`` that has them, with a note saying so.
+    Anything else returns ``root`` unchanged (the scan then explains the expected layout)."""
+    root = Path(root)
+    if not root.is_dir() or has_split_folders(root):
+        return root, None
+    nested = [d for d in _child_dirs(root).values() if has_split_folders(d)]
+    if len(nested) == 1:
+        return nested[0], f"data found one folder down, in {nested[0]} (the Kaggle zip's nested layout); using it"
+    return root, None
+
+
 def scan_task(root: str | Path, class_names=TASKS["binary"], task: str = "binary", seed: int = 42) -> pd.DataFrame:
     """The manifest for ``task``: split folders through ``scan_dataset`` + ``apply_task`` (the subtype task
     reads the NORMAL/PNEUMONIA folders), or — when ``root`` has no split folders but case folders with
     ``*_mask`` files — ``scan_mask_folders``."""
     if Path(root).is_dir() and not has_split_folders(root) and tuple(class_names) == MASK_CLASSES:
         return scan_mask_folders(root, seed=seed)
+    root, note = find_data_root(root)
+    if note:
+        log.warning(note)
     return apply_task(scan_dataset(root, TASKS["binary"] if task == "subtype" else class_names), task)
 
 

@@ -14,12 +14,27 @@ from typing import Callable
 
 from .config import ModelConfig, write_json_atomic
 
-IMAGENET_URL = "https://storage.googleapis.com/tensorflow/keras-applications/vgg19/"
 HEAD_PREFIX = "head_"
+NO_DOWNLOAD_ENV = "XAI_CXR_NO_DOWNLOAD"       # set to 1 to forbid any download (as --no-download does)
+_KERAS_APPS = "https://storage.googleapis.com/tensorflow/keras-applications/"
+
+# Where Keras itself downloads each backbone's "notop" ImageNet file, and the hash it checks (md5), copied from
+# keras.applications (tests/test_weights.py compares them with the installed Keras source).
+IMAGENET_SOURCES: dict[str, tuple[str, str | None]] = {
+    "vgg19": (_KERAS_APPS + "vgg19/", "253f8cb515780f3b799900260a226db6"),
+    "vgg16": (_KERAS_APPS + "vgg16/", "6d6bbae143d832006294945121d1f1fc"),
+    "resnet50": (_KERAS_APPS + "resnet/", "4d473c1dd8becc155b73f8504c6f6626"),
+    "densenet121": (_KERAS_APPS + "densenet/", "30ee3e1110167f948a6b9946edeeb738"),
+    "densenet169": (_KERAS_APPS + "densenet/", "b8c4d4c20dd625c148057b9ff1c1176b"),
+    "mobilenetv2": (_KERAS_APPS + "mobilenet_v2/", None),           # Keras publishes no hash for MobileNetV2
+    "inceptionv3": (_KERAS_APPS + "inception_v3/", "bcbd6486424b2319ff4ef7d526e38f63"),
+    "xception": (_KERAS_APPS + "xception/", "b0042744bf5b25fce3cb969f33bebb97"),
+    "efficientnetb0": ("https://storage.googleapis.com/keras-applications/", "50bc09e76180e00e4465e1a485ddc09d"),
+}
 
 
 class WeightsNotFoundError(FileNotFoundError):
-    """Pretrained weights were asked for but are not on disk (there is no download at run time)."""
+    """Pretrained weights were asked for but could not be had (not on disk, and no download possible)."""
 
 
 @dataclass(frozen=True)
@@ -154,47 +169,88 @@ BACKBONES["ensemble"] = Backbone(
 
 
 def keras_models_dir() -> Path:
+    """Keras's download cache, ``$KERAS_HOME/models`` (default ``~/.keras/models``)."""
     return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
 
 
 def imagenet_available(backbone: str = "vgg19") -> bool:
+    """The backbone's ImageNet file is already on disk (no network needed)."""
     spec = BACKBONES[backbone]
     return spec.imagenet_file is not None and (keras_models_dir() / spec.imagenet_file).is_file()
 
 
-def resolve_backbone(name: str) -> tuple[str, str | None]:
-    """"auto" → ("vgg19", None) when ImageNet weights are on disk, else ("cxr-small", reason)."""
-    if name != "auto":
-        return name, None
-    if imagenet_available("vgg19"):
-        return "vgg19", None
-    return "cxr-small", (f"ImageNet weights for VGG19 not found ({keras_models_dir() / BACKBONES['vgg19'].imagenet_file}); "
-                         "VGG19 from random weights does not learn in demo time, so the compact BatchNorm CNN "
-                         "'cxr-small' is used instead (same training, evaluation and Grad-CAM code).")
+def imagenet_url(backbone: str) -> str:
+    return IMAGENET_SOURCES[backbone][0] + BACKBONES[backbone].imagenet_file
 
 
-def resolve_weights(backbone: str, weights: str | None):
-    """Map "imagenet" | "none" | PATH to a local file path (or None), never downloading anything. An
-    ensemble with "imagenet" gives one path per member."""
-    spec = BACKBONES[backbone]
+def download_allowed(allow: bool | None = None) -> bool:
+    """``allow`` when given, else True unless the environment variable XAI_CXR_NO_DOWNLOAD is set (not 0)."""
+    if allow is not None:
+        return allow
+    return os.environ.get(NO_DOWNLOAD_ENV, "").strip().lower() in ("", "0", "false", "no")
+
+
+def fetch_imagenet(backbone: str, allow_download: bool | None = None, origin: str | None = None,
+                   file_hash: str | None = "keras", timeout: float = 30.0) -> str:
+    """Path of the backbone's ImageNet "notop" weights, as Keras gets them: the file in ``~/.keras/models/``
+    when present (trusted as is), otherwise downloaded there once with ``keras.utils.get_file`` (progress bar,
+    Keras's published hash checked). ``origin``/``file_hash`` override the URL and hash ("keras" = the
+    published one; None = no check). Any failure — offline, refused, timed out, wrong hash — raises
+    ``WeightsNotFoundError`` naming the URL and the fixes; no partial or unverified file is left behind."""
+    import socket
+    spec = get_backbone(backbone)
+    if spec.imagenet_file is None:
+        raise WeightsNotFoundError(f"backbone {backbone!r} has no ImageNet weights; use --weights none "
+                                   "or --weights PATH")
+    path = keras_models_dir() / spec.imagenet_file
+    if path.is_file():
+        return str(path)
+    url = origin or imagenet_url(backbone)
+    if file_hash == "keras":
+        file_hash = IMAGENET_SOURCES[backbone][1]
+
+    def fail(reason: str):
+        return WeightsNotFoundError(
+            f"ImageNet weights for {backbone} could not be had: {reason}\n"
+            f"  Fix: on a machine with internet, download\n    {url}\n  and copy it to {path}\n"
+            f"  (or pass --weights /path/to/{spec.imagenet_file}). Without ImageNet weights, train the compact "
+            f"CNN made for that case: --backbone cxr-small (notebook: BACKBONE = \"cxr-small\").")
+
+    if not download_allowed(allow_download):
+        raise fail(f"not in {path.parent}, and downloads are switched off (--no-download or {NO_DOWNLOAD_ENV})")
+    import keras
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout)            # urllib has no timeout of its own here: no hang when offline
+    try:
+        got = keras.utils.get_file(spec.imagenet_file, url, cache_subdir="models", file_hash=file_hash,
+                                   cache_dir=str(keras_models_dir().parent))
+    except ValueError as exc:                    # Keras keeps a file whose hash is wrong: remove it
+        path.unlink(missing_ok=True)
+        raise fail(f"the downloaded file failed the hash check ({exc})") from exc
+    except Exception as exc:                     # noqa: BLE001 - Keras wraps URLError/HTTPError in Exception
+        path.unlink(missing_ok=True)
+        raise fail(f"download failed ({exc})") from exc
+    finally:
+        socket.setdefaulttimeout(old)
+    return got
+
+
+def resolve_backbone(name: str) -> str:
+    """"auto" → "vgg19" (the seed's model); its ImageNet weights are fetched by ``resolve_weights``, which
+    stops with the fix when they cannot be had. Other names pass through."""
+    return "vgg19" if name == "auto" else name
+
+
+def resolve_weights(backbone: str, weights: str | None, allow_download: bool | None = None):
+    """Map "imagenet" | "none" | PATH to a local file path (or None); "imagenet" downloads like Keras when
+    the file is missing (``fetch_imagenet``). An ensemble with "imagenet" gives one path per member."""
+    spec = get_backbone(backbone)
     if weights in (None, "none", "None"):
         return None
     if spec.members and weights == "imagenet":
-        return [resolve_weights(m, "imagenet") for m in spec.members]
+        return [resolve_weights(m, "imagenet", allow_download) for m in spec.members]
     if weights == "imagenet":
-        if spec.imagenet_file is None:
-            raise WeightsNotFoundError(f"backbone {backbone!r} has no ImageNet weights; use --weights none "
-                                       "or --weights PATH")
-        path = keras_models_dir() / spec.imagenet_file
-        if not path.is_file():
-            raise WeightsNotFoundError(
-                f"ImageNet weights for {backbone} not found: {path}\n"
-                f"There is no download at run time. On a machine with internet, fetch\n"
-                f"  {IMAGENET_URL}{spec.imagenet_file}\n"
-                f"and copy it to {path} (or pass --weights /path/to/{spec.imagenet_file}).\n"
-                f"To train from random weights instead, pass --weights none (VGG19 then learns little; "
-                f"--backbone cxr-small is made for that case).")
-        return str(path)
+        return fetch_imagenet(backbone, allow_download)
     path = Path(weights).expanduser()
     if not path.is_file():
         raise WeightsNotFoundError(f"weights file not found: {path} (use --weights imagenet|none|PATH)")
@@ -215,7 +271,7 @@ def build_model(cfg: ModelConfig, image_size: int = 256):
     spec = get_backbone(cfg.backbone)
     if image_size < spec.min_size:
         raise ValueError(f"{cfg.backbone} needs inputs of at least {spec.min_size}px, got {image_size}px")
-    weights = resolve_weights(cfg.backbone, cfg.weights)
+    weights = resolve_weights(cfg.backbone, cfg.weights, cfg.allow_download)
     inputs = keras.Input((image_size, image_size, 3), name="image")
     # backbone weights from a path go through Keras itself for vgg19; for a full-model file see load_trained_model
     pretrained = spec.imagenet_file or spec.members

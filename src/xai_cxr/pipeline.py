@@ -3,6 +3,7 @@ evaluation → Grad-CAM sample grid. Each step is a function with arrays in and 
 does the file I/O (weights, metrics.json, figures)."""
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -10,32 +11,44 @@ from pathlib import Path
 import numpy as np
 
 from .config import CamConfig, DataConfig, ModelConfig, TrainConfig, to_json, write_json_atomic
-from .data import (ImageSet, class_weights, limit_train, load_images, make_dataset, require_splits, to_model_input,
-                   scan_task, select_validation)
-from .models import BACKBONES, ModelCard, backbone_of, build_model, resolve_backbone
+from .data import (ImageSet, class_weights, find_data_root, limit_train, load_images, make_dataset, require_splits,
+                   to_model_input, scan_task, select_validation)
+from .models import BACKBONES, HEAD_PREFIX, ModelCard, backbone_of, build_model, resolve_backbone, resolve_weights
 
 PHANTOM_ROOT = Path("phantoms") / "chest_xray"
 
 
 def has_split(root: str | Path, split: str = "train") -> bool:
-    root = Path(root)
+    """``root`` (or the Kaggle zip's nested folder inside it) has a ``split`` folder."""
+    root, _ = find_data_root(root)
     return root.is_dir() and any(p.is_dir() and p.name.lower() == split for p in root.iterdir())
 
 
 def demo_configs(data_root: str | Path | None = None, seed: int = 42):
-    """Configs of ``xai-cxr demo``: phantoms at 128 px (not 256, to fit ≤ 10 minutes on 2 CPU cores)
-    unless ``data_root`` holds real data, backbone "auto", short stages."""
+    """Configs of ``xai-cxr demo``. With real data in ``data_root``: 256 px, VGG19 (ImageNet weights fetched
+    like Keras), short stages. Otherwise phantoms at 128 px (not 256, to fit ≤ 10 minutes on 2 CPU cores) and
+    VGG19 only when its ImageNet file is already on disk — else the compact CNN, said in the note: the demo
+    never downloads, and VGG19 from random weights does not learn in demo time."""
+    from .models import imagenet_available, keras_models_dir
     from .phantom import PhantomConfig, write_phantom_dataset
     if data_root is not None and has_split(data_root):
-        root, size, note = Path(data_root), 256, f"data: {data_root}"
+        root, found = find_data_root(data_root)
+        data = DataConfig(root=str(root), image_size=256, seed=seed)
+        model = ModelConfig(backbone="vgg19")
+        note = "\n".join(filter(None, [f"data: {root}", found]))
     else:
         pcfg = PhantomConfig(seed=seed)
         root = write_phantom_dataset(PHANTOM_ROOT, pcfg)
-        size = pcfg.image_size
+        data = DataConfig(root=str(root), image_size=pcfg.image_size, seed=seed)
         note = (f"data: {2 * pcfg.n_train} train / {2 * pcfg.n_test} test synthetic phantoms at "
-                f"{size}px in {root} (no chest_xray/train found; the real input size is 256px)")
-    data = DataConfig(root=str(root), image_size=size, seed=seed)
-    model = ModelConfig(backbone="auto")
+                f"{pcfg.image_size}px in {root} (no chest_xray/train found; the real input size is 256px)")
+        if imagenet_available("vgg19"):
+            model = ModelConfig(backbone="vgg19")
+        else:
+            model = ModelConfig(backbone="cxr-small", weights="none")
+            note += (f"\nnote: VGG19's ImageNet weights are not in {keras_models_dir()}; on phantoms the demo does "
+                     "not download them and uses the compact BatchNorm CNN 'cxr-small' instead (same training, "
+                     "evaluation and Grad-CAM code; VGG19 from random weights does not learn in demo time)")
     train = replace(TrainConfig(seed=seed).with_epochs(stage1=10, stage2=4), verbose=2)
     return data, model, train, note
 
@@ -115,21 +128,53 @@ def explain_images(model, grays: np.ndarray, preprocess, cam_cfg: CamConfig, tar
     return cam(x, targets=pred), pred, proba.max(1)
 
 
-def resolve_model(model_cfg: ModelConfig, data_cfg: DataConfig | None = None) -> tuple[ModelConfig, str | None]:
-    """Resolve backbone "auto"; with ``data_cfg``, also size the output to its classes (sigmoid for the
-    multi-label task). Returns the concrete config and, on fallback, the reason to print."""
+def resolve_model(model_cfg: ModelConfig, data_cfg: DataConfig | None = None) -> ModelConfig:
+    """The concrete model config: backbone "auto" → vgg19; with ``data_cfg``, the output sized to its classes
+    (sigmoid for the multi-label task). Pretrained weights are fetched *now* (downloaded like Keras when
+    missing), so a missing file stops the run in seconds, before any image is decoded."""
     if data_cfg is not None:
         model_cfg = replace(model_cfg, num_classes=len(data_cfg.class_names), multilabel=data_cfg.task == "multilabel")
-    backbone, why = resolve_backbone(model_cfg.backbone)
-    return replace(model_cfg, backbone=backbone, weights="none" if why else model_cfg.weights), why
+    model_cfg = replace(model_cfg, backbone=resolve_backbone(model_cfg.backbone))
+    resolve_weights(model_cfg.backbone, model_cfg.weights, model_cfg.allow_download)
+    return model_cfg
+
+
+def model_config_of(model) -> ModelConfig:
+    """The ModelConfig that rebuilds ``model`` (a ``build_model`` classifier): backbone, classes, head sizes."""
+    def layer(name):
+        return next((l for l in model.layers if l.name == HEAD_PREFIX + name), None)
+    dense, d1, d2 = layer("dense"), layer("dropout1"), layer("dropout2")
+    default = ModelConfig()
+    reg = getattr(dense, "kernel_regularizer", None)
+    return ModelConfig(backbone=backbone_of(model), weights="none", num_classes=int(model.output_shape[-1]),
+                       dense_units=int(dense.units) if dense is not None else default.dense_units,
+                       dropout=(float(d1.rate), float(d2.rate)) if d1 is not None and d2 is not None else default.dropout,
+                       l2=float(reg.l2) if reg is not None else default.l2,
+                       multilabel=getattr(model.layers[-1].activation, "__name__", "") == "sigmoid")
+
+
+def save_description(weights_dir: str | Path, data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig,
+                     cam_cfg: CamConfig = CamConfig()) -> ModelCard:
+    """Write what rebuilds and uses the weights in ``weights_dir``: ``model_config.json`` (the card read by
+    evaluate/explain/app/API) and ``run_config.json`` (every config of the run)."""
+    card = ModelCard(model_cfg.backbone, data_cfg.image_size, tuple(data_cfg.class_names), task=data_cfg.task,
+                     color=data_cfg.color, target_layer=cam_cfg.target_layer or BACKBONES[model_cfg.backbone].target_layer,
+                     dense_units=model_cfg.dense_units, dropout=tuple(model_cfg.dropout), l2=model_cfg.l2)
+    card.save(weights_dir)
+    write_json_atomic(json.loads(to_json(data_cfg, model_cfg, train_cfg, cam_cfg)), Path(weights_dir) / "run_config.json")
+    return card
 
 
 def fit(model, prep: Prepared, data_cfg: DataConfig, train_cfg: TrainConfig, weights_dir: str | Path,
-        resume: bool = False, strategy=None):
-    """Two-stage training on the prepared splits (class weights from the train counts)."""
+        resume: bool = False, strategy=None, model_cfg: ModelConfig | None = None, cam_cfg: CamConfig = CamConfig()):
+    """Two-stage training on the prepared splits (class weights from the train counts). Writes the model's
+    description (``save_description``) before the first checkpoint, so the weights in ``weights_dir`` are
+    never paired with another run's card."""
     from .train import train_two_stage
     from .cache import cached_stage_data
     spec = BACKBONES[backbone_of(model)]
+    Path(weights_dir).mkdir(parents=True, exist_ok=True)
+    save_description(weights_dir, data_cfg, model_cfg or model_config_of(model), train_cfg, cam_cfg)
     train_ds, val_ds = datasets(prep, data_cfg, spec.preprocess)
     stage_data = None
     if train_cfg.feature_cache and data_cfg.augment is not None:
@@ -162,9 +207,7 @@ def cross_validate(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: Trai
     import pandas as pd
     from .data import kfold_splits
     from .train import seed_everything
-    model_cfg, why = resolve_model(model_cfg, data_cfg)
-    if why:
-        print("note:", why)
+    model_cfg = resolve_model(model_cfg, data_cfg)
     prep = prepare_data(replace(data_cfg, validation="test"))           # decode once; folds index into it
     records = []
     for k, (tr, va) in enumerate(kfold_splits(prep.train.manifest, folds, data_cfg.seed)):
@@ -175,7 +218,7 @@ def cross_validate(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: Trai
               f"({fold.val.manifest.patient_id.nunique()} patients)")
         seed_everything(train_cfg.seed, train_cfg.deterministic)
         model = build_model(model_cfg, data_cfg.image_size)
-        fit(model, fold, data_cfg, train_cfg, Path(weights_dir) / f"fold{k + 1}")
+        fit(model, fold, data_cfg, train_cfg, Path(weights_dir) / f"fold{k + 1}", model_cfg=model_cfg)
         m, _ = evaluate_on_test(model, prep.test, data_cfg)
         records.append({"fold": k + 1, "train_images": int(len(tr)), "val_images": int(len(va)),
                         **{key: m[key] for key in SUMMARY_METRICS if key in m}})
@@ -322,7 +365,7 @@ def train_label_randomized(weights_dir: str | Path, out_dir: str | Path, data_ro
     prep.train = ImageSet(prep.train.images, shuffled, prep.train.skipped)
     seed_everything(train_cfg.seed, train_cfg.deterministic)
     model = build_model(model_cfg, data_cfg.image_size)
-    fit(model, prep, data_cfg, train_cfg, out_dir)
+    fit(model, prep, data_cfg, train_cfg, out_dir, model_cfg=model_cfg)
     return model
 
 
@@ -422,9 +465,7 @@ def run(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, ca
     from .train import distribution_strategy, plot_history, seed_everything
     t0 = time.time()
     weights_dir, results_dir = Path(weights_dir), Path(results_dir)
-    model_cfg, why = resolve_model(model_cfg, data_cfg)
-    if why:
-        print("note:", why)
+    model_cfg = resolve_model(model_cfg, data_cfg)                  # weights fetched before any image is decoded
     spec = BACKBONES[model_cfg.backbone]
     target_layer = cam_cfg.target_layer or spec.target_layer
 
@@ -440,13 +481,8 @@ def run(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, ca
         model = build_model(model_cfg, data_cfg.image_size)
     print(f"model: {model_cfg.backbone} (weights: {model_cfg.weights}), {model.count_params():,} parameters, "
           f"Grad-CAM layer {target_layer}")
-    history = fit(model, prep, data_cfg, train_cfg, weights_dir, resume, strategy)
-    card = ModelCard(model_cfg.backbone, data_cfg.image_size, tuple(data_cfg.class_names), task=data_cfg.task,
-                     color=data_cfg.color,
-                     target_layer=target_layer,
-                     dense_units=model_cfg.dense_units, dropout=model_cfg.dropout, l2=model_cfg.l2)
-    card.save(weights_dir)
-    (weights_dir / "run_config.json").write_text(to_json(data_cfg, model_cfg, train_cfg, cam_cfg))
+    history = fit(model, prep, data_cfg, train_cfg, weights_dir, resume, strategy, model_cfg, cam_cfg)
+    card = ModelCard.load(weights_dir)
     save_figure(plot_history(history), weights_dir / "training_curves.png")
 
     metrics, proba = evaluate_on_test(model, prep.test, data_cfg, prep.skipped)
