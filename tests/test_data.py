@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from xai_cxr.data import (DatasetLayoutError, ImageReadError, class_weights, holdout_split, limit_train,
-                          load_images, make_dataset, parse_kermany_name, read_gray, scan_dataset,
+                          load_images, make_dataset, parse_kermany_name, read_gray, scan_dataset, scan_task,
                           select_validation)
 
 
@@ -221,3 +221,18 @@ def test_kfold_splits_group_patients_cover_every_image_once_and_are_seeded():
     assert all(np.array_equal(a[1], b[1]) for a, b in zip(splits, again))
     with pytest.raises(ValueError, match="at least 2 folds"):
         kfold_splits(df, 1)
+
+
+def test_kaggle_zip_nested_layout_is_found_one_level_down(tmp_path):
+    from xai_cxr.data import find_data_root
+    from xai_cxr.phantom import PhantomConfig, write_phantom_dataset
+    outer = tmp_path / "chest_xray"
+    inner = write_phantom_dataset(outer / "chest_xray", PhantomConfig(image_size=32, n_train=2, n_test=2))
+    (outer / "__MACOSX" / "chest_xray" / "train").mkdir(parents=True)     # the zip's metadata twin is ignored
+    root, note = find_data_root(outer)
+    assert root == inner and "one folder down" in note
+    assert find_data_root(inner) == (inner, None)                        # the normal layout: no note
+    assert len(scan_task(outer)) == len(scan_task(inner)) == 8
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert find_data_root(empty) == (empty, None)                        # nothing found: the scan explains

@@ -176,3 +176,22 @@ def test_train_with_defaults_runs_the_seed_path_on_standin_weights(standin_keras
     model, _ = load_trained_model(tmp_path / "saved_weights")
     np.testing.assert_array_equal(model.get_layer("block1_conv1").kernel.numpy(), kernel)
     assert (tmp_path / "sample_results" / "sample_results.png").is_file()
+
+
+def test_demo_on_phantoms_uses_compact_cnn_without_trying_the_network(tmp_path, monkeypatch):
+    from xai_cxr import models
+    from xai_cxr.pipeline import demo_configs
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setattr(models, "fetch_imagenet", lambda *a, **k: pytest.fail("the demo tried to fetch weights"))
+    _, model, _, note = demo_configs(None)
+    assert (model.backbone, model.weights) == ("cxr-small", "none")
+    assert "does not download" in note and str(tmp_path / "keras" / "models") in note
+
+
+def test_demo_on_phantoms_uses_vgg19_when_its_file_is_cached(standin_keras_home, tmp_path, monkeypatch):
+    from xai_cxr.pipeline import demo_configs
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KERAS_HOME", str(standin_keras_home[0]))
+    _, model, _, note = demo_configs(None)
+    assert (model.backbone, model.weights) == ("vgg19", "imagenet") and "cxr-small" not in note
