@@ -117,4 +117,5 @@ def main():
         show(predictor, name, data, methods or ["gradcam"], fraction, threshold)
 
 
-main()
+if __name__ == "__main__":          # `streamlit run` and AppTest execute the file as __main__; importing it renders nothing
+    main()

@@ -29,7 +29,8 @@ def _setup_device(device: str, verbose: bool = False) -> None:
         sys.exit("error: --device gpu, but TensorFlow sees no GPU (see README: CUDA / Apple Metal installs)")
 
 
-def _add_common(p, data=True):
+def _add_common(p, data=True, cam=("cam", "target_layer", "top_fraction"), results=True):
+    """Flags shared by subcommands; each subcommand gets only the CAM flags and --results-dir it reads."""
     from .cam import CAM_METHODS
     from .models import BACKBONES
     p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
@@ -81,11 +82,22 @@ def _add_common(p, data=True):
         p.add_argument("--mlflow-store", default="mlruns", help="local MLflow store (default mlruns/)")
         p.add_argument("--resume", action="store_true",
                        help="continue a killed run from its last finished epoch (state in WEIGHTS_DIR/train_state)")
-    p.add_argument("--cam", choices=list(CAM_METHODS), default="gradcam")
-    p.add_argument("--target-layer", default=None, help="CAM layer (default: the backbone's, block5_conv3 for VGG19)")
-    p.add_argument("--top-fraction", type=float, default=0.05, help="share of pixels painted red (default 0.05)")
+    if "cam" in cam:
+        p.add_argument("--cam", choices=list(CAM_METHODS), default="gradcam")
+    if "target_layer" in cam:
+        p.add_argument("--target-layer", default=None, help="CAM layer (default: the backbone's, block5_conv3 for VGG19)")
+    if "top_fraction" in cam:
+        p.add_argument("--top-fraction", type=float, default=0.05, help="share of pixels painted red (default 0.05)")
     p.add_argument("--weights-dir", default="saved_weights")
-    p.add_argument("--results-dir", default="sample_results")
+    if results:
+        p.add_argument("--results-dir", default="sample_results")
+
+
+# flags of _add_common(data=True) that only a training run reads (audit accepts them with --confounder only)
+_TRAINING_DESTS = ("image_size", "batch_size", "limit", "validation", "backbone", "weights", "epochs1", "epochs2",
+                   "task", "labels_csv", "bbox_csv", "loss", "focal_gamma", "focal_alpha", "classes", "color",
+                   "augment", "cache_dir", "no_feature_cache", "mlflow", "resume", "deterministic", "cam",
+                   "top_fraction", "results_dir")
 
 
 def _env_no_download() -> bool:
@@ -180,7 +192,7 @@ def cmd_evaluate(args):
     df = scan_task(args.data_dir, card.class_names, card.task)
     require_splits(df, "test", root=args.data_dir)
     out = stream_predict(model, df[df.split == "test"], card.image_size, BACKBONES[card.backbone].preprocess,
-                         progress=True, color=card.color)
+                         progress=True, color=card.color, batch_size=args.batch_size)
     m = evaluate_predictions(out["labels"], out["proba"], card.class_names, card.threshold, seed=args.seed)
     m["skipped_images"] = [{"path": p, "reason": r} for p, r in out["skipped"]]
     results = Path(args.results_dir)
@@ -215,7 +227,7 @@ def cmd_explain(args):
         heats, pred, conf = explain_images(model, np.stack(grays), spec.preprocess, cam, card.target_layer)
         for g, h, p, c, name in zip(grays, heats, pred, conf, names):
             panel = np.hstack([red_overlay(g, h, args.top_fraction), jet_overlay(g, h)])
-            dest = out / f"{name.stem}_gradcam.png"
+            dest = out / f"{name.stem}_{args.cam}.png"
             cv2.imwrite(str(dest), cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
             print(f"{name}: {card.class_names[p]} ({c:.1%}) → {dest}")
     for p, why in skipped:
@@ -227,6 +239,15 @@ def cmd_explain(args):
 def cmd_audit(args):
     import matplotlib
     matplotlib.use("Agg")
+    given = [k for k, v in args.training_defaults.items() if getattr(args, k) != v]
+    if args.confounder:
+        if args.label_randomization:
+            sys.exit("error: --label-randomization audits a saved model; it does not combine with --confounder")
+        return _shortcut_audit(args)
+    if given:
+        sys.exit(f"error: {', '.join('--' + k.replace('_', '-') for k in given)} only apply with --confounder "
+                 "(which trains a model); the audit of a saved model reads its settings from WEIGHTS_DIR")
+    args.out = args.out or "sample_results/audit"
     from .audit import audit, error_galleries, to_markdown
     from .config import AuditConfig
     from .data import load_images, require_splits, scan_task
@@ -265,6 +286,20 @@ def cmd_audit(args):
         save_figure(fig, out / "galleries" / f"{name}.png")
     print(md)
     print(f"audit → {out}/audit.md, audit_*.csv, methods/*.png, galleries/*.png")
+
+
+def _shortcut_audit(args):
+    from .confounders import check_degree
+    from .shortcut import run_shortcut_audit
+    degrees = [check_degree(d) for d in args.degree]
+    data, model, train, cam = _configs(args, DataConfig(), ModelConfig(), TrainConfig())
+    methods = tuple(args.methods or ("gradcam", "hirescam", "gradcam++", "fused", "integrated_gradients", "smoothgrad"))
+    out = Path(args.out or args.results_dir)      # results-dir: where the trained models' own results go too
+    results = run_shortcut_audit(data, model, train, cam, args.confounder, degrees, methods, out,
+                                 Path(args.weights_dir) / "confounders", args.copy_dir, args.n_images)
+    from .shortcut import to_markdown
+    print(to_markdown(results))
+    print(f"planted-shortcut audit → {out}/confounder_<kind>/confounder_audit.md, .csv, gallery_*.png")
 
 
 def cmd_segment(args):
@@ -344,21 +379,23 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="metrics of saved weights on the test split")
     e.add_argument("--data-dir", default="chest_xray")
     e.add_argument("--batch-size", type=int, default=32)
-    _add_common(e, data=False)
+    _add_common(e, data=False, cam=())
     e.set_defaults(func=cmd_evaluate)
     x = sub.add_parser("explain", help="Grad-CAM overlays for image files")
     x.add_argument("images", nargs="+")
     x.add_argument("--out", default="sample_results/explain")
-    _add_common(x, data=False)
+    _add_common(x, data=False, results=False)
     x.set_defaults(func=cmd_explain)
-    a = sub.add_parser("audit", help="localization, faithfulness and sanity checks of every CAM method")
-    a.add_argument("--data-dir", default="phantoms/chest_xray", help="test data; lesion masks are used when present")
+    from .confounders import CONFOUNDERS
+    a = sub.add_parser("audit", help="localization, faithfulness and sanity checks of explainers; with --confounder, "
+                                     "the planted-shortcut audit (trains on a contaminated copy first)")
     a.add_argument("--methods", nargs="*", choices=[*CAM_METHODS, "fused", *ATTRIBUTION_METHODS],
                    default=None, help="default: every CAM method and fused (input-gradient methods on request)")
     a.add_argument("--n-images", type=int, default=50)
     a.add_argument("--steps", type=int, default=20, help="deletion/insertion steps")
     a.add_argument("--baseline", choices=["blur", "mean"], default="blur")
-    a.add_argument("--out", default="sample_results/audit")
+    a.add_argument("--out", default=None,
+                   help="output folder (default sample_results/audit; with --confounder sample_results)")
     a.add_argument("--images", choices=["positive", "all"], default="positive",
                    help="audit pneumonia images only (default; lesion masks) or all test images")
     a.add_argument("--target", choices=["true", "predicted"], default="true",
@@ -366,13 +403,21 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--label-randomization", action="store_true",
                    help="also retrain the model on permuted labels (its saved configs, DATA_DIR's train split) "
                         "and compare maps: Adebayo et al.'s second sanity check; costs one training run")
-    _add_common(a, data=False)
-    a.set_defaults(func=cmd_audit)
+    a.add_argument("--confounder", nargs="+", choices=list(CONFOUNDERS), default=None,
+                   help="plant this shortcut on a share of the PNEUMONIA training films of DATA_DIR, train with the "
+                        "training flags below (as `train`), and score how often each explainer finds it")
+    a.add_argument("--degree", nargs="+", type=float, default=[0.5],
+                   help="share(s) of the PNEUMONIA training films that carry the confounder, in [0, 1]; 0 = the "
+                        "control (a clean model, where a map on the confounder is a false alarm)")
+    a.add_argument("--copy-dir", default="confounded", help="where the contaminated copies of the data go")
+    _add_common(a, data=True)
+    a.set_defaults(func=cmd_audit, data_dir="phantoms/chest_xray")
+    a.set_defaults(training_defaults={k: a.get_default(k) for k in _TRAINING_DESTS})
     sg = sub.add_parser("segment", help="U-Net on lesion masks, classify-then-segment, Dice/IoU next to Grad-CAM")
     sg.add_argument("--data-dir", default="phantoms/chest_xray", help="data with *_mask.png lesion masks")
     sg.add_argument("--epochs", type=int, default=15)
     sg.add_argument("--out", default="sample_results/segmentation")
-    _add_common(sg, data=False)
+    _add_common(sg, data=False, cam=(), results=False)
     sg.set_defaults(func=cmd_segment)
     from .inference import EXPLAINERS
     r = sub.add_parser("report", help="HTML or PDF report of one image: prediction, confidence, uncertainty, overlays")
@@ -381,7 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--methods", nargs="+", choices=EXPLAINERS, default=["gradcam"])
     r.add_argument("--mc-passes", type=int, default=20, help="MC-dropout passes for the uncertainty (1 = off)")
     r.add_argument("--phantom", action="store_true", help="use the phantom model when WEIGHTS_DIR has no weights")
-    _add_common(r, data=False)
+    _add_common(r, data=False, cam=("top_fraction",), results=False)
     r.set_defaults(func=cmd_report)
     sv = sub.add_parser("serve", help="HTTP API: /predict, /explain, /health (FastAPI + uvicorn)")
     sv.add_argument("--host", default="127.0.0.1")
@@ -418,7 +463,7 @@ def main(argv=None) -> int:
         set_precision(args.precision)
     try:
         args.func(args)
-    except (DatasetLayoutError, WeightsNotFoundError, OSError) as exc:
+    except (DatasetLayoutError, WeightsNotFoundError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -9,7 +9,7 @@ from .data import load_images, to_model_input
 
 
 def stream_predict(model, manifest: pd.DataFrame, image_size: int, preprocess, chunk: int = 256,
-                   cam=None, workers: int = 4, progress: bool = False, color: bool = False):
+                   cam=None, workers: int = 4, progress: bool = False, color: bool = False, batch_size: int = 64):
     """Probabilities for every readable image of ``manifest``, chunk by chunk.
 
     With ``cam`` (a CAM object), also the hottest pixel (row, col) of each predicted-class map — the
@@ -25,7 +25,7 @@ def stream_predict(model, manifest: pd.DataFrame, image_size: int, preprocess, c
         if not len(part.images):
             continue
         x = to_model_input(part.images, preprocess).numpy()
-        p = model.predict(x, batch_size=64, verbose=0)
+        p = model.predict(x, batch_size=batch_size, verbose=0)
         proba.append(p)
         paths += part.manifest["path"].tolist()
         if "label_idx" in part.manifest:

@@ -1,0 +1,209 @@
+"""Does my model cheat? The planted-shortcut audit (Sun, Koch & Baumgartner, MICCAI 2023; Adebayo et al., ICLR
+2022): train on a copy of the data with a confounder drawn on a share of the positive training films, then on the
+test split find the negative films that the confounder *flips* to positive and ask each explainer whether its top
+pixels land on the confounder. At degree 0 (no confounder in training) the model has no reason to use it, so a
+map that still lands on it raises a false alarm.
+
+``shortcut_audit`` takes a trained model and decoded test images and returns tables; ``run_shortcut_audit``
+(``xai-cxr audit --confounder``) also builds the contaminated copy and trains on it.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .confounders import apply, check_degree, confounder_sensitivity, contaminate, get_confounder, ncc, negative_class
+from .data import ImageSet, to_model_input
+from .faithfulness import centre_bias_maps, random_maps
+
+FALSE_ALARM_MARGIN = 0.05     # a control-run sensitivity more than this above the random map's is a false alarm
+
+
+@dataclass
+class ShortcutResult:
+    summary: dict                 # accuracy clean/confounded, flips, mean p(positive) on negatives, which images
+    table: pd.DataFrame           # per method: sensitivity at top 10% and 5%, NCC clean vs confounded, ms per map
+    examples: dict                # for the gallery: clean, confounded, masks, {method: maps} of up to 6 images
+
+
+def _predict(model, preprocess, grays, batch_size=64):
+    return model.predict(to_model_input(grays, preprocess).numpy(), batch_size=batch_size, verbose=0)
+
+
+def shortcut_audit(model, backbone: str, test: ImageSet, class_names, kind: str, degree: float, methods,
+                   n_images: int = 50, seed: int = 42, target_layer: str | None = None) -> ShortcutResult:
+    """Score ``methods`` (explainer registry names) on the test films that the ``kind`` confounder flips from the
+    negative class (degree > 0), or on the negative films with the confounder drawn (degree 0: the control).
+    Every map explains the positive class on the confounded film; NCC compares it with the map of the clean film."""
+    from .audit import make_explainer
+    from .models import BACKBONES
+    get_confounder(kind)
+    neg = negative_class(class_names)
+    pos = 1 - neg if len(class_names) == 2 else None
+    if pos is None:
+        raise ValueError(f"the confounder audit needs a binary task; classes: {list(class_names)}")
+    spec = BACKBONES[backbone]
+    labels = test.labels
+    confounded, masks = apply(kind, test.images, seed)
+    p_clean = _predict(model, spec.preprocess, test.images)
+    p_conf = _predict(model, spec.preprocess, confounded)
+    negatives = labels == neg
+    flips = negatives & (p_clean.argmax(1) == neg) & (p_conf.argmax(1) == pos)
+    if degree > 0 and flips.any():
+        pool, images_are = np.flatnonzero(flips), "flip set"
+    else:
+        pool = np.flatnonzero(negatives)
+        images_are = "negative films with the confounder (control)" if degree == 0 else \
+            "negative films with the confounder: nothing flipped"
+    idx = np.sort(np.random.default_rng(seed).permutation(pool)[:n_images])
+    summary = {"confounder": kind, "degree": degree, "n_test": int(len(labels)),
+               "accuracy_clean": float((p_clean.argmax(1) == labels).mean()),
+               "accuracy_confounded": float((p_conf.argmax(1) == labels).mean()),
+               "negatives": int(negatives.sum()), "flips": int(flips.sum()),
+               "p_positive_negatives_clean": float(p_clean[negatives, pos].mean()),
+               "p_positive_negatives_confounded": float(p_conf[negatives, pos].mean()),
+               "scored_on": images_are, "n_scored": int(len(idx))}
+    x_clean = to_model_input(test.images[idx], spec.preprocess).numpy()
+    x_conf = to_model_input(confounded[idx], spec.preprocess).numpy()
+    m = masks[idx]
+    targets = np.full(len(idx), pos)
+    rows, maps_by = [], {}
+    for name in methods:
+        explainer = make_explainer(name, model, backbone, target_layer)
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            h_conf = explainer(x_conf, targets)
+            h_clean = explainer(x_clean, targets)
+        ms = 1000 * (time.perf_counter() - t0) / max(2 * len(idx), 1)
+        maps_by[name] = h_conf
+        rows.append(_row(name, h_conf, m, ncc(h_clean, h_conf).mean(), ms))
+    shape = test.images.shape[1:3]
+    rows.append(_row("random", random_maps(len(idx), shape, seed), m, np.nan, np.nan))
+    rows.append(_row("centre", centre_bias_maps(len(idx), shape), m, np.nan, np.nan))
+    table = pd.DataFrame(rows)
+    if len(idx):
+        base = table.loc[table.method == "random", "sensitivity_top10"].iloc[0]
+        table["over_random"] = table["sensitivity_top10"] - base
+    show = slice(0, 6)
+    examples = {"clean": test.images[idx][show], "confounded": confounded[idx][show], "masks": m[show],
+                "maps": {k: v[show] for k, v in maps_by.items()}}
+    return ShortcutResult(summary, table, examples)
+
+
+def _row(name, heats, masks, ncc_mean, ms):
+    n = len(heats)
+    return {"method": name, "n_images": n,
+            "sensitivity_top10": float(confounder_sensitivity(heats, masks, 0.10).mean()) if n else np.nan,
+            "sensitivity_top5": float(confounder_sensitivity(heats, masks, 0.05).mean()) if n else np.nan,
+            "ncc_clean_vs_confounded": float(ncc_mean), "ms_per_map": ms}
+
+
+def to_markdown(results: list[ShortcutResult]) -> str:
+    """One table, methods as rows and (confounder, degree) as column groups, then one line per run."""
+    lines = []
+    for r in results:
+        s = r.summary
+        lines.append(f"- **{s['confounder']} at {s['degree']:.0%}**: accuracy clean {s['accuracy_clean']:.3f} → "
+                     f"confounded {s['accuracy_confounded']:.3f}; {s['flips']} of {s['negatives']} negative films "
+                     f"flip; mean p(positive) on negatives {s['p_positive_negatives_clean']:.2f} → "
+                     f"{s['p_positive_negatives_confounded']:.2f}; scored on {s['n_scored']} {s['scored_on']}")
+    wide = None
+    for r in results:
+        col = f"{r.summary['confounder']} {r.summary['degree']:.0%}"
+        t = r.table.set_index("method")
+        part = t["sensitivity_top10"].map("{:.2f}".format) + " / " + t["ncc_clean_vs_confounded"].map(
+            lambda v: "—" if np.isnan(v) else f"{v:.2f}")
+        if r.summary["degree"] == 0:
+            alarm = t["over_random"] > FALSE_ALARM_MARGIN
+            part = part.where(~alarm, part + f" **alarm +" + t["over_random"].map("{:.2f}".format) + "**")
+        wide = part.rename(col).to_frame() if wide is None else wide.join(part.rename(col), how="outer")
+    head = ("Confounder sensitivity (share of the confounder's pixels in the map's top 10%) / NCC of the maps of the "
+            f"clean and the confounded film. At degree 0 (control) a sensitivity more than {FALSE_ALARM_MARGIN} above "
+            "the random map's is marked **alarm** (the model was not trained on the confounder).")
+    return "\n".join([head, "", wide.reset_index().to_markdown(index=False), "", *lines]) + "\n"
+
+
+def gallery(result: ShortcutResult):
+    """Flip cases: clean | confounded | each method's top-10% overlay, the confounder outlined in yellow."""
+    import matplotlib.pyplot as plt
+    from .overlay import red_overlay
+    ex = result.examples
+    n, methods = len(ex["clean"]), list(ex["maps"])
+    fig, axes = plt.subplots(max(n, 1), 2 + len(methods), figsize=(2.2 * (2 + len(methods)), 2.3 * max(n, 1)),
+                             squeeze=False)
+    for r in range(n):
+        panels = [(ex["clean"][r], "clean"), (ex["confounded"][r], "confounded")]
+        panels += [(red_overlay(ex["confounded"][r], ex["maps"][m][r], 0.10), m) for m in methods]
+        for c, (img, title) in enumerate(panels):
+            ax = axes[r, c]
+            ax.imshow(img, cmap="gray", vmin=0, vmax=255)
+            if c >= 1:
+                ax.contour(ex["masks"][r], levels=[0.5], colors="yellow", linewidths=0.6)
+            ax.set_title(title if r == 0 else "", fontsize=8)
+            ax.axis("off")
+    s = result.summary
+    fig.suptitle(f"{s['confounder']} at {s['degree']:.0%}: {s['scored_on']} (top 10% red)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def run_shortcut_audit(data_cfg, model_cfg, train_cfg, cam_cfg, kinds, degrees, methods, out_dir, weights_dir,
+                       copy_dir="confounded", n_images: int = 50, positive: str = "PNEUMONIA") -> list[ShortcutResult]:
+    """For each degree, copy ``data_cfg.root`` with a confounder on that share of the ``positive`` training films,
+    train on it with the given configs, and audit every kind on the clean test split. One model per (kind,
+    degree > 0); degree 0 trains one clean model shared by every kind (the control). Writes, per kind,
+    ``out_dir/confounder_<kind>/`` (table .md/.csv, flip galleries) and returns the results."""
+    from .data import limit_train, require_splits, scan_task
+    from .pipeline import run, save_figure
+    for k in kinds:
+        get_confounder(k)
+    degrees = [check_degree(d) for d in degrees]
+    manifest = scan_task(data_cfg.root, data_cfg.class_names, data_cfg.task, data_cfg.seed)
+    require_splits(manifest, "train", "test", root=data_cfg.root)
+    negative_class(data_cfg.class_names)
+    manifest = limit_train(manifest, data_cfg.limit, data_cfg.seed)     # copy only what trains
+    if data_cfg.validation == "test":
+        # checkpoint selection on the clean test split would pick the epoch that uses the confounder least;
+        # validation must come from the (contaminated) training distribution, as in Sun et al.
+        print("note: validation = holdout:0.1 of the contaminated training split (the test split stays clean and unseen)")
+        data_cfg = replace(data_cfg, validation="holdout:0.1")
+    results, clean_model = [], None
+    for kind in kinds:
+        for degree in degrees:
+            tag = f"{kind}_{round(degree * 100):03d}" if degree > 0 else "clean_000"
+            if degree == 0 and clean_model is not None:
+                model, test = clean_model
+            else:
+                root = Path(copy_dir) / tag / "chest_xray"
+                contaminate(manifest, data_cfg.root, root, kind, degree, positive,
+                            seed=data_cfg.seed)
+                print(f"=== {tag}: training on {root} ===")
+                res = run(replace(data_cfg, root=str(root), limit=None), model_cfg, train_cfg, cam_cfg,
+                          Path(weights_dir) / tag, Path(out_dir) / "models" / tag)
+                model, test = res["model"], res["prepared"].test
+                if degree == 0:
+                    clean_model = (model, test)
+            result = shortcut_audit(model, model.name.removesuffix("_classifier"), test, data_cfg.class_names,
+                                    kind, degree, methods, n_images, data_cfg.seed, cam_cfg.target_layer)
+            results.append(result)
+            folder = Path(out_dir) / f"confounder_{kind}"
+            save_figure(gallery(result), folder / f"gallery_{round(degree * 100):03d}.png")
+            write_tables([r for r in results if r.summary["confounder"] == kind], folder)
+    if len(kinds) > 1:
+        write_tables(results, Path(out_dir) / "confounders_all")
+    return results
+
+
+def write_tables(results: list[ShortcutResult], folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    table = pd.concat([r.table.assign(confounder=r.summary["confounder"], degree=r.summary["degree"],
+                                      flips=r.summary["flips"]) for r in results], ignore_index=True)
+    table.to_csv(folder / "confounder_audit.csv", index=False)
+    pd.DataFrame([r.summary for r in results]).to_csv(folder / "confounder_runs.csv", index=False)
+    (folder / "confounder_audit.md").write_text("# Planted-shortcut audit\n\n" + to_markdown(results))

@@ -1,0 +1,126 @@
+"""Planted shortcuts: exact masks, deterministic geometry at any size, a contaminated copy that changes only what
+it should, the scores against numpy by hand, bad input, and an end-to-end run on phantoms."""
+import hashlib
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from xai_cxr.confounders import (CONFOUNDERS, apply, check_degree, confounder_sensitivity, contaminate, get_confounder,
+                                 ncc, negative_class)
+
+
+def _film(h, w, seed=0):
+    """Mid-gray noise in [1, 254]: no pixel already has a confounder's value (0 or 255)."""
+    return np.random.default_rng(seed).integers(1, 255, (h, w)).astype(np.uint8)
+
+
+@pytest.mark.parametrize("kind", list(CONFOUNDERS))
+@pytest.mark.parametrize("shape", [(64, 64), (224, 224), (320, 320), (400, 512)])
+def test_mask_is_exactly_the_changed_pixels_and_deterministic(kind, shape):
+    img = _film(*shape)
+    out, mask = get_confounder(kind)(img, np.random.default_rng(3))
+    assert np.array_equal(out != img, mask) and mask.any()
+    assert np.array_equal(img, _film(*shape)), "the input image must not be modified"
+    again, mask2 = get_confounder(kind)(img, np.random.default_rng(3))
+    assert np.array_equal(out, again) and np.array_equal(mask, mask2)
+
+
+@pytest.mark.parametrize("size", [96, 320, 640])
+def test_geometry_is_defined_on_a_320_frame_and_scales(size):
+    img = _film(size, size)
+    rng = lambda: np.random.default_rng(0)  # noqa: E731
+    ys, xs = np.nonzero(CONFOUNDERS["tag"](img, rng())[1])
+    assert xs.max() < 0.6 * size and ys.min() > 0.8 * size              # bottom-left corner
+    ys, xs = np.nonzero(CONFOUNDERS["hyperintensities"](img, rng())[1])
+    assert set(np.unique(xs < size / 2)) == {True, False}               # one stripe each side
+    assert xs.min() < 0.1 * size and xs.max() > 0.9 * size
+    ys, xs = np.nonzero(CONFOUNDERS["obstruction"](img, rng())[1])
+    assert ys.min() > 0.8 * size and ys.max() == size - 1 and xs.min() == 0
+    # the same share of the image at every size (within rasterisation error)
+    shares = [CONFOUNDERS["hyperintensities"](_film(s, s), rng())[1].mean() for s in (160, 320, 640)]
+    assert max(shares) - min(shares) < 0.002
+
+
+def test_apply_seeds_each_image_and_keeps_shapes():
+    imgs = np.stack([_film(64, 64, s) for s in range(3)])
+    a, ma = apply("tag", imgs, seed=1)
+    b, mb = apply("tag", imgs, seed=1)
+    assert a.shape == imgs.shape and np.array_equal(a, b) and np.array_equal(ma, mb)
+    assert not np.array_equal(apply("tag", imgs, seed=2)[1], ma)
+
+
+def test_sensitivity_and_ncc_match_numpy_by_hand():
+    rng = np.random.default_rng(0)
+    heats = rng.random((3, 20, 20))                                      # no ties
+    masks = np.zeros((3, 20, 20), bool)
+    masks[:, 15:, :6] = True
+    got = confounder_sensitivity(heats, masks, 0.10)
+    for i in range(3):
+        threshold = np.sort(heats[i].ravel())[::-1][39]                 # the 40th highest of 400 = top 10%
+        top = heats[i] >= threshold
+        assert got[i] == pytest.approx((top & masks[i]).sum() / masks[i].sum())
+    perfect = np.where(masks, 1.0, 0.0) + 1e-3 * heats                  # the map is the mask: all 30 pixels in top 40
+    assert confounder_sensitivity(perfect, masks, 0.10) == pytest.approx(np.ones(3))
+    other = rng.random((3, 20, 20))
+    expected = [np.corrcoef(heats[i].ravel(), other[i].ravel())[0, 1] for i in range(3)]
+    assert ncc(heats, other) == pytest.approx(expected)
+    assert ncc(heats, 2 * heats + 1) == pytest.approx(np.ones(3))
+    assert ncc(heats, np.zeros_like(heats)) == pytest.approx(np.zeros(3))   # a flat map: 0, not NaN
+
+
+def test_bad_input_names_the_choices():
+    with pytest.raises(ValueError, match="tag, hyperintensities, obstruction"):
+        get_confounder("sticker")
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match=r"\[0, 1\]"):
+            check_degree(bad)
+    with pytest.raises(ValueError, match=r"\['CAT', 'DOG'\]"):
+        negative_class(("CAT", "DOG"))
+    assert negative_class(("PNEUMONIA", "normal")) == 1
+
+
+def test_contaminated_copy_changes_only_the_chosen_share_of_one_class_and_split(tmp_path):
+    from xai_cxr.data import read_gray, scan_dataset
+    from xai_cxr.phantom import PhantomConfig, write_phantom_dataset
+    src = write_phantom_dataset(tmp_path / "src", PhantomConfig(image_size=48, n_train=10, n_test=4))
+    manifest = scan_dataset(src)
+    out = contaminate(manifest, src, tmp_path / "dst", "obstruction", 0.4, seed=5)
+    assert list(out.columns) == ["path", "split", "label", "confounded"]
+    assert pd.read_csv(tmp_path / "dst" / "confounders.csv")["confounded"].sum() == 4
+    chosen = out[out.confounded]
+    assert len(chosen) == 4 and set(chosen.label) == {"PNEUMONIA"} and set(chosen.split) == {"train"}
+    digest = lambda p: hashlib.sha256(open(p, "rb").read()).hexdigest()  # noqa: E731
+    for (src_path, row) in zip(manifest.path, out.itertuples()):
+        if row.confounded:
+            changed = read_gray(row.path) != read_gray(src_path)
+            assert changed.any() and row.path.endswith(".png")
+        else:
+            assert digest(row.path) == digest(src_path)
+    assert len(scan_dataset(tmp_path / "dst")) == len(manifest)     # masks copied, still a valid data set
+    again = contaminate(manifest, src, tmp_path / "dst2", "obstruction", 0.4, seed=5)
+    assert list(again.confounded) == list(out.confounded)
+
+
+@pytest.mark.slow
+def test_tag_on_every_pneumonia_film_is_found_and_the_control_is_not_flipped(tmp_path, capsys):
+    """Tiny phantoms: a model trained with the tag on all PNEUMONIA training films flips NORMAL test films when
+    the tag is added, and Grad-CAM's top 10% covers far more of the tag than a random map; the degree-0 model is
+    barely moved by the tag."""
+    from xai_cxr.cli import main
+    from xai_cxr.phantom import PhantomConfig, write_phantom_dataset
+    root = write_phantom_dataset(tmp_path / "ph", PhantomConfig(image_size=64, n_train=60, n_test=30))
+    assert main(["audit", "--confounder", "tag", "--degree", "0", "1", "--data-dir", str(root),
+                 "--backbone", "cxr-small", "--weights", "none", "--image-size", "64", "--epochs1", "4",
+                 "--batch-size", "16", "--methods", "gradcam", "--n-images", "30",
+                 "--weights-dir", str(tmp_path / "w"), "--results-dir", str(tmp_path / "r"),
+                 "--copy-dir", str(tmp_path / "copies")]) == 0
+    runs = pd.read_csv(tmp_path / "r" / "confounder_tag" / "confounder_runs.csv").set_index("degree")
+    table = pd.read_csv(tmp_path / "r" / "confounder_tag" / "confounder_audit.csv")
+    at = lambda d, m: table[(table.degree == d) & (table.method == m)].iloc[0]  # noqa: E731
+    assert runs.loc[1.0, "flips"] >= 5
+    assert at(1.0, "gradcam").sensitivity_top10 > at(1.0, "random").sensitivity_top10 + 0.3
+    assert runs.loc[0.0, "flips"] < runs.loc[1.0, "flips"] / 2
+    shift = runs.p_positive_negatives_confounded - runs.p_positive_negatives_clean
+    assert shift.loc[0.0] < shift.loc[1.0]
+    assert (tmp_path / "r" / "confounder_tag" / "gallery_100.png").is_file()
