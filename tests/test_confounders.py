@@ -124,3 +124,18 @@ def test_tag_on_every_pneumonia_film_is_found_and_the_control_is_not_flipped(tmp
     shift = runs.p_positive_negatives_confounded - runs.p_positive_negatives_clean
     assert shift.loc[0.0] < shift.loc[1.0]
     assert (tmp_path / "r" / "confounder_tag" / "gallery_100.png").is_file()
+
+
+def test_heat_in_regions_counts_the_top_pixels_by_hand():
+    from xai_cxr.shortcut import heat_in_regions, region_masks
+    heat = np.zeros((100, 100))
+    heat[:5, :] = 1 + np.arange(500).reshape(5, 100) / 1000        # exactly the top 500 pixels = top 5%
+    table = heat_in_regions(heat[None], 0.05).set_index("region")
+    assert table.loc["border band (outer 8%)", "share_of_top_heat"] == pytest.approx(1.0)
+    assert table.loc["corners (15% squares)", "share_of_top_heat"] == pytest.approx(30 / 100)   # cols 0-14, 85-99
+    assert table.loc["central column (heart, mediastinum)", "share_of_top_heat"] == 0
+    assert table.loc["border band (outer 8%)", "share_of_image"] == pytest.approx(1 - 0.84 ** 2)
+    assert table.loc["corners (15% squares)", "ratio_to_random"] == pytest.approx(0.30 / (4 * 0.15 ** 2))
+    masks = region_masks(200)
+    assert masks["corners (15% squares)"].mean() == pytest.approx(4 * 0.15 ** 2)
+    assert not (masks["lung fields (approx.)"] & masks["central column (heart, mediastinum)"]).any()

@@ -284,8 +284,16 @@ def cmd_audit(args):
     for name, fig in error_galleries(model, card.backbone, test, masks, target_layer=args.target_layer,
                                      class_names=card.class_names).items():
         save_figure(fig, out / "galleries" / f"{name}.png")
-    print(md)
-    print(f"audit → {out}/audit.md, audit_*.csv, methods/*.png, galleries/*.png")
+    from .shortcut import where_it_looks
+    regions, fig = where_it_looks(model, card.backbone, test, card.class_names, target_layer=args.target_layer)
+    regions.to_csv(out / "regions.csv", index=False)
+    save_figure(fig, out / "mean_maps.png")
+    regions_md = regions.to_markdown(index=False, floatfmt=".3f")
+    with open(out / "audit.md", "a") as f:
+        f.write("\n### Where the model looks: share of Grad-CAM's top-5% heat per region, by predicted class "
+                "(share_of_image = what a random map gets)\n\n" + regions_md + "\n")
+    print(md + "\n" + regions_md)
+    print(f"audit → {out}/audit.md, audit_*.csv, regions.csv, mean_maps.png, methods/*.png, galleries/*.png")
 
 
 def _shortcut_audit(args):

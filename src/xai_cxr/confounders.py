@@ -152,16 +152,10 @@ def contaminate(manifest: pd.DataFrame, src_root: str | Path, dst_root: str | Pa
 
 def confounder_sensitivity(heats: np.ndarray, masks: np.ndarray, fraction: float = 0.10) -> np.ndarray:
     """Per image: the share of the confounder's pixels that lie in the map's top ``fraction`` of pixels (Sun et
-    al.'s confounder sensitivity at top 10%). Ties at the threshold are broken by pixel order, so exactly
-    ⌈fraction · H · W⌉ pixels are "top"."""
-    heats, masks = np.asarray(heats, np.float64), np.asarray(masks, bool)
-    n, k = len(heats), int(np.ceil(fraction * heats[0].size)) if len(heats) else 0
-    out = np.zeros(n)
-    for i in range(n):
-        top = np.zeros(heats[i].size, bool)
-        top[np.argsort(-heats[i].ravel(), kind="stable")[:k]] = True
-        out[i] = (top & masks[i].ravel()).sum() / max(masks[i].sum(), 1)
-    return out
+    al.'s confounder sensitivity at top 10%; "top" as in the overlays: exactly round(fraction · H · W) pixels)."""
+    from .overlay import top_fraction_mask
+    masks = np.asarray(masks, bool)
+    return np.array([(top_fraction_mask(h, fraction) & m).sum() / max(m.sum(), 1) for h, m in zip(heats, masks)])
 
 
 def ncc(a: np.ndarray, b: np.ndarray) -> np.ndarray:
