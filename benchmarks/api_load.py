@@ -80,7 +80,7 @@ if __name__ == "__main__":
     ap.add_argument("--endpoint", choices=["predict", "explain"], default="predict")
     ap.add_argument("--mc-passes", type=int, default=20)
     args = ap.parse_args()
-    from xai_cxr.phantom import make_phantom
+    from xai_cxr.data.phantom import make_phantom
     images = [cv2.imencode(".png", make_phantom(np.random.default_rng(s), 256, n_lesions=s % 3)[0])[1].tobytes()
               for s in range(32)]
     rows = {}

@@ -38,14 +38,14 @@ TARGET = "block5_conv3"
 
 
 def _root():
-    from xai_cxr.phantom import PhantomConfig, write_phantom_dataset
+    from xai_cxr.data.phantom import PhantomConfig, write_phantom_dataset
     return KERMANY if KERMANY.is_dir() else write_phantom_dataset(RESULTS / "phantoms", PhantomConfig())
 
 
 def _vgg19(size):
     from xai_cxr.config import ModelConfig
     from xai_cxr.models import build_model, imagenet_available
-    from xai_cxr.train import seed_everything
+    from xai_cxr.models.train import seed_everything
     seed_everything(0, deterministic=False)
     weights = "imagenet" if imagenet_available() else "none"
     return build_model(ModelConfig(backbone="vgg19", weights=weights), size), weights
@@ -88,7 +88,7 @@ def part_cam(args):
     from tf_keras_vis.gradcam import Gradcam
     from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
     from tf_keras_vis.utils.scores import CategoricalScore
-    from xai_cxr.cam import GradCAM
+    from xai_cxr.explain.cam import GradCAM
     from xai_cxr.data import load_images, scan_dataset, to_model_input
     from xai_cxr.models import BACKBONES
     size, n, bs = args.cam_size, args.cam_images, 16
@@ -188,7 +188,7 @@ def part_train(args):
     from xai_cxr.config import DataConfig, ModelConfig, TrainConfig
     from xai_cxr.models import BACKBONES, build_model, imagenet_available
     from xai_cxr.pipeline import evaluate_on_test, fit, prepare_data
-    from xai_cxr.train import seed_everything, train_two_stage
+    from xai_cxr.models.train import seed_everything, train_two_stage
     size = args.train_size
     data = DataConfig(root=str(_root()), image_size=size, limit=args.train, seed=0, batch_size=32)
     t0 = time.perf_counter()

@@ -19,9 +19,9 @@ import os, sys, json, resource, time
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 import numpy as np, keras
 from keras import layers
-from xai_cxr.cam import GradCAM
+from xai_cxr.explain.cam import GradCAM
 from xai_cxr.data import scan_dataset
-from xai_cxr.stream import stream_predict
+from xai_cxr.data.stream import stream_predict
 root, n, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 df = scan_dataset(root)
 df = df[df.split == "train"].head(n)
@@ -44,7 +44,7 @@ def measure(root: Path, n: int, size: int) -> dict:
 
 
 def phantom_root(n: int, size: int, where: Path) -> Path:
-    from xai_cxr.phantom import PhantomConfig, write_phantom_dataset
+    from xai_cxr.data.phantom import PhantomConfig, write_phantom_dataset
     return write_phantom_dataset(where / "chest_xray", PhantomConfig(image_size=size, n_train=n // 2, n_test=1, seed=5))
 
 

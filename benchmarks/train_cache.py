@@ -32,10 +32,10 @@ def main():
     import numpy as np
     from xai_cxr.config import DataConfig, ModelConfig, TrainConfig
     from xai_cxr.models import imagenet_available
-    from xai_cxr.phantom import PhantomConfig, write_phantom_dataset
+    from xai_cxr.data.phantom import PhantomConfig, write_phantom_dataset
     from xai_cxr.pipeline import evaluate_on_test, fit, prepare_data
     from xai_cxr.models import build_model
-    from xai_cxr.train import seed_everything
+    from xai_cxr.models.train import seed_everything
 
     root = KERMANY if KERMANY.is_dir() else write_phantom_dataset(HERE / "results" / "phantoms", PhantomConfig())
     data = DataConfig(root=str(root), image_size=args.image_size, limit=args.train, seed=0)

@@ -67,7 +67,7 @@ def kermany224():
 def phantom_weights(tmp_path_factory):
     """A cxr-small phantom model trained for one epoch through the app/API fallback path (seconds):
     returns its weights folder. For plumbing tests (app, API, report), not for accuracy."""
-    from xai_cxr.inference import phantom_predictor
+    from xai_cxr.serve.inference import phantom_predictor
     base = tmp_path_factory.mktemp("phantom_cache")
     return Path(phantom_predictor(base, n_train=16, epochs=(1, 0)).source.rsplit(": ", 1)[1])
 

@@ -19,11 +19,11 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 import xai_cxr  # noqa: E402
 
-APP = str(Path(xai_cxr.__file__).with_name("app.py"))
+APP = str(Path(xai_cxr.__file__).parent / "serve" / "app.py")
 
 
 def _xray_png(seed=0, size=64, lesions=1):
-    from xai_cxr.phantom import make_phantom
+    from xai_cxr.data.phantom import make_phantom
     img = make_phantom(np.random.default_rng(seed), size, n_lesions=lesions)[0]
     return img, cv2.imencode(".png", img)[1].tobytes()
 
@@ -43,7 +43,7 @@ def _metric(at, label):
 
 
 def test_upload_predicts_like_the_predictor_and_the_threshold_slider_moves_the_decision(app_env):
-    from xai_cxr.inference import Predictor
+    from xai_cxr.serve.inference import Predictor
     predictor = Predictor.from_weights_dir(app_env)
     img, png = _xray_png()
     p_pos = predictor.predict(img[None], mc=False)[0].probabilities["PNEUMONIA"]

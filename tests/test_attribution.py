@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from conftest import build_tiny
-from xai_cxr.attribution import IntegratedGradients, SmoothGrad
+from xai_cxr.explain.attribution import IntegratedGradients, SmoothGrad
 
 
 def _linear_model(seed=0, size=4):
@@ -71,10 +71,10 @@ def _two_squares(size=32):
 @pytest.mark.parametrize("method", ["lime", "shap"])
 def test_superpixel_explainers_find_the_square_the_model_sees_and_ignore_the_other(method):
     pytest.importorskip(method)
-    from xai_cxr.attribution import ATTRIBUTION_METHODS
+    from xai_cxr.explain.registry import EXPLAINERS
     model, img = _left_square_model(), _two_squares()
     assert model.predict(img[None], verbose=0)[0, 1] > 0.9
-    heat = ATTRIBUTION_METHODS[method](model, n_samples=200, n_segments=12)(img[None], targets=1)[0]
+    heat = EXPLAINERS[method].cls(model, n_samples=200, n_segments=12)(img[None], targets=1)[0]
     seen, unseen = heat[8:18, 3:13], heat[8:18, 19:29]
     assert heat.max() == pytest.approx(1.0, abs=1e-3) and seen.mean() > 0.3
     assert unseen.max() < 0.05 * seen.max()

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from xai_cxr.cache import cache_layer, cached_stage_data, extract_features, model_after
+from xai_cxr.models.cache import cache_layer, cached_stage_data, extract_features, model_after
 from xai_cxr.config import ModelConfig, TrainConfig
 from xai_cxr.data import make_dataset, to_model_input
 from xai_cxr.models import BACKBONES, build_model, set_trainable
@@ -42,7 +42,7 @@ def test_one_step_loss_and_gradients_match_the_plain_path(unfreeze_from, layer, 
 
 
 def test_cached_training_updates_the_full_model_and_saves_it(tmp_path):
-    from xai_cxr.train import train_two_stage
+    from xai_cxr.models.train import train_two_stage
     rng = np.random.default_rng(1)
     images, labels = rng.integers(0, 256, (16, 32, 32), dtype=np.uint8), np.arange(16) % 2
     model = build_model(ModelConfig(weights="none"), 32)
@@ -89,7 +89,7 @@ def _tiny_vgg_and_images(n=6, seed=3):
 
 
 def test_disk_cache_hit_equals_fresh_features_and_any_change_misses(tmp_path, capsys):
-    from xai_cxr.cache import cache_key, disk_features
+    from xai_cxr.models.cache import cache_key, disk_features
     model, images = _tiny_vgg_and_images()
     first = disk_features(model, "block4_pool", images, PREP, tmp_path)
     second = disk_features(model, "block4_pool", images, PREP, tmp_path)
@@ -112,7 +112,7 @@ def test_disk_cache_hit_equals_fresh_features_and_any_change_misses(tmp_path, ca
 
 @pytest.mark.parametrize("problem", ["not_a_folder", "full", "corrupt"])
 def test_bad_cache_folder_falls_back_to_correct_features(tmp_path, monkeypatch, capsys, problem):
-    from xai_cxr import cache
+    from xai_cxr.models import cache
     model, images = _tiny_vgg_and_images()
     cache_dir = tmp_path / "cache"
     if problem == "not_a_folder":
@@ -130,7 +130,7 @@ def test_bad_cache_folder_falls_back_to_correct_features(tmp_path, monkeypatch, 
 
 
 def test_memory_mapped_features_give_the_same_batches_and_training(tmp_path):
-    from xai_cxr.cache import disk_features, feature_dataset
+    from xai_cxr.models.cache import disk_features, feature_dataset
     model, images = _tiny_vgg_and_images(n=10)
     labels = np.arange(10) % 2
     mem = extract_features(model, "block4_pool", images, PREP)

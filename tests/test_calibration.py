@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from xai_cxr.calibration import (accuracy_at_coverage, apply_temperature, calibration_report,
+from xai_cxr.models.calibration import (accuracy_at_coverage, apply_temperature, calibration_report,
                                  expected_calibration_error, fit_temperature, load_temperature, save_temperature)
 
 
@@ -62,7 +62,7 @@ def test_calibration_report_fits_on_validation_only(tmp_path):
 def test_mc_dropout_samples_dropout_but_keeps_batchnorm_in_inference_mode():
     import keras
     from keras import layers
-    from xai_cxr.uncertainty import mc_dropout_model, mc_predict
+    from xai_cxr.models.uncertainty import mc_dropout_model, mc_predict
     x = np.random.default_rng(3).normal(size=(6, 5)).astype("float32")
 
     def net(rate):

@@ -2,9 +2,11 @@
 import numpy as np
 import pytest
 
+from xai_cxr.explain.registry import cam_classes
+
 from conftest import build_tiny
 from test_cam import numpy_conv_relu
-from xai_cxr.cam import (CAM_METHODS, EigenCAM, FusedCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM,
+from xai_cxr.explain.cam import (EigenCAM, FusedCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM,
                          choose_target_layer)
 
 
@@ -98,16 +100,16 @@ def test_scorecam_matches_numpy():
 def test_hirescam_equals_gradcam_when_gradients_are_spatially_constant():
     model = build_tiny("gap", seed=6)
     x = np.random.default_rng(3).normal(size=(3, 8, 8, 1)).astype("float32")
-    np.testing.assert_allclose(HiResCAM(model, "conv")(x, targets=1), CAM_METHODS["gradcam"](model, "conv")(x, targets=1),
+    np.testing.assert_allclose(HiResCAM(model, "conv")(x, targets=1), cam_classes()["gradcam"](model, "conv")(x, targets=1),
                                atol=1e-5)
 
 
-@pytest.mark.parametrize("name", sorted(CAM_METHODS))
+@pytest.mark.parametrize("name", sorted(cam_classes()))
 def test_every_method_gives_finite_unit_maps_without_touching_inputs(name):
     model = build_tiny("flatten", seed=7)
     x = np.random.default_rng(4).normal(size=(3, 8, 8, 1)).astype("float32")
     x0 = x.copy()
-    maps = CAM_METHODS[name](model, "conv")(x)
+    maps = cam_classes()[name](model, "conv")(x)
     assert maps.shape == (3, 8, 8) and np.isfinite(maps).all() and 0 <= maps.min() and maps.max() <= 1
     np.testing.assert_array_equal(x, x0)
 
@@ -130,7 +132,7 @@ def test_fused_cam_is_mean_of_layer_maps():
     model = _two_conv_model()
     x = np.random.default_rng(5).normal(size=(2, 16, 16, 1)).astype("float32")
     fused = FusedCAM(model, ["c1", "c2"])(x, targets=1)
-    g = CAM_METHODS["gradcam"]
+    g = cam_classes()["gradcam"]
     mean = (g(model, "c1")(x, targets=1) + g(model, "c2")(x, targets=1)) / 2
     np.testing.assert_allclose(fused, mean / mean.max(axis=(1, 2), keepdims=True), atol=1e-5)
 

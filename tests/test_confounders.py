@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xai_cxr.confounders import (CONFOUNDERS, apply, check_degree, confounder_sensitivity, contaminate, get_confounder,
+from xai_cxr.data.confounders import (CONFOUNDERS, apply, check_degree, confounder_sensitivity, contaminate, get_confounder,
                                  ncc, negative_class)
 
 
@@ -82,7 +82,7 @@ def test_bad_input_names_the_choices():
 
 def test_contaminated_copy_changes_only_the_chosen_share_of_one_class_and_split(tmp_path):
     from xai_cxr.data import read_gray, scan_dataset
-    from xai_cxr.phantom import PhantomConfig, write_phantom_dataset
+    from xai_cxr.data.phantom import PhantomConfig, write_phantom_dataset
     src = write_phantom_dataset(tmp_path / "src", PhantomConfig(image_size=48, n_train=10, n_test=4))
     manifest = scan_dataset(src)
     out = contaminate(manifest, src, tmp_path / "dst", "obstruction", 0.4, seed=5)
@@ -108,7 +108,7 @@ def test_tag_on_every_pneumonia_film_is_found_and_the_control_is_not_flipped(tmp
     the tag is added, and Grad-CAM's top 10% covers far more of the tag than a random map; the degree-0 model is
     barely moved by the tag."""
     from xai_cxr.cli import main
-    from xai_cxr.phantom import PhantomConfig, write_phantom_dataset
+    from xai_cxr.data.phantom import PhantomConfig, write_phantom_dataset
     root = write_phantom_dataset(tmp_path / "ph", PhantomConfig(image_size=64, n_train=60, n_test=30))
     assert main(["audit", "--confounder", "tag", "--degree", "0", "1", "--data-dir", str(root),
                  "--backbone", "cxr-small", "--weights", "none", "--image-size", "64", "--epochs1", "4",
@@ -127,7 +127,7 @@ def test_tag_on_every_pneumonia_film_is_found_and_the_control_is_not_flipped(tmp
 
 
 def test_heat_in_regions_counts_the_top_pixels_by_hand():
-    from xai_cxr.shortcut import heat_in_regions, region_masks
+    from xai_cxr.explain.metrics.shortcut import heat_in_regions, region_masks
     heat = np.zeros((100, 100))
     heat[:5, :] = 1 + np.arange(500).reshape(5, 100) / 1000        # exactly the top 500 pixels = top 5%
     table = heat_in_regions(heat[None], 0.05).set_index("region")

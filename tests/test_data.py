@@ -225,7 +225,7 @@ def test_kfold_splits_group_patients_cover_every_image_once_and_are_seeded():
 
 def test_kaggle_zip_nested_layout_is_found_one_level_down(tmp_path):
     from xai_cxr.data import find_data_root
-    from xai_cxr.phantom import PhantomConfig, write_phantom_dataset
+    from xai_cxr.data.phantom import PhantomConfig, write_phantom_dataset
     outer = tmp_path / "chest_xray"
     inner = write_phantom_dataset(outer / "chest_xray", PhantomConfig(image_size=32, n_train=2, n_test=2))
     (outer / "__MACOSX" / "chest_xray" / "train").mkdir(parents=True)     # the zip's metadata twin is ignored

@@ -4,7 +4,7 @@ import json
 import numpy as np
 
 from xai_cxr.config import CamConfig, DataConfig, ModelConfig, TrainConfig
-from xai_cxr.phantom import PhantomConfig, write_phantom_dataset
+from xai_cxr.data.phantom import PhantomConfig, write_phantom_dataset
 
 
 def _run(root, out, seed):

@@ -13,7 +13,7 @@ SCRIPT = textwrap.dedent('''
     from xai_cxr.config import ModelConfig, StageConfig, TrainConfig
     from xai_cxr.data import make_dataset
     from xai_cxr.models import BACKBONES, build_model
-    from xai_cxr.train import distribution_strategy, seed_everything, train_two_stage
+    from xai_cxr.models.train import distribution_strategy, seed_everything, train_two_stage
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (16, 32, 32), dtype=np.uint8)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from xai_cxr.config import CamConfig, DataConfig, ModelConfig, TrainConfig
-from xai_cxr.phantom import PhantomConfig, write_phantom_dataset
+from xai_cxr.data.phantom import PhantomConfig, write_phantom_dataset
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ def test_vgg19_two_stage_freezes_then_finetunes_block5(tmp_path):
     """Stage 1 changes only the head; stage 2 also block5; blocks 1-4 never change."""
     from xai_cxr.data import make_dataset
     from xai_cxr.models import BACKBONES, build_model
-    from xai_cxr.train import train_two_stage
+    from xai_cxr.models.train import train_two_stage
     rng = np.random.default_rng(0)
     images, labels = rng.integers(0, 256, (16, 32, 32), dtype=np.uint8), np.arange(16) % 2
     ds = make_dataset(images, labels, BACKBONES["vgg19"].preprocess, batch_size=8, shuffle=True)
@@ -118,7 +118,7 @@ def test_vgg19_two_stage_freezes_then_finetunes_block5(tmp_path):
 
 def test_real_kermany_scan_pipeline_forward_and_gradcam(kermany224):
     """The real 224-px Kermany copy: manifest counts, then decode → pipeline → forward → Grad-CAM."""
-    from xai_cxr.cam import GradCAM
+    from xai_cxr.explain.cam import GradCAM
     from xai_cxr.data import load_images, make_dataset, scan_dataset
     from xai_cxr.models import BACKBONES, build_model
     df = scan_dataset(kermany224)
@@ -250,7 +250,7 @@ def test_mask_layout_like_lgg_brain_mri_trains_and_audits_against_masks(tmp_path
     import pandas as pd
     from xai_cxr.cli import main
     from xai_cxr.data import scan_task
-    from xai_cxr.phantom import make_phantom
+    from xai_cxr.data.phantom import make_phantom
     rng = np.random.default_rng(5)
     root = tmp_path / "lgg"
     for case in range(8):
@@ -279,7 +279,7 @@ def test_colour_data_set_stays_in_colour_through_training_explain_and_faithfulne
     """Two classes that differ only in hue (same gray value): the pipeline must keep RGB all the way."""
     from xai_cxr.cli import main
     from xai_cxr.data import load_images, scan_dataset, to_model_input
-    from xai_cxr.faithfulness import deletion_insertion
+    from xai_cxr.explain.metrics.faithfulness import deletion_insertion
     from xai_cxr.models import BACKBONES
     rng = np.random.default_rng(2)
     colours = {"reddish": (60, 60, 200), "greenish": (60, 140, 80)}          # BGR for cv2.imwrite

@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 
 from conftest import build_tiny
-from xai_cxr.faithfulness import (centre_bias_maps, curve_auc, deletion_insertion, perturbation_stack,
+from xai_cxr.explain.metrics.faithfulness import (centre_bias_maps, curve_auc, deletion_insertion, perturbation_stack,
                                   random_maps, road)
-from xai_cxr.localization import iou_dice, pointing_game, top_fraction_hit_rate
-from xai_cxr.sanity import (cascading_randomization, label_randomization, permuted_labels, randomized_copy,
+from xai_cxr.explain.metrics.localization import iou_dice, pointing_game, top_fraction_hit_rate
+from xai_cxr.explain.metrics.sanity import (cascading_randomization, label_randomization, permuted_labels, randomized_copy,
                             spearman_per_image, weighted_layers)
 
 
@@ -85,7 +85,7 @@ def test_randomized_copy_leaves_original_untouched():
 
 
 def test_cascading_randomization_reports_every_layer_and_changes_gradcam():
-    from xai_cxr.cam import GradCAM
+    from xai_cxr.explain.cam import GradCAM
     model = build_tiny("flatten", seed=2, size=16, filters=6)
     x = np.random.default_rng(1).normal(size=(6, 16, 16, 1)).astype("float32")
     rows = cascading_randomization(model, x, 1, GradCAM, "conv", seed=5)
@@ -102,7 +102,7 @@ def test_permuted_labels_keep_class_counts_and_follow_the_seed():
 
 
 def test_label_randomization_compares_maps_of_the_two_models():
-    from xai_cxr.cam import GradCAM
+    from xai_cxr.explain.cam import GradCAM
     model = build_tiny("flatten", seed=2, size=16, filters=6)
     other = build_tiny("flatten", seed=9, size=16, filters=6)
     x = np.random.default_rng(1).normal(size=(5, 16, 16, 1)).astype("float32")
@@ -114,7 +114,7 @@ def test_label_randomization_compares_maps_of_the_two_models():
 
 
 def test_audit_on_all_images_with_predicted_targets_scores_localization_on_lesions_only():
-    from xai_cxr.audit import audit
+    from xai_cxr.explain.metrics.audit import audit
     from xai_cxr.config import AuditConfig
     from xai_cxr.data import ImageSet
     import pandas as pd

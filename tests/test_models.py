@@ -50,7 +50,7 @@ def test_training_refuses_to_start_without_disk_space(tmp_path, monkeypatch):
     import shutil
     from collections import namedtuple
     from xai_cxr.config import TrainConfig
-    from xai_cxr.train import train_two_stage
+    from xai_cxr.models.train import train_two_stage
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 10**6, 10**6))
     model = build_model(ModelConfig(backbone="cxr-small", weights="none"), 32)
@@ -71,7 +71,7 @@ def test_weights_with_another_head_shape_name_both_shapes(tmp_path):
 def test_nan_loss_stops_training_with_a_message(tmp_path, capsys):
     from xai_cxr.config import TrainConfig
     from xai_cxr.data import make_dataset
-    from xai_cxr.train import train_two_stage
+    from xai_cxr.models.train import train_two_stage
     images = np.zeros((8, 32, 32), np.uint8)
     nan_preprocess = lambda x: x * np.float32("nan")  # noqa: E731
     ds = make_dataset(images, np.arange(8) % 2, nan_preprocess, batch_size=4)
@@ -84,9 +84,9 @@ def test_nan_loss_stops_training_with_a_message(tmp_path, capsys):
 def test_mixed_bfloat16_model_matches_float32_predictions_and_gradcam():
     """Same weights under the mixed_bfloat16 policy: probabilities within 0.05, Grad-CAM ranks alike."""
     import keras
-    from xai_cxr.cam import GradCAM
-    from xai_cxr.sanity import spearman_per_image
-    from xai_cxr.train import set_precision
+    from xai_cxr.explain.cam import GradCAM
+    from xai_cxr.explain.metrics.sanity import spearman_per_image
+    from xai_cxr.models.train import set_precision
     cfg = ModelConfig(backbone="cxr-small", weights="none")
     ref = build_model(cfg, 32)
     x = np.random.default_rng(0).random((4, 32, 32, 3)).astype("float32")
@@ -110,7 +110,7 @@ def test_mixed_bfloat16_model_matches_float32_predictions_and_gradcam():
 @pytest.mark.parametrize("name", sorted(n for n in BACKBONES if not BACKBONES[n].members))
 def test_every_registry_backbone_builds_with_its_layers_and_gradcam(name):
     """Single networks; the stacked ensemble is built, trained and explained in test_cli_compare_*."""
-    from xai_cxr.cam import GradCAM
+    from xai_cxr.explain.cam import GradCAM
     spec = BACKBONES[name]
     size = max(spec.min_size, 48)
     model = build_model(ModelConfig(backbone=name, weights="none"), size)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from xai_cxr.data import DatasetLayoutError, scan_labels_csv
-from xai_cxr.phantom import make_phantom
+from xai_cxr.data.phantom import make_phantom
 
 FINDINGS = ("Effusion", "Pneumonia")
 
@@ -89,7 +89,7 @@ def test_multilabel_metrics_match_sklearn_per_label():
 
 
 def test_weighted_bce_matches_numpy():
-    from xai_cxr.train import weighted_bce
+    from xai_cxr.models.train import weighted_bce
     y = np.array([[1, 0], [0, 1], [1, 1]], np.float32)
     p = np.array([[0.8, 0.3], [0.4, 0.6], [0.9, 0.2]], np.float32)
     w = np.array([2.0, 0.5], np.float32)

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from xai_cxr.overlay import jet_overlay, red_overlay, top_fraction_mask
+from xai_cxr.explain.overlay import jet_overlay, red_overlay, top_fraction_mask
 
 
 @pytest.mark.parametrize("heat", [

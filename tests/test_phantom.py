@@ -2,7 +2,7 @@
 import numpy as np
 
 from xai_cxr.data import scan_dataset
-from xai_cxr.phantom import PhantomConfig, make_phantom, write_phantom_dataset
+from xai_cxr.data.phantom import PhantomConfig, make_phantom, write_phantom_dataset
 
 
 def test_phantom_masks_lie_inside_lung_fields():

@@ -9,13 +9,13 @@ from xai_cxr.cli import main
 
 
 def _dicom_xray(path):
-    from xai_cxr.phantom import make_phantom
+    from xai_cxr.data.phantom import make_phantom
     img = make_phantom(np.random.default_rng(3), 64, n_lesions=1)[0]
     write_dicom(path, img.astype(np.uint16) * 16, "MONOCHROME2", PatientName="Doe^Jane", PatientID="PID-98765")
 
 
 def test_html_report_states_prediction_identity_and_disclaimer_without_phi(phantom_weights, tmp_path, capsys):
-    from xai_cxr.inference import weights_sha256
+    from xai_cxr.serve.inference import weights_sha256
     _dicom_xray(tmp_path / "scan.dcm")
     out = tmp_path / "r.html"
     assert main(["report", str(tmp_path / "scan.dcm"), "--out", str(out), "--weights-dir", str(phantom_weights),

@@ -17,7 +17,7 @@ SCRIPT = textwrap.dedent('''
     from xai_cxr.config import ModelConfig, TrainConfig
     from xai_cxr.data import make_dataset
     from xai_cxr.models import BACKBONES, build_model
-    from xai_cxr.train import train_two_stage
+    from xai_cxr.models.train import train_two_stage
     out, resume = sys.argv[1], sys.argv[2] == "1"
     rng = np.random.default_rng(0)
     images, labels = rng.integers(0, 256, (64, 32, 32), dtype=np.uint8), np.arange(64) % 2

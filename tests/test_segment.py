@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from xai_cxr.phantom import make_phantom
-from xai_cxr.segment import (SegmentConfig, build_unet, classify_then_segment, dice_bce_loss, mask_scores,
+from xai_cxr.data.phantom import make_phantom
+from xai_cxr.models.segment import (SegmentConfig, build_unet, classify_then_segment, dice_bce_loss, mask_scores,
                              segment, train_unet)
 
 

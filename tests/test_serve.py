@@ -18,8 +18,8 @@ from conftest import write_dicom  # noqa: E402
 @pytest.fixture(scope="module")
 def api(phantom_weights):
     import uvicorn
-    from xai_cxr.inference import Predictor
-    from xai_cxr.serve import create_app
+    from xai_cxr.serve.inference import Predictor
+    from xai_cxr.serve.api import create_app
     predictor = Predictor.from_weights_dir(phantom_weights, mc_passes=5)
     app = create_app(predictor, max_batch=8, max_wait_ms=50, max_bytes=2_000_000)
     with socket.socket() as s:
@@ -42,7 +42,7 @@ def _png(img):
 
 
 def _xray(seed=0, size=64):
-    from xai_cxr.phantom import make_phantom
+    from xai_cxr.data.phantom import make_phantom
     return make_phantom(np.random.default_rng(seed), size, n_lesions=1)[0]
 
 
@@ -59,7 +59,7 @@ def test_predict_over_http_matches_the_predictor_in_process(api):
 
 
 def test_explain_returns_the_overlay_png_of_the_gradcam_map(api):
-    from xai_cxr.inference import overlay_png
+    from xai_cxr.serve.inference import overlay_png
     url, predictor, _ = api
     img = _xray(1)
     r = httpx.post(f"{url}/explain", params={"method": "gradcam"},

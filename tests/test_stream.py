@@ -20,9 +20,9 @@ def _bench():
 
 def test_stream_predict_matches_in_memory_and_skips_bad_files(tmp_path):
     import cv2
-    from xai_cxr.cam import GradCAM
+    from xai_cxr.explain.cam import GradCAM
     from xai_cxr.data import load_images, to_model_input
-    from xai_cxr.stream import stream_predict
+    from xai_cxr.data.stream import stream_predict
     rng = np.random.default_rng(0)
     paths = []
     for i in range(11):

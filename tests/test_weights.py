@@ -131,7 +131,7 @@ def test_environment_variable_forbids_download(tmp_path, monkeypatch):
 
 def test_train_stops_on_missing_weights_before_decoding_any_image(tmp_path, monkeypatch, capsys):
     from xai_cxr import cli, pipeline
-    from xai_cxr.phantom import PhantomConfig, write_phantom_dataset
+    from xai_cxr.data.phantom import PhantomConfig, write_phantom_dataset
     root = write_phantom_dataset(tmp_path / "chest_xray", PhantomConfig(image_size=32, n_train=4, n_test=2))
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty_keras"))
 
@@ -152,7 +152,7 @@ def test_train_with_defaults_runs_the_seed_path_on_standin_weights(standin_keras
     layer shapes worked out by hand."""
     import json
     from xai_cxr import cli
-    from xai_cxr.phantom import PhantomConfig, write_phantom_dataset
+    from xai_cxr.data.phantom import PhantomConfig, write_phantom_dataset
     home, _, kernel = standin_keras_home
     monkeypatch.setenv("KERAS_HOME", str(home))
     monkeypatch.chdir(tmp_path)
@@ -179,7 +179,7 @@ def test_train_with_defaults_runs_the_seed_path_on_standin_weights(standin_keras
 
 
 def test_demo_on_phantoms_uses_compact_cnn_without_trying_the_network(tmp_path, monkeypatch):
-    from xai_cxr import models
+    from xai_cxr.models import registry as models
     from xai_cxr.pipeline import demo_configs
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))

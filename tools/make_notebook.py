@@ -132,9 +132,9 @@ Two stages, each with fresh EarlyStopping (patience 4), ReduceLROnPlateau (×0.5
 the lowest validation loss; loss = categorical cross-entropy with label smoothing 0.05, weighted by class:"""),
     code("""from xai_cxr.models import BACKBONES, build_model, set_trainable
 from xai_cxr.pipeline import resolve_model
-from xai_cxr.train import stages_for
+from xai_cxr.models.train import stages_for
 
-from xai_cxr.train import seed_everything
+from xai_cxr.models.train import seed_everything
 model_cfg = resolve_model(model_cfg, data_cfg)       # "auto" → vgg19; ImageNet weights fetched now if needed
 seed_everything(SEED)                                # the head's initial weights too: one seed, one result
 model = build_model(model_cfg, data_cfg.image_size)
@@ -153,7 +153,7 @@ learning rate 30× smaller, with gradient clipping, so the pretrained filters mo
 `model_config.json` and `run_config.json` go to `saved_weights/`, which `xai-cxr evaluate`, `explain`, the app
 and the API read."""),
     code("""from xai_cxr.pipeline import fit
-from xai_cxr.train import plot_history
+from xai_cxr.models.train import plot_history
 history = fit(model, prep, data_cfg, train_cfg, "saved_weights", model_cfg=model_cfg)
 plot_history(history);"""),
     md("""## 4. Evaluation on the test split
@@ -196,7 +196,7 @@ Here it is, in TensorFlow, checked against the package's `GradCAM` that the CLI,
     cam = (cam - lo) / (tf.reduce_max(cam, axis=(1, 2), keepdims=True) - lo + 1e-7)
     return tf.image.resize(cam[..., None], images.shape[1:3], "bilinear")[..., 0].numpy()
 
-from xai_cxr.cam import GradCAM
+from xai_cxr.explain.cam import GradCAM
 from xai_cxr.data import to_model_input
 idx = np.r_[np.flatnonzero(prep.test.labels == 0)[:2], np.flatnonzero(prep.test.labels == 1)[:2]]
 x = to_model_input(prep.test.images[idx], spec.preprocess)
@@ -223,7 +223,7 @@ first and measures how fast the predicted probability drops (area under the curv
 against random and centre maps. `xai-cxr audit` runs the full set (every CAM method, ROAD, randomization sanity
 checks, galleries of the model's mistakes)."""),
     code("""from IPython.display import Markdown
-from xai_cxr.audit import audit
+from xai_cxr.explain.metrics.audit import audit
 from xai_cxr.config import AuditConfig
 from xai_cxr.pipeline import lesion_masks
 masks = lesion_masks(prep.test, data_cfg.image_size)
@@ -240,7 +240,7 @@ Markdown("\\n\\n".join(f"**{title}**\\n\\n{table.to_markdown(index=False, floatf
 class, the share of the top-5% heat that falls in named regions of the film, next to the region's share of the
 image (what a random map would get). A ratio far above 1 on the border, the corners or the heart is worth a look
 before trusting the accuracy."""),
-    code("""from xai_cxr.shortcut import where_it_looks
+    code("""from xai_cxr.explain.metrics.shortcut import where_it_looks
 regions, fig = where_it_looks(model, model_cfg.backbone, prep.test, data_cfg.class_names)
 display(fig)
 plt.close(fig)
@@ -258,7 +258,7 @@ use the tag, and a map that still lands on it raises a false alarm (Adebayo et a
 This trains two small `cxr-small` models at 64 px on up to 300 of your training films (about two minutes on a
 CPU): it checks the *explainers* on your films, not the model above. `xai-cxr audit --confounder tag
 hyperintensities obstruction --degree 0 0.2 0.5 1` runs the full study."""),
-    code("""from xai_cxr.shortcut import run_shortcut_audit, to_markdown
+    code("""from xai_cxr.explain.metrics.shortcut import run_shortcut_audit, to_markdown
 small_data = replace(data_cfg, image_size=64, limit=48 if QUICK else 300, validation="holdout:0.1")
 small_train = replace(TrainConfig(seed=SEED).with_epochs(stage1=1 if QUICK else 6, stage2=0), verbose=0)
 shortcut = run_shortcut_audit(small_data, ModelConfig(backbone="cxr-small", weights="none"), small_train,
@@ -276,16 +276,16 @@ a U-Net where lesion masks exist, and a one-file HTML report of a prediction."""
     return [n for n in names if importlib.util.find_spec(n) is None]
 
 if RUN_EXTRAS:
-    from xai_cxr.attribution import ATTRIBUTION_METHODS
-    from xai_cxr.cam import CAM_METHODS
-    from xai_cxr.overlay import red_overlay
-    explainers = {m: CAM_METHODS[m](model, spec.target_layer) for m in ("gradcam", "gradcam++", "hirescam")}
-    explainers.update({m: ATTRIBUTION_METHODS[m](model) for m in ("integrated_gradients", "smoothgrad")})
+    from xai_cxr.explain.registry import EXPLAINERS, make_explainer
+    from xai_cxr.explain.overlay import red_overlay
+    print("explainers in the registry:", ", ".join(f"{n} ({s.cost})" for n, s in EXPLAINERS.items()))
+    explainers = {m: make_explainer(m, model, model_cfg.backbone)
+                  for m in ("gradcam", "gradcam++", "hirescam", "integrated_gradients", "smoothgrad")}
     absent = missing_packages("lime", "shap", "skimage")
     if absent:
         print(f"LIME and SHAP skipped: {', '.join(absent)} not installed (pip install -e '.[app]')")
     else:
-        explainers.update({m: ATTRIBUTION_METHODS[m](model, n_samples=60 if QUICK else 300) for m in ("lime", "shap")})
+        explainers.update({m: EXPLAINERS[m].cls(model, n_samples=60 if QUICK else 300) for m in ("lime", "shap")})
     show = idx[-2:]
     maps = {name: e(to_model_input(prep.test.images[show], spec.preprocess).numpy(), predicted[-2:])
             for name, e in explainers.items()}
@@ -309,7 +309,7 @@ else:
 else:
     print("RUN_EXTRAS is False: subtype task skipped")"""),
     code("""if RUN_EXTRAS and masks is not None:    # supervised localisation next to Grad-CAM's weak one (phantoms)
-    from xai_cxr.segment import SegmentConfig, classify_then_segment, mask_scores, train_unet
+    from xai_cxr.models.segment import SegmentConfig, classify_then_segment, mask_scores, train_unet
     unet, _ = train_unet(prep.train.images, lesion_masks(prep.train, data_cfg.image_size),
                          cfg=SegmentConfig(epochs=2 if QUICK else 15))
     print("U-Net (classify, then segment):", mask_scores(classify_then_segment(model, spec.preprocess, unet,
@@ -318,9 +318,9 @@ else:
     print("segmentation skipped: " + ("RUN_EXTRAS is False" if not RUN_EXTRAS else "no lesion masks in this data"))"""),
     code("""if RUN_EXTRAS:      # the Predictor behind the report, the app (xai-cxr app) and the API (xai-cxr serve)
     from IPython.display import HTML
-    from xai_cxr.inference import Predictor
-    from xai_cxr.overlay import red_overlay
-    from xai_cxr.report import render_html, report_fields
+    from xai_cxr.serve.inference import Predictor
+    from xai_cxr.explain.overlay import red_overlay
+    from xai_cxr.serve.report import render_html, report_fields
     predictor = Predictor.from_weights_dir("saved_weights")
     gray = prep.test.images[idx[-1]]
     pred = predictor.predict(gray[None])[0]

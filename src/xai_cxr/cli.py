@@ -31,7 +31,7 @@ def _setup_device(device: str, verbose: bool = False) -> None:
 
 def _add_common(p, data=True, cam=("cam", "target_layer", "top_fraction"), results=True):
     """Flags shared by subcommands; each subcommand gets only the CAM flags and --results-dir it reads."""
-    from .cam import CAM_METHODS
+    from .explain.registry import EXPLAINERS
     from .models import BACKBONES
     p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
                    help="cpu hides GPUs (compare with this when Metal/CUDA results look off)")
@@ -83,7 +83,8 @@ def _add_common(p, data=True, cam=("cam", "target_layer", "top_fraction"), resul
         p.add_argument("--resume", action="store_true",
                        help="continue a killed run from its last finished epoch (state in WEIGHTS_DIR/train_state)")
     if "cam" in cam:
-        p.add_argument("--cam", choices=list(CAM_METHODS), default="gradcam")
+        p.add_argument("--cam", choices=[n for n, s in EXPLAINERS.items() if s.layers != "input"], default="gradcam",
+                       help="CAM method for the sample grid / overlays (default gradcam)")
     if "target_layer" in cam:
         p.add_argument("--target-layer", default=None, help="CAM layer (default: the backbone's, block5_conv3 for VGG19)")
     if "top_fraction" in cam:
@@ -187,7 +188,7 @@ def cmd_evaluate(args):
     from .data import require_splits, scan_task
     from .evaluate import evaluate_predictions, format_metrics
     from .models import BACKBONES, load_trained_model
-    from .stream import stream_predict
+    from .data.stream import stream_predict
     model, card = load_trained_model(args.weights_dir)
     df = scan_task(args.data_dir, card.class_names, card.task)
     require_splits(df, "test", root=args.data_dir)
@@ -209,7 +210,7 @@ def cmd_explain(args):
     import numpy as np
     from .data import ImageReadError, load_image
     from .models import BACKBONES, load_trained_model
-    from .overlay import jet_overlay, red_overlay
+    from .explain.overlay import jet_overlay, red_overlay
     from .pipeline import explain_images
     model, card = load_trained_model(args.weights_dir)
     spec = BACKBONES[card.backbone]
@@ -248,11 +249,11 @@ def cmd_audit(args):
         sys.exit(f"error: {', '.join('--' + k.replace('_', '-') for k in given)} only apply with --confounder "
                  "(which trains a model); the audit of a saved model reads its settings from WEIGHTS_DIR")
     args.out = args.out or "sample_results/audit"
-    from .audit import audit, error_galleries, to_markdown
+    from .explain.metrics.audit import audit, error_galleries, to_markdown
     from .config import AuditConfig
     from .data import load_images, require_splits, scan_task
     from .models import load_trained_model
-    from .overlay import gallery
+    from .explain.overlay import gallery
     from .pipeline import lesion_masks, save_figure
     model, card = load_trained_model(args.weights_dir)
     df = scan_task(args.data_dir, card.class_names, card.task)
@@ -284,7 +285,7 @@ def cmd_audit(args):
     for name, fig in error_galleries(model, card.backbone, test, masks, target_layer=args.target_layer,
                                      class_names=card.class_names).items():
         save_figure(fig, out / "galleries" / f"{name}.png")
-    from .shortcut import where_it_looks
+    from .explain.metrics.shortcut import where_it_looks
     regions, fig = where_it_looks(model, card.backbone, test, card.class_names, target_layer=args.target_layer)
     regions.to_csv(out / "regions.csv", index=False)
     save_figure(fig, out / "mean_maps.png")
@@ -297,15 +298,15 @@ def cmd_audit(args):
 
 
 def _shortcut_audit(args):
-    from .confounders import check_degree
-    from .shortcut import run_shortcut_audit
+    from .data.confounders import check_degree
+    from .explain.metrics.shortcut import run_shortcut_audit
     degrees = [check_degree(d) for d in args.degree]
     data, model, train, cam = _configs(args, DataConfig(), ModelConfig(), TrainConfig())
     methods = tuple(args.methods or ("gradcam", "hirescam", "gradcam++", "fused", "integrated_gradients", "smoothgrad"))
     out = Path(args.out or args.results_dir)      # results-dir: where the trained models' own results go too
     results = run_shortcut_audit(data, model, train, cam, args.confounder, degrees, methods, out,
                                  Path(args.weights_dir) / "confounders", args.copy_dir, args.n_images)
-    from .shortcut import to_markdown
+    from .explain.metrics.shortcut import to_markdown
     print(to_markdown(results))
     print(f"planted-shortcut audit → {out}/confounder_<kind>/confounder_audit.md, .csv, gallery_*.png")
 
@@ -315,7 +316,7 @@ def cmd_segment(args):
     matplotlib.use("Agg")
     from .config import write_json_atomic
     from .pipeline import save_figure, segmentation_stage
-    from .segment import SegmentConfig
+    from .models.segment import SegmentConfig
     res = segmentation_stage(args.weights_dir, args.data_dir, SegmentConfig(epochs=args.epochs, seed=args.seed))
     out = Path(args.out)
     write_json_atomic(res["scores"], out / "segmentation.json")
@@ -326,8 +327,8 @@ def cmd_segment(args):
 
 def cmd_report(args):
     from .data import ImageReadError
-    from .inference import load_predictor
-    from .report import write_report
+    from .serve.inference import load_predictor
+    from .serve.report import write_report
     predictor = load_predictor(args.weights_dir, allow_phantom=args.phantom)
     path = Path(args.image)
     try:
@@ -343,14 +344,14 @@ def cmd_report(args):
 
 
 def cmd_serve(args):
-    from .serve import serve
+    from .serve.api import serve
     serve(args.weights_dir, host=args.host, port=args.port, max_batch=args.max_batch,
           max_wait_ms=args.max_wait_ms, allow_phantom=args.phantom, mc_passes=args.mc_passes)
 
 
 def cmd_app(args):
     import subprocess
-    app = Path(__file__).with_name("app.py")
+    app = Path(__file__).parent / "serve" / "app.py"
     os.environ["XAI_CXR_WEIGHTS_DIR"] = str(Path(args.weights_dir).resolve())
     cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port),
            "--server.headless", "true", "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer",
@@ -360,7 +361,7 @@ def cmd_app(args):
 
 
 def cmd_phantoms(args):
-    from .phantom import PhantomConfig, write_phantom_dataset
+    from .data.phantom import PhantomConfig, write_phantom_dataset
     cfg = PhantomConfig(image_size=args.image_size, n_train=args.n_train, n_test=args.n_test,
                         n_val=args.n_val, seed=args.seed)
     root = write_phantom_dataset(args.out, cfg)
@@ -368,8 +369,7 @@ def cmd_phantoms(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .attribution import ATTRIBUTION_METHODS
-    from .cam import CAM_METHODS
+    from .explain.registry import EXPLAINERS
     p = argparse.ArgumentParser(prog="xai-cxr", description="Explainable pneumonia detection on chest X-rays")
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="phantoms (or chest_xray/) → training → evaluation → sample_results.png")
@@ -394,11 +394,11 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", default="sample_results/explain")
     _add_common(x, data=False, results=False)
     x.set_defaults(func=cmd_explain)
-    from .confounders import CONFOUNDERS
+    from .data.confounders import CONFOUNDERS
     a = sub.add_parser("audit", help="localization, faithfulness and sanity checks of explainers; with --confounder, "
                                      "the planted-shortcut audit (trains on a contaminated copy first)")
-    a.add_argument("--methods", nargs="*", choices=[*CAM_METHODS, "fused", *ATTRIBUTION_METHODS],
-                   default=None, help="default: every CAM method and fused (input-gradient methods on request)")
+    a.add_argument("--methods", nargs="*", choices=list(EXPLAINERS), default=None,
+                   help="default: every CAM method and fused (input attributions on request: they cost more)")
     a.add_argument("--n-images", type=int, default=50)
     a.add_argument("--steps", type=int, default=20, help="deletion/insertion steps")
     a.add_argument("--baseline", choices=["blur", "mean"], default="blur")
@@ -427,11 +427,10 @@ def build_parser() -> argparse.ArgumentParser:
     sg.add_argument("--out", default="sample_results/segmentation")
     _add_common(sg, data=False, cam=(), results=False)
     sg.set_defaults(func=cmd_segment)
-    from .inference import EXPLAINERS
     r = sub.add_parser("report", help="HTML or PDF report of one image: prediction, confidence, uncertainty, overlays")
     r.add_argument("image")
     r.add_argument("--out", default="sample_results/report.html", help="*.html or *.pdf")
-    r.add_argument("--methods", nargs="+", choices=EXPLAINERS, default=["gradcam"])
+    r.add_argument("--methods", nargs="+", choices=list(EXPLAINERS), default=["gradcam"])
     r.add_argument("--mc-passes", type=int, default=20, help="MC-dropout passes for the uncertainty (1 = off)")
     r.add_argument("--phantom", action="store_true", help="use the phantom model when WEIGHTS_DIR has no weights")
     _add_common(r, data=False, cam=("top_fraction",), results=False)
@@ -467,7 +466,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     _setup_device(args.device, getattr(args, "verbose", False))
     if getattr(args, "precision", "float32") != "float32":
-        from .train import set_precision
+        from .models.train import set_precision
         set_precision(args.precision)
     try:
         args.func(args)

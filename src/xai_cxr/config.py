@@ -98,7 +98,7 @@ class CamConfig:
 
 @dataclass(frozen=True)
 class AuditConfig:
-    methods: tuple[str, ...] = ()       # () = every method of cam.CAM_METHODS plus "fused"
+    methods: tuple[str, ...] = ()       # () = explain.registry.explainer_names(audited_by_default=True)
     n_images: int = 50                  # positive test images scored against lesion masks / perturbed
     steps: int = 20                     # deletion/insertion steps (pixels removed per step = 1/steps)
     baseline: str = "blur"              # deletion/insertion baseline: "blur" (RISE) or "mean"

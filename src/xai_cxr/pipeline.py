@@ -30,7 +30,7 @@ def demo_configs(data_root: str | Path | None = None, seed: int = 42):
     VGG19 only when its ImageNet file is already on disk — else the compact CNN, said in the note: the demo
     never downloads, and VGG19 from random weights does not learn in demo time."""
     from .models import imagenet_available, keras_models_dir
-    from .phantom import PhantomConfig, write_phantom_dataset
+    from .data.phantom import PhantomConfig, write_phantom_dataset
     if data_root is not None and has_split(data_root):
         root, found = find_data_root(data_root)
         data = DataConfig(root=str(root), image_size=256, seed=seed)
@@ -120,10 +120,11 @@ def pick_samples(labels: np.ndarray, n: int, seed: int = 42) -> np.ndarray:
 
 def explain_images(model, grays: np.ndarray, preprocess, cam_cfg: CamConfig, target_layer: str):
     """CAM maps (B, H, W) in [0, 1], predicted classes and confidences for uint8 gray images."""
-    from .cam import cam_for
+    from .explain.registry import make_explainer
     x = to_model_input(grays, preprocess).numpy()
     proba = model.predict(x, batch_size=cam_cfg.batch_size, verbose=0)
-    cam = cam_for(model, cam_cfg.target_layer or target_layer, cam_cfg.method, cam_cfg.batch_size)
+    cam = make_explainer(cam_cfg.method, model, backbone_of(model), cam_cfg.target_layer or target_layer,
+                         cam_cfg.batch_size)
     pred = proba.argmax(1)
     return cam(x, targets=pred), pred, proba.max(1)
 
@@ -170,8 +171,8 @@ def fit(model, prep: Prepared, data_cfg: DataConfig, train_cfg: TrainConfig, wei
     """Two-stage training on the prepared splits (class weights from the train counts). Writes the model's
     description (``save_description``) before the first checkpoint, so the weights in ``weights_dir`` are
     never paired with another run's card."""
-    from .train import train_two_stage
-    from .cache import cached_stage_data
+    from .models.train import train_two_stage
+    from .models.cache import cached_stage_data
     spec = BACKBONES[backbone_of(model)]
     Path(weights_dir).mkdir(parents=True, exist_ok=True)
     save_description(weights_dir, data_cfg, model_cfg or model_config_of(model), train_cfg, cam_cfg)
@@ -206,7 +207,7 @@ def cross_validate(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: Trai
     {"mean", "std"}}} (std with ddof=1, across folds)."""
     import pandas as pd
     from .data import kfold_splits
-    from .train import seed_everything
+    from .models.train import seed_everything
     model_cfg = resolve_model(model_cfg, data_cfg)
     prep = prepare_data(replace(data_cfg, validation="test"))           # decode once; folds index into it
     records = []
@@ -239,9 +240,9 @@ def bbox_localization(model, test: ImageSet, bbox_csv: str | Path, class_names, 
     (standard tolerance) and IoU / Dice of the top-``fraction`` region, per finding and overall."""
     import pandas as pd
     from PIL import Image
-    from .cam import cam_for
-    from .localization import iou_dice, pointing_game
-    from .overlay import top_fraction_mask
+    from .explain.registry import make_explainer
+    from .explain.metrics.localization import iou_dice, pointing_game
+    from .explain.overlay import top_fraction_mask
     boxes = pd.read_csv(bbox_csv)
     cols = ["Image Index", "Finding Label", "Bbox [x", "y", "w", "h]"]
     missing = [c for c in cols if c not in boxes.columns]
@@ -262,7 +263,7 @@ def bbox_localization(model, test: ImageSet, bbox_csv: str | Path, class_names, 
         r0, r1 = int(y * size / h0), int(np.ceil((y + h) * size / h0))
         masks[k, max(r0, 0):min(r1, size), max(c0, 0):min(c1, size)] = True
     spec = BACKBONES[backbone_of(model)]
-    heats = cam_for(model, target_layer or spec.target_layer)(to_model_input(test.images[idx], spec.preprocess).numpy(),
+    heats = make_explainer("gradcam", model, backbone_of(model), target_layer)(to_model_input(test.images[idx], spec.preprocess).numpy(),
                                                               targets)
     hits = pointing_game(heats, masks)
     iou, dice = iou_dice(np.stack([top_fraction_mask(h, fraction) for h in heats]).astype(float), masks)
@@ -277,11 +278,11 @@ def segmentation_stage(weights_dir: str | Path, data_root: str | Path, seg_cfg=N
     """Classify-then-segment on a data set with lesion masks: train a U-Net on the train split's masks, run
     it on the test images the classifier (from ``weights_dir``) calls positive, and score U-Net masks and
     Grad-CAM (top 5% region) against the true masks. Returns {"scores": {...}, "figure": fig}."""
-    from .cam import cam_for
-    from .localization import iou_dice
+    from .explain.registry import make_explainer
+    from .explain.metrics.localization import iou_dice
     from .models import load_trained_model
-    from .overlay import top_fraction_mask
-    from .segment import SegmentConfig, classify_then_segment, mask_scores, train_unet
+    from .explain.overlay import top_fraction_mask
+    from .models.segment import SegmentConfig, classify_then_segment, mask_scores, train_unet
     seg_cfg = seg_cfg or SegmentConfig()
     model, card = load_trained_model(weights_dir)
     spec = BACKBONES[card.backbone]
@@ -293,7 +294,7 @@ def segmentation_stage(weights_dir: str | Path, data_root: str | Path, seg_cfg=N
     unet, history = train_unet(sets["train"].images, masks["train"], cfg=seg_cfg)
     test, true = sets["test"], masks["test"]
     proba, pred_masks = classify_then_segment(model, spec.preprocess, unet, test.images, seg_cfg.threshold)
-    heats = cam_for(model, card.target_layer or spec.target_layer)(
+    heats = make_explainer("gradcam", model, card.backbone, card.target_layer)(
         to_model_input(test.images, spec.preprocess).numpy(), np.maximum(proba.argmax(1), 1))
     cam_masks = np.stack([top_fraction_mask(h, 0.05) for h in heats])
     has = true.reshape(len(true), -1).any(1)
@@ -308,7 +309,7 @@ def segmentation_stage(weights_dir: str | Path, data_root: str | Path, seg_cfg=N
 
 def _segmentation_figure(grays, heats, pred_masks, true_masks):
     import matplotlib.pyplot as plt
-    from .overlay import mask_overlay, red_overlay
+    from .explain.overlay import mask_overlay, red_overlay
     fig, axes = plt.subplots(len(grays), 3, figsize=(7.5, 2.5 * len(grays)), squeeze=False)
     for row, (g, h, p, t) in enumerate(zip(grays, heats, pred_masks, true_masks)):
         panels = [(red_overlay(g, h), "Grad-CAM top 5% (weak)"),
@@ -352,8 +353,8 @@ def train_label_randomized(weights_dir: str | Path, out_dir: str | Path, data_ro
     """Adebayo et al.'s label randomization: retrain the model of ``weights_dir`` from scratch with its own
     saved configs (``run_config.json``) on the same training images with permuted labels. Returns the model."""
     from .config import from_json
-    from .sanity import permuted_labels
-    from .train import seed_everything
+    from .explain.metrics.sanity import permuted_labels
+    from .models.train import seed_everything
     cfgs = from_json((Path(weights_dir) / "run_config.json").read_text())
     data_cfg, model_cfg, train_cfg = cfgs["DataConfig"], cfgs["ModelConfig"], cfgs["TrainConfig"]
     if data_root is not None:
@@ -382,7 +383,7 @@ def evaluate_on_test(model, test: ImageSet, data_cfg: DataConfig, skipped=()):
 def calibrate(model, prep: Prepared, data_cfg: DataConfig, test_proba, weights_dir: Path, results_dir: Path) -> dict:
     """Fit the temperature on the validation split, save it beside the weights (the app, API and report
     use it), draw the reliability diagram and return the calibration summary for metrics.json."""
-    from .calibration import apply_temperature, calibration_report, plot_reliability, save_temperature
+    from .models.calibration import apply_temperature, calibration_report, plot_reliability, save_temperature
     from .evaluate import predict_proba
     spec = BACKBONES[backbone_of(model)]
     multilabel = data_cfg.task == "multilabel"
@@ -403,7 +404,7 @@ def calibrate(model, prep: Prepared, data_cfg: DataConfig, test_proba, weights_d
 
 def sample_figure(model, test: ImageSet, data_cfg: DataConfig, cam_cfg: CamConfig, target_layer: str):
     """The sample_results.png grid: balanced test images with true/predicted label, confidence, overlay."""
-    from .overlay import gallery, sample_grid
+    from .explain.overlay import gallery, sample_grid
     spec = BACKBONES[backbone_of(model)]
     labels = test.labels
     idx = pick_samples(labels if labels.ndim == 1 else labels.argmax(1), cam_cfg.n_samples, data_cfg.seed)
@@ -421,7 +422,7 @@ def sample_figure(model, test: ImageSet, data_cfg: DataConfig, cam_cfg: CamConfi
 def lesion_pointing_game(model, test: ImageSet, data_cfg: DataConfig, cam_cfg: CamConfig, target_layer: str):
     """Grad-CAM pointing game (15 px tolerance at 224 px, scaled) on positive test images that have lesion
     masks (phantoms); None if none do."""
-    from .localization import pointing_game
+    from .explain.metrics.localization import pointing_game
     masks = lesion_masks(test, data_cfg.image_size)
     if masks is None:
         return None
@@ -462,7 +463,7 @@ def run(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, ca
     returns {"model", "card", "metrics", "history", "prepared"}. ``strategy``: a ``tf.distribute`` strategy;
     None = ``MirroredStrategy`` over all GPUs when several are visible, else the default."""
     from .evaluate import format_metrics, plot_confusion, plot_roc
-    from .train import distribution_strategy, plot_history, seed_everything
+    from .models.train import distribution_strategy, plot_history, seed_everything
     t0 = time.time()
     weights_dir, results_dir = Path(weights_dir), Path(results_dir)
     model_cfg = resolve_model(model_cfg, data_cfg)                  # weights fetched before any image is decoded

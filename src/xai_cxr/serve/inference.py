@@ -9,12 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .attribution import ATTRIBUTION_METHODS
-from .cam import CAM_METHODS
-from .data import decode_image, fit_size
+from ..explain.registry import make_explainer
+from ..data import decode_image, fit_size
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024        # the largest Kermany JPEG is ~3 MB; a 16-bit 3k×3k DICOM ~18 MB
-EXPLAINERS = (*CAM_METHODS, *ATTRIBUTION_METHODS)
 
 
 def weights_sha256(path: str | Path) -> str:
@@ -58,8 +56,8 @@ class Predictor:
     def from_weights_dir(cls, folder: str | Path, **kw) -> "Predictor":
         """Load ``model_config.json`` + ``model.weights.h5`` (weights only, no pickle) and the fitted
         temperature; raises FileNotFoundError / ValueError with the fix when they are missing or do not fit."""
-        from .calibration import load_temperature
-        from .models import load_trained_model
+        from ..models.calibration import load_temperature
+        from ..models import load_trained_model
         model, card = load_trained_model(folder)
         wid = weights_sha256(Path(folder) / "model.weights.h5")
         calibrated = (Path(folder) / "calibration.json").is_file()
@@ -76,14 +74,14 @@ class Predictor:
     def load(self, data: bytes, name: str = "<upload>") -> np.ndarray:
         """Bytes of one PNG/JPEG/DICOM → (S, S) uint8 at the model's input size (ImageReadError if bad)."""
         if len(data) > MAX_UPLOAD_BYTES:
-            from .data import ImageReadError
+            from ..data import ImageReadError
             raise ImageReadError(name, f"refused: {len(data) / 1e6:.1f} MB exceeds the "
                                        f"{MAX_UPLOAD_BYTES / 1e6:.0f} MB upload limit")
         return fit_size(decode_image(data, name, self.card.color), self.card.image_size)
 
     def _inputs(self, grays: np.ndarray):
-        from .data import to_model_input
-        from .models import BACKBONES
+        from ..data import to_model_input
+        from ..models import BACKBONES
         return to_model_input(np.asarray(grays), BACKBONES[self.card.backbone].preprocess).numpy()
 
     def _forward(self, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
@@ -93,8 +91,8 @@ class Predictor:
 
     def predict(self, grays: np.ndarray, mc: bool = True) -> list[Prediction]:
         """Calibrated predictions for a batch of (S, S) uint8 images; ``mc`` adds MC-dropout uncertainty."""
-        from .calibration import apply_temperature
-        from .uncertainty import mc_dropout_model, mc_predict, predictive_entropy
+        from ..models.calibration import apply_temperature
+        from ..models.uncertainty import mc_dropout_model, mc_predict, predictive_entropy
         x = self._inputs(grays)
         multilabel = self.card.task == "multilabel"
         proba = apply_temperature(self._forward(x), self.temperature, multilabel)
@@ -115,9 +113,8 @@ class Predictor:
         return out
 
     def explainer(self, method: str):
-        """The (cached) explainer object of ``method`` for this model (the audit's ``make_explainer``)."""
+        """The (cached) explainer object of ``method`` for this model (from the explainer registry)."""
         if method not in self._cams:
-            from .audit import make_explainer
             self._cams[method] = make_explainer(method, self.model, self.card.backbone, self.card.target_layer)
         return self._cams[method]
 
@@ -131,7 +128,7 @@ class Predictor:
 
 def overlay_png(gray: np.ndarray, heat: np.ndarray, fraction: float = 0.05) -> bytes:
     """PNG bytes of the red top-``fraction`` overlay of ``heat`` on ``gray``."""
-    from .overlay import png_bytes, red_overlay
+    from ..explain.overlay import png_bytes, red_overlay
     return png_bytes(red_overlay(gray, heat, fraction))
 
 
@@ -140,12 +137,12 @@ def phantom_predictor(folder: str | Path | None = None, seed: int = 42, n_train:
     """A small cxr-small model trained on synthetic phantoms (64 px, a minute on a CPU), cached in
     ``folder`` (default ``$XAI_CXR_CACHE`` or ``~/.cache/xai_cxr``)/phantom_model: what the app and the API
     serve when no trained weights exist, so that they work offline, clearly labelled as a phantom model."""
-    from .config import CamConfig, DataConfig, ModelConfig, TrainConfig
-    from .phantom import PhantomConfig, write_phantom_dataset
+    from ..config import CamConfig, DataConfig, ModelConfig, TrainConfig
+    from ..data.phantom import PhantomConfig, write_phantom_dataset
     base = Path(folder or os.environ.get("XAI_CXR_CACHE", Path.home() / ".cache" / "xai_cxr"))
     weights = base / "phantom_model" / "weights"
     if not (weights / "model.weights.h5").is_file():
-        from .pipeline import run
+        from ..pipeline import run
         root = write_phantom_dataset(base / "phantom_model" / "data" / "chest_xray",
                                      PhantomConfig(image_size=64, n_train=n_train, n_test=max(4, n_train // 4), seed=seed))
         data = DataConfig(root=str(root), image_size=64, batch_size=16, seed=seed)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .overlay import top_fraction_mask
+from ..overlay import top_fraction_mask
 
 
 def _dilate(mask: np.ndarray, px: int) -> np.ndarray:

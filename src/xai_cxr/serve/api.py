@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .inference import MAX_UPLOAD_BYTES, EXPLAINERS, Predictor, overlay_png
+from ..explain.registry import EXPLAINERS
+from .inference import MAX_UPLOAD_BYTES, Predictor, overlay_png
 
 
 @dataclass
@@ -80,7 +81,7 @@ def create_app(predictor: Predictor, max_batch: int = 16, max_wait_ms: float = 1
     """The FastAPI application around one loaded ``predictor``."""
     from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
     from fastapi.responses import JSONResponse
-    from .data import ImageReadError
+    from ..data import ImageReadError
 
     batcher = Batcher(predictor, max_batch, max_wait_ms)
 

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from .config import ModelConfig, write_json_atomic
+from ..config import ModelConfig, write_json_atomic
 
 HEAD_PREFIX = "head_"
 NO_DOWNLOAD_ENV = "XAI_CXR_NO_DOWNLOAD"       # set to 1 to forbid any download (as --no-download does)
@@ -161,7 +161,7 @@ BACKBONES: dict[str, Backbone] = {
                                  ("block5c_add", "block6d_add", "top_activation")),
 }
 # Stacked ensemble: MobileNetV2 + DenseNet169 pooled features → BN → Dense 256 → Dropout 0.5 → BN → Dense 128 →
-# Dropout 0.5 → softmax. Its Grad-CAM fuses the members' own target layers with equal weights (cam.cam_for).
+# Dropout 0.5 → softmax. Its Grad-CAM fuses the members' own target layers with equal weights (explain.registry).
 BACKBONES["ensemble"] = Backbone(
     "ensemble", _ensemble_build(("mobilenetv2", "densenet169")), lambda x: x,
     "out_relu+relu", "conv5_block1_0_bn", None, ("out_relu", "relu"), chain=False,

@@ -10,35 +10,23 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from .attribution import ATTRIBUTION_METHODS
-from .cam import CAM_METHODS, FusedCAM, cam_for
-from .config import AuditConfig
-from .data import ImageSet, to_model_input
+from ..registry import explainer_names, get_spec, layers_for, make_explainer
+from ...config import AuditConfig
+from ...data import ImageSet, to_model_input
 from .faithfulness import centre_bias_maps, deletion_insertion, random_maps, road
 from .localization import iou_dice, pointing_game, top_fraction_hit_rate
-from .models import BACKBONES
-from .overlay import gallery
+from ...models import BACKBONES
+from ..overlay import gallery
 from .sanity import cascading_randomization, label_randomization, verdict
 
 
 def method_names(cfg: AuditConfig) -> list[str]:
-    """The methods to audit: ``cfg.methods``, or every CAM method plus "fused" (input-gradient methods —
-    integrated_gradients, smoothgrad — only when asked for: they cost tens of passes per image)."""
-    names = list(cfg.methods) or [*CAM_METHODS, "fused"]
-    known = [*CAM_METHODS, "fused", *ATTRIBUTION_METHODS]
-    unknown = [m for m in names if m not in known]
-    if unknown:
-        raise ValueError(f"unknown explanation method(s) {unknown}; choose from {known}")
+    """The methods to audit: ``cfg.methods``, or the registry's default set (every CAM method plus "fused";
+    input attributions only when asked for: they cost tens of passes per image)."""
+    names = list(cfg.methods) or explainer_names(audited_by_default=True)
+    for name in names:
+        get_spec(name)                       # an unknown name is an error listing the registry
     return names
-
-
-def make_explainer(name: str, model, backbone: str, target_layer: str | None = None):
-    spec = BACKBONES[backbone]
-    if name in ATTRIBUTION_METHODS:
-        return ATTRIBUTION_METHODS[name](model)
-    if name == "fused":
-        return FusedCAM(model, spec.fusion_layers or None)
-    return cam_for(model, target_layer or spec.target_layer, name)
 
 
 def predictor(model, preprocess, batch_size: int = 64):
@@ -87,7 +75,7 @@ def audit(model, backbone: str, test: ImageSet, masks: np.ndarray | None, cfg: A
                             | {"ms_per_map": 1000 * secs})
         faith_rows.append(_faithfulness_row(name, predict, grays, maps, targets, cfg))
         sanity_rows.append(_sanity_row(name, model, x[:cfg.sanity_images], targets[:cfg.sanity_images],
-                                       explainer, cfg, label_model))
+                                       backbone, target_layer, cfg, label_model))
         progress(f"audit: {name} done ({1000 * secs:.0f} ms/map)")
     for name, maps in baselines.items():
         if with_mask is not None and with_mask.any():
@@ -116,18 +104,20 @@ def _faithfulness_row(name, predict, grays, maps, targets, cfg):
             "road_morf": float(morf.mean()), "road_lerf": float(lerf.mean())}
 
 
-def _sanity_row(name, model, x, targets, explainer, cfg, label_model=None):
-    if isinstance(explainer, FusedCAM):
-        method = lambda m, layer: FusedCAM(m, layer.split("+"), type(explainer.cams[0]))   # noqa: E731
-    else:
-        method = type(explainer)
-    rows = cascading_randomization(model, x, targets, method, explainer.target_layer, cfg.seed, stop_at=(1, -1))
+def _sanity_row(name, model, x, targets, backbone, target_layer, cfg, label_model=None):
+    layers = layers_for(name, backbone, target_layer)
+    spec = get_spec(name)
+
+    def method(m, _layer):                 # the same explainer, on a randomized copy of the model
+        return spec.build(m, layers)
+    shown = "+".join(layers) or "input"
+    rows = cascading_randomization(model, x, targets, method, shown, cfg.seed, stop_at=(1, -1))
     top, full = rows[0], rows[-1]
     row = {"method": name, "rho_head_randomized": top["spearman"], "rho_all_randomized": full["spearman"],
            "ssim_all_randomized": full["ssim"]}
     worst = full["spearman"]
     if label_model is not None:
-        lab = label_randomization(model, label_model, x, targets, method, explainer.target_layer)
+        lab = label_randomization(model, label_model, x, targets, method, shown)
         row |= {"rho_label_randomized": lab["spearman"], "ssim_label_randomized": lab["ssim"]}
         worst = max(worst, lab["spearman"])
     return row | {"verdict": verdict(worst)}
@@ -140,7 +130,7 @@ def error_galleries(model, backbone: str, test: ImageSet, masks=None, fraction: 
     spec = BACKBONES[backbone]
     proba = predictor(model, spec.preprocess)(test.images)
     pred, conf, y = proba.argmax(1), proba.max(1), test.labels
-    cam = cam_for(model, target_layer or spec.target_layer)
+    cam = make_explainer("gradcam", model, backbone, target_layer)
     groups = {
         "false_negatives": np.flatnonzero((y > 0) & (pred == 0)),
         "false_positives": np.flatnonzero((y == 0) & (pred > 0)),

@@ -111,7 +111,7 @@ def plot_reliability(y, proba_before, proba_after, n_bins: int = 10):
 
 def save_temperature(folder: str | Path, temperature: float, **extra) -> Path:
     """Write ``calibration.json`` beside the weights (atomically)."""
-    from .config import write_json_atomic
+    from ..config import write_json_atomic
     return write_json_atomic({"temperature": temperature, **extra}, Path(folder) / "calibration.json")
 
 

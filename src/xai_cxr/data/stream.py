@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .data import load_images, to_model_input
+from . import load_images, to_model_input
 
 
 def stream_predict(model, manifest: pd.DataFrame, image_size: int, preprocess, chunk: int = 256,

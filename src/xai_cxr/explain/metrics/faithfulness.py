@@ -75,7 +75,7 @@ def road_impute(gray: np.ndarray, removed: np.ndarray, noise: float = 2.0, seed:
 def road(predict, grays, heats, targets, fractions=(0.1, 0.3, 0.5, 0.7, 0.9), order: str = "morf", seed: int = 0):
     """Target-class probability after removing the most (MoRF) or least (LeRF) relevant ``fractions`` of
     pixels with ROAD imputation: (B, len(fractions)). A faithful map drops fast under MoRF."""
-    from .overlay import top_fraction_mask
+    from ..overlay import top_fraction_mask
     out = np.zeros((len(grays), len(fractions)))
     for i, (gray, heat, t) in enumerate(zip(grays, heats, targets)):
         h = heat if order == "morf" else -heat

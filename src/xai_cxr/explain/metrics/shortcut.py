@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .confounders import apply, check_degree, confounder_sensitivity, contaminate, get_confounder, ncc, negative_class
-from .data import ImageSet, to_model_input
+from ...data.confounders import apply, check_degree, confounder_sensitivity, contaminate, get_confounder, ncc, negative_class
+from ...data import ImageSet, to_model_input
 from .faithfulness import centre_bias_maps, random_maps
 
 FALSE_ALARM_MARGIN = 0.05     # a control-run sensitivity more than this above the random map's is a false alarm
@@ -40,8 +40,8 @@ def shortcut_audit(model, backbone: str, test: ImageSet, class_names, kind: str,
     """Score ``methods`` (explainer registry names) on the test films that the ``kind`` confounder flips from the
     negative class (degree > 0), or on the negative films with the confounder drawn (degree 0: the control).
     Every map explains the positive class on the confounded film; NCC compares it with the map of the clean film."""
-    from .audit import make_explainer
-    from .models import BACKBONES
+    from ..registry import make_explainer
+    from ...models import BACKBONES
     get_confounder(kind)
     neg = negative_class(class_names)
     pos = 1 - neg if len(class_names) == 2 else None
@@ -132,7 +132,7 @@ def to_markdown(results: list[ShortcutResult]) -> str:
 def gallery(result: ShortcutResult):
     """Flip cases: clean | confounded | each method's top-10% overlay, the confounder outlined in yellow."""
     import matplotlib.pyplot as plt
-    from .overlay import red_overlay
+    from ..overlay import red_overlay
     ex = result.examples
     n, methods = len(ex["clean"]), list(ex["maps"])
     fig, axes = plt.subplots(max(n, 1), 2 + len(methods), figsize=(2.2 * (2 + len(methods)), 2.3 * max(n, 1)),
@@ -168,8 +168,8 @@ def run_shortcut_audit(data_cfg, model_cfg, train_cfg, cam_cfg, kinds, degrees, 
         with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
             return run_shortcut_audit(data_cfg, model_cfg, train_cfg, cam_cfg, kinds, degrees, methods, out_dir,
                                       weights_dir, copy_dir, n_images, positive)
-    from .data import limit_train, require_splits, scan_task
-    from .pipeline import run, save_figure
+    from ...data import limit_train, require_splits, scan_task
+    from ...pipeline import run, save_figure
     for k in kinds:
         get_confounder(k)
     degrees = [check_degree(d) for d in degrees]
@@ -239,7 +239,7 @@ def region_masks(size: int) -> dict[str, np.ndarray]:
 def heat_in_regions(heats: np.ndarray, fraction: float = 0.05) -> pd.DataFrame:
     """Share of the maps' top-``fraction`` pixels that fall in each region, next to the region's share of the image
     (what a random map gets): one row per region."""
-    from .overlay import top_fraction_mask
+    from ..overlay import top_fraction_mask
     top = np.stack([top_fraction_mask(h, fraction) for h in heats])
     rows = []
     for name, m in region_masks(heats.shape[1]).items():
@@ -254,8 +254,8 @@ def where_it_looks(model, backbone: str, test: ImageSet, class_names, method: st
     """Where a trained model looks on average: each test film's map for its predicted class; per predicted class,
     the share of top-``fraction`` heat in the named regions (a table) and the mean map (a figure)."""
     import matplotlib.pyplot as plt
-    from .audit import make_explainer
-    from .models import BACKBONES
+    from ..registry import make_explainer
+    from ...models import BACKBONES
     spec = BACKBONES[backbone]
     explainer = make_explainer(method, model, backbone, target_layer)
     pred, heats = [], []

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import StageConfig, TrainConfig, write_json_atomic
-from .models import set_trainable
+from ..config import StageConfig, TrainConfig, write_json_atomic
+from . import set_trainable
 
 def _callbacks_module():
     import keras

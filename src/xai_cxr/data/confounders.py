@@ -116,7 +116,7 @@ def contaminate(manifest: pd.DataFrame, src_root: str | Path, dst_root: str | Pa
     ``degree`` of ``target_class``'s ``split`` images (chosen seeded). Confounded images are written as PNG
     (lossless; same stem, so patient ids stay); every other file, lesion masks included, is copied unchanged.
     Returns the new manifest with a ``confounded`` column, also written to ``dst_root/confounders.csv``."""
-    from .data import ImageReadError, read_gray
+    from . import ImageReadError, read_gray
     fn = get_confounder(kind)
     check_degree(degree)
     src_root, dst_root = Path(src_root), Path(dst_root)
@@ -153,7 +153,7 @@ def contaminate(manifest: pd.DataFrame, src_root: str | Path, dst_root: str | Pa
 def confounder_sensitivity(heats: np.ndarray, masks: np.ndarray, fraction: float = 0.10) -> np.ndarray:
     """Per image: the share of the confounder's pixels that lie in the map's top ``fraction`` of pixels (Sun et
     al.'s confounder sensitivity at top 10%; "top" as in the overlays: exactly round(fraction · H · W) pixels)."""
-    from .overlay import top_fraction_mask
+    from ..explain.overlay import top_fraction_mask
     masks = np.asarray(masks, bool)
     return np.array([(top_fraction_mask(h, fraction) & m).sum() / max(m.sum(), 1) for h, m in zip(heats, masks)])
 

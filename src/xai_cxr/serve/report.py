@@ -19,7 +19,7 @@ table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.25rem .6rem;
 
 
 def _png_b64(rgb_or_gray: np.ndarray) -> str:
-    from .overlay import png_bytes
+    from ..explain.overlay import png_bytes
     return base64.b64encode(png_bytes(rgb_or_gray)).decode()
 
 
@@ -85,7 +85,7 @@ def write_report(path: str | Path, gray: np.ndarray, heats: dict[str, np.ndarray
                  image_name: str, fraction: float = 0.05) -> Path:
     """Write the report as HTML or PDF by ``path``'s suffix; atomically, so a crash leaves no half file."""
     import os
-    from .overlay import red_overlay
+    from ..explain.overlay import red_overlay
     path = Path(path)
     if path.suffix.lower() not in (".html", ".htm", ".pdf"):
         raise ValueError(f"{path}: the report is written as .html or .pdf")

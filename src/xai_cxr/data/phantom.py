@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from . import CLASS_NAMES
+from .. import CLASS_NAMES
 
 
 @dataclass(frozen=True)

@@ -159,7 +159,3 @@ class ShapPartition(_Perturbation):
         sv = explainer(x[None].astype(np.float32), max_evals=self.n_samples, batch_size=self.batch_size,
                        outputs=[target], silent=True)
         return np.asarray(sv.values)[0, ..., 0].sum(-1)
-
-
-ATTRIBUTION_METHODS = {"integrated_gradients": IntegratedGradients, "smoothgrad": SmoothGrad,
-                       "lime": LimeSuperpixels, "shap": ShapPartition}

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import encode_labels, label_array, make_dataset
-from .models import BACKBONES, backbone_layers, backbone_of
+from ..data import encode_labels, label_array, make_dataset
+from . import BACKBONES, backbone_layers, backbone_of
 
 
 def cache_layer(model, train_backbone: bool, unfreeze_from: str | None) -> str | None:

@@ -11,11 +11,12 @@ import numpy as np
 import streamlit as st
 
 from xai_cxr.data import ImageReadError
-from xai_cxr.inference import EXPLAINERS, load_predictor, phantom_predictor
-from xai_cxr.overlay import png_bytes, red_overlay
-from xai_cxr.report import DISCLAIMER, render_html, report_fields
+from xai_cxr.explain.registry import EXPLAINERS, explainer_names
+from xai_cxr.serve.inference import load_predictor, phantom_predictor
+from xai_cxr.explain.overlay import png_bytes, red_overlay
+from xai_cxr.serve.report import DISCLAIMER, render_html, report_fields
 
-FAST = [m for m in EXPLAINERS if m not in ("scorecam", "lime", "shap")]      # seconds on a CPU; the rest tens
+FAST = explainer_names(fast_only=True)              # tens of ms per map on a CPU; the rest take seconds
 
 
 @st.cache_resource(show_spinner="Loading the model…")
@@ -39,7 +40,7 @@ def explain_cached(_predictor, key: str, gray: np.ndarray, method: str, target: 
 def samples(size: int) -> dict[str, bytes]:
     """Synthetic phantom X-rays (with and without a lesion) as PNG bytes, so the app works with no data."""
     import cv2
-    from xai_cxr.phantom import make_phantom
+    from xai_cxr.data.phantom import make_phantom
     out = {}
     for seed, lesions in ((1, 0), (2, 1), (3, 2)):
         img = make_phantom(np.random.default_rng(seed), size, n_lesions=lesions)[0]
@@ -99,7 +100,7 @@ def main():
                f"weights sha256 {predictor.weights_id[:16]}… · temperature {predictor.temperature:.2f}")
 
     with st.sidebar:
-        methods = st.multiselect("Explanations", EXPLAINERS, default=["gradcam"],
+        methods = st.multiselect("Explanations", list(EXPLAINERS), default=["gradcam"],
                                  help=f"fast: {', '.join(FAST)}; Score-CAM, LIME and SHAP take longer")
         fraction = st.slider("Share of heat painted red", 0.01, 0.30, 0.05, 0.01, key="fraction")
         threshold = st.slider("Decision threshold (positive class)", 0.05, 0.95, float(card.threshold), 0.01,

@@ -1,0 +1,1 @@
+"""Explanations: CAM methods (``cam/``), input attributions, overlays, and the checks of both (``metrics/``)."""

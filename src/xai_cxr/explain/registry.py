@@ -1,0 +1,87 @@
+"""The one registry of explainers: name → ``ExplainerSpec``. The CLI's choices, the audit, the planted-shortcut
+audit, the app, the API, the report and the notebook all read it, so a new explainer is one class (a ``BaseCAM``
+subclass overriding ``weights``, or an attribution) plus one entry here.
+
+Every entry builds the same way, ``spec.build(model, layers, batch_size)``, and every explainer is called as
+``explainer(images, targets) -> maps (B, H, W) in [0, 1]``. ``layers`` is a tuple of layer names: one layer for a
+CAM, several to fuse their maps (the ``fused`` method, and any CAM on a stacked ensemble); input attributions
+ignore it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from .attribution import IntegratedGradients, LimeSuperpixels, ShapPartition, SmoothGrad
+from .cam import EigenCAM, FusedCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM
+
+
+@dataclass(frozen=True)
+class ExplainerSpec:
+    cls: type                # the explainer class: a BaseCAM subclass, FusedCAM, or an input attribution
+    uses_gradients: bool     # False: forward passes only (no tape)
+    cost: str                # "fast" (tens of ms per map on a CPU) | "slow" (seconds per map)
+    explains: str            # the score a map explains
+    layers: str = "target"   # which layers it reads: "target" (the backbone's CAM layer), "fusion", "input"
+    audited_by_default: bool = True   # in `xai-cxr audit` when no --methods are given
+
+    def build(self, model, layers: tuple[str, ...] = (), batch_size: int | None = None):
+        """The explainer on ``model``; ``layers`` as ``layers_for`` gives them; ``batch_size`` None = the class's."""
+        kw = {} if batch_size is None else {"batch_size": batch_size}
+        if self.layers == "input":
+            return self.cls(model, **kw)
+        if self.layers == "fusion":
+            return FusedCAM(model, layers, GradCAM, **kw)
+        if len(layers) > 1:                  # several layers (an ensemble's members): their maps, fused
+            return FusedCAM(model, layers, self.cls, **kw)
+        return self.cls(model, layers[0], **kw)
+
+
+LOGIT = "class logit (before softmax/sigmoid)"
+PROBABILITY = "class probability"
+EXPLAINERS: dict[str, ExplainerSpec] = {
+    "gradcam": ExplainerSpec(GradCAM, True, "fast", LOGIT),
+    "gradcam++": ExplainerSpec(GradCAMPlusPlus, True, "fast", LOGIT),
+    "hirescam": ExplainerSpec(HiResCAM, True, "fast", LOGIT),
+    "layercam": ExplainerSpec(LayerCAM, True, "fast", LOGIT),
+    "scorecam": ExplainerSpec(ScoreCAM, False, "slow", PROBABILITY),
+    "eigencam": ExplainerSpec(EigenCAM, False, "fast", "none: the activations' first principal component"),
+    "fused": ExplainerSpec(FusedCAM, True, "fast", LOGIT, layers="fusion"),
+    "integrated_gradients": ExplainerSpec(IntegratedGradients, True, "slow", LOGIT, "input", False),
+    "smoothgrad": ExplainerSpec(SmoothGrad, True, "slow", LOGIT, "input", False),
+    "lime": ExplainerSpec(LimeSuperpixels, False, "slow", PROBABILITY, "input", False),
+    "shap": ExplainerSpec(ShapPartition, False, "slow", PROBABILITY, "input", False),
+}
+
+
+def cam_classes() -> dict[str, type]:
+    """The single-layer CAM methods: name → BaseCAM subclass."""
+    return {n: s.cls for n, s in EXPLAINERS.items() if s.layers == "target"}
+
+
+def explainer_names(fast_only: bool = False, audited_by_default: bool = False) -> list[str]:
+    return [n for n, s in EXPLAINERS.items()
+            if (not fast_only or s.cost == "fast") and (not audited_by_default or s.audited_by_default)]
+
+
+def get_spec(name: str) -> ExplainerSpec:
+    if name not in EXPLAINERS:
+        raise ValueError(f"unknown explanation method {name!r}; choose from {list(EXPLAINERS)}")
+    return EXPLAINERS[name]
+
+
+def layers_for(name: str, backbone: str, target_layer: str | tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """The layers ``name`` reads on a ``backbone`` model: the given target layer (a saved model card may store
+    several as "a+b"), else the backbone's CAM layer(s), or its fusion layers for "fused"."""
+    from ..models import BACKBONES
+    spec, bb = get_spec(name), BACKBONES[backbone]
+    if spec.layers == "input":
+        return ()
+    if spec.layers == "fusion":
+        return tuple(bb.fusion_layers)
+    layer = target_layer or bb.target_layer
+    return tuple(layer.split("+")) if isinstance(layer, str) else tuple(layer)
+
+
+def make_explainer(name: str, model, backbone: str, target_layer=None, batch_size: int | None = None):
+    """The explainer ``name`` for ``model`` (built on ``backbone``), on ``target_layer`` or the backbone's default;
+    ``batch_size`` None = the method's own default."""
+    return get_spec(name).build(model, layers_for(name, backbone, target_layer), batch_size)
