@@ -258,7 +258,8 @@ use the tag, and a map that still lands on it raises a false alarm (Adebayo et a
 This trains two small `cxr-small` models at 64 px on up to 300 of your training films (about two minutes on a
 CPU): it checks the *explainers* on your films, not the model above. `xai-cxr audit --confounder tag
 hyperintensities obstruction --degree 0 0.2 0.5 1` runs the full study."""),
-    code("""from xai_cxr.explain.metrics.shortcut import run_shortcut_audit, to_markdown
+    code("""from xai_cxr.explain.metrics.shortcut import to_markdown
+from xai_cxr.studies import run_shortcut_audit
 small_data = replace(data_cfg, image_size=64, limit=48 if QUICK else 300, validation="holdout:0.1")
 small_train = replace(TrainConfig(seed=SEED).with_epochs(stage1=1 if QUICK else 6, stage2=0), verbose=0)
 shortcut = run_shortcut_audit(small_data, ModelConfig(backbone="cxr-small", weights="none"), small_train,

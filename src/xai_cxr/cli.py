@@ -144,7 +144,8 @@ def _configs(args, data: DataConfig, model: ModelConfig, train: TrainConfig):
 def _run(args, data, model, train, cam):
     """Train + evaluate + Grad-CAM figure; then, with --bbox-csv, Grad-CAM against the boxes."""
     from .config import write_json_atomic
-    from .pipeline import bbox_localization, run
+    from .pipeline import run
+    from .studies import bbox_localization
     result = run(data, model, train, cam, args.weights_dir, args.results_dir, args.resume)
     if args.mlflow:
         from .tracking import log_run
@@ -169,14 +170,14 @@ def cmd_demo(args):
 
 
 def cmd_compare(args):
-    from .pipeline import compare_backbones
+    from .studies import compare_backbones
     data, model, train, cam = _configs(args, DataConfig(), ModelConfig(), TrainConfig())
     compare_backbones(data, model, train, args.backbones, Path(args.weights_dir) / "compare",
                       Path(args.results_dir) / "compare", cam)
 
 
 def cmd_train(args):
-    from .pipeline import cross_validate
+    from .studies import cross_validate
     data, model, train, cam = _configs(args, DataConfig(), ModelConfig(), TrainConfig())
     if args.folds:
         cross_validate(data, model, train, args.folds, Path(args.weights_dir) / "cv", Path(args.results_dir) / "cv")
@@ -266,7 +267,7 @@ def cmd_audit(args):
     out.mkdir(parents=True, exist_ok=True)
     label_model = None
     if args.label_randomization:
-        from .pipeline import train_label_randomized
+        from .studies import train_label_randomized
         print("label randomization: retraining the same model on permuted training labels ...")
         label_model = train_label_randomized(args.weights_dir, out / "label_randomized_weights", args.data_dir,
                                              args.seed)
@@ -299,7 +300,7 @@ def cmd_audit(args):
 
 def _shortcut_audit(args):
     from .data.confounders import check_degree
-    from .explain.metrics.shortcut import run_shortcut_audit
+    from .studies import run_shortcut_audit
     degrees = [check_degree(d) for d in args.degree]
     data, model, train, cam = _configs(args, DataConfig(), ModelConfig(), TrainConfig())
     methods = tuple(args.methods or ("gradcam", "hirescam", "gradcam++", "fused", "integrated_gradients", "smoothgrad"))
@@ -315,7 +316,8 @@ def cmd_segment(args):
     import matplotlib
     matplotlib.use("Agg")
     from .config import write_json_atomic
-    from .pipeline import save_figure, segmentation_stage
+    from .pipeline import save_figure
+    from .studies import segmentation_stage
     from .models.segment import SegmentConfig
     res = segmentation_stage(args.weights_dir, args.data_dir, SegmentConfig(epochs=args.epochs, seed=args.seed))
     out = Path(args.out)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,76 +16,6 @@ import numpy as np
 
 from ..config import StageConfig, TrainConfig, write_json_atomic
 from . import set_trainable
-
-def _callbacks_module():
-    import keras
-
-    class AtomicBestCheckpoint(keras.callbacks.Callback):
-        """Save weights when ``monitor`` improves: to a temp file first, then rename, so an interrupted
-        save never leaves a corrupt checkpoint behind. The best value survives a resume via ``state``."""
-
-        def __init__(self, path, state: Path, monitor="val_loss", resume=False, save_model=None):
-            super().__init__()
-            self.path, self.state, self.monitor = Path(path), Path(state), monitor
-            self.save_model = save_model        # the full model, when a sub-model sharing its layers is fitted
-            self.best, self.best_epoch = float("inf"), None
-            if resume and self.state.exists():
-                saved = json.loads(self.state.read_text())
-                self.best, self.best_epoch = saved["best"], saved["best_epoch"]
-
-        def on_epoch_end(self, epoch, logs=None):
-            value = (logs or {}).get(self.monitor)
-            if value is None or not value < self.best:
-                return
-            self.best, self.best_epoch = float(value), epoch
-            tmp = self.path.with_name(self.path.name.replace(".weights.h5", ".tmp.weights.h5"))
-            (self.save_model or self.model).save_weights(tmp)
-            os.replace(tmp, self.path)
-            write_json_atomic({"best": self.best, "best_epoch": epoch}, self.state)
-
-    class TrainingState(keras.callbacks.Callback):
-        """Per-epoch logs plus EarlyStopping / ReduceLROnPlateau counters, written atomically after every
-        epoch and restored on resume (after those callbacks have reset themselves in on_train_begin)."""
-
-        def __init__(self, path: Path, early_stopping, reduce_lr, resume=False):
-            super().__init__()
-            self.path, self.es, self.rl = Path(path), early_stopping, reduce_lr
-            self.epochs = []
-            self.saved = json.loads(self.path.read_text()) if resume and self.path.exists() else None
-
-        def on_train_begin(self, logs=None):
-            if self.saved:
-                self.epochs = self.saved["epochs"]
-                self.es.wait, self.es.best = self.saved["es_wait"], self.saved["es_best"]
-                self.rl.wait, self.rl.best = self.saved["rl_wait"], self.saved["rl_best"]
-                self.rl.cooldown_counter = self.saved["rl_cooldown"]
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self._t0 = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            entry = {k: float(v) for k, v in (logs or {}).items()}
-            entry["epoch_seconds"] = time.perf_counter() - getattr(self, "_t0", time.perf_counter())
-            self.epochs.append(entry)
-            write_json_atomic({"epochs": self.epochs, "es_wait": self.es.wait, "es_best": float(self.es.best),
-                                "rl_wait": self.rl.wait, "rl_best": float(self.rl.best),
-                                "rl_cooldown": self.rl.cooldown_counter}, self.path)
-
-        def history(self):
-            return {k: [e[k] for e in self.epochs if k in e] for k in (self.epochs[0] if self.epochs else {})}
-
-    class NaNGuard(keras.callbacks.TerminateOnNaN):
-        """TerminateOnNaN that says what happened and what to try."""
-
-        def on_batch_end(self, batch, logs=None):
-            super().on_batch_end(batch, logs)
-            if self.model.stop_training and logs and not np.isfinite(logs.get("loss", 0.0)):
-                print(f"training stopped: the loss became {logs.get('loss')} at batch {batch}. Lower the "
-                      "learning rate, check the input images (all-constant or corrupt), or run with --device cpu "
-                      "to rule out a GPU/Metal numerical problem.")
-
-    return AtomicBestCheckpoint, TrainingState, NaNGuard
-
 
 def ensure_free_space(folder: Path, needed_bytes: int) -> None:
     """Stop before training when ``folder``'s disk cannot hold the checkpoints (better now than mid-run)."""
@@ -198,7 +127,7 @@ def train_two_stage(model, train_ds, val_ds, cfg: TrainConfig, out_dir: str | Pa
     # best weights + end-of-stage weights + two backups with Adam's two moments, float32, plus slack
     ensure_free_space(out_dir, 4 * model.count_params() * 8 + 50 * 2**20)
     ckpt_path = out_dir / "model.weights.h5"
-    Checkpoint, TrainingState, NaNGuard = _callbacks_module()
+    from .callbacks import AtomicBestCheckpoint as Checkpoint, NaNGuard, TrainingState
     history: dict[str, dict[str, list[float]]] = {}
     for name, stage in stages_for(cfg, finetune_from):
         if stage.epochs <= 0:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -134,21 +134,12 @@ def overlay_png(gray: np.ndarray, heat: np.ndarray, fraction: float = 0.05) -> b
 
 def phantom_predictor(folder: str | Path | None = None, seed: int = 42, n_train: int = 120,
                       epochs: tuple[int, int] = (6, 2)) -> Predictor:
-    """A small cxr-small model trained on synthetic phantoms (64 px, a minute on a CPU), cached in
-    ``folder`` (default ``$XAI_CXR_CACHE`` or ``~/.cache/xai_cxr``)/phantom_model: what the app and the API
-    serve when no trained weights exist, so that they work offline, clearly labelled as a phantom model."""
-    from ..config import CamConfig, DataConfig, ModelConfig, TrainConfig
-    from ..data.phantom import PhantomConfig, write_phantom_dataset
+    """The phantom model (``models.phantom_model``: cxr-small on synthetic phantoms at 64 px, a minute on a CPU),
+    cached in ``folder`` (default ``$XAI_CXR_CACHE`` or ``~/.cache/xai_cxr``)/phantom_model: what the app and the
+    API serve when no trained weights exist, so that they work offline, clearly labelled as a phantom model."""
+    from ..models.phantom_model import train_phantom_model
     base = Path(folder or os.environ.get("XAI_CXR_CACHE", Path.home() / ".cache" / "xai_cxr"))
-    weights = base / "phantom_model" / "weights"
-    if not (weights / "model.weights.h5").is_file():
-        from ..pipeline import run
-        root = write_phantom_dataset(base / "phantom_model" / "data" / "chest_xray",
-                                     PhantomConfig(image_size=64, n_train=n_train, n_test=max(4, n_train // 4), seed=seed))
-        data = DataConfig(root=str(root), image_size=64, batch_size=16, seed=seed)
-        train = replace(TrainConfig(seed=seed).with_epochs(*epochs), verbose=0)
-        run(data, ModelConfig(backbone="cxr-small", weights="none"), train, CamConfig(n_samples=4),
-            weights, base / "phantom_model" / "results")
+    weights = train_phantom_model(base / "phantom_model", seed, n_train, epochs)
     p = Predictor.from_weights_dir(weights)
     p.source = f"phantom model (synthetic images, not for real X-rays): {weights}"
     return p

@@ -4,20 +4,20 @@ test split find the negative films that the confounder *flips* to positive and a
 pixels land on the confounder. At degree 0 (no confounder in training) the model has no reason to use it, so a
 map that still lands on it raises a false alarm.
 
-``shortcut_audit`` takes a trained model and decoded test images and returns tables; ``run_shortcut_audit``
-(``xai-cxr audit --confounder``) also builds the contaminated copy and trains on it.
+``shortcut_audit`` takes a trained model and decoded test images and returns tables; ``studies.run_shortcut_audit``
+(``xai-cxr audit --confounder``) builds the contaminated copies and trains on them.
 """
 from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ...data.confounders import apply, check_degree, confounder_sensitivity, contaminate, get_confounder, ncc, negative_class
+from ...data.confounders import apply, confounder_sensitivity, get_confounder, ncc, negative_class
 from ...data import ImageSet, to_model_input
 from .faithfulness import centre_bias_maps, random_maps
 
@@ -121,7 +121,7 @@ def to_markdown(results: list[ShortcutResult]) -> str:
             lambda v: "—" if np.isnan(v) else f"{v:.2f}")
         if r.summary["degree"] == 0:
             alarm = t["over_random"] > FALSE_ALARM_MARGIN
-            part = part.where(~alarm, part + f" **alarm +" + t["over_random"].map("{:.2f}".format) + "**")
+            part = part.where(~alarm, part + " **alarm +" + t["over_random"].map("{:.2f}".format) + "**")
         wide = part.rename(col).to_frame() if wide is None else wide.join(part.rename(col), how="outer")
     head = ("Confounder sensitivity (share of the confounder's pixels in the map's top 10%) / NCC of the maps of the "
             f"clean and the confounded film. At degree 0 (control) a sensitivity more than {FALSE_ALARM_MARGIN} above "
@@ -151,62 +151,6 @@ def gallery(result: ShortcutResult):
     fig.suptitle(f"{s['confounder']} at {s['degree']:.0%}: {s['scored_on']} (top 10% red)", fontsize=10)
     fig.tight_layout()
     return fig
-
-
-def run_shortcut_audit(data_cfg, model_cfg, train_cfg, cam_cfg, kinds, degrees, methods, out_dir, weights_dir,
-                       copy_dir="confounded", n_images: int = 50, positive: str = "PNEUMONIA",
-                       quiet: bool = False) -> list[ShortcutResult]:
-    """For each degree, copy ``data_cfg.root`` with a confounder on that share of the ``positive`` training films,
-    train on it with the given configs, and audit every kind on the clean test split. One model per (kind,
-    degree > 0); degree 0 trains one clean model shared by every kind (the control). Writes, per kind,
-    ``out_dir/confounder_<kind>/`` (table .md/.csv, flip galleries) and returns the results. ``quiet`` hides the
-    training runs' own output (the notebook shows only the table)."""
-    import contextlib
-    import io
-    if quiet:
-        sink = io.StringIO()
-        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-            return run_shortcut_audit(data_cfg, model_cfg, train_cfg, cam_cfg, kinds, degrees, methods, out_dir,
-                                      weights_dir, copy_dir, n_images, positive)
-    from ...data import limit_train, require_splits, scan_task
-    from ...pipeline import run, save_figure
-    for k in kinds:
-        get_confounder(k)
-    degrees = [check_degree(d) for d in degrees]
-    manifest = scan_task(data_cfg.root, data_cfg.class_names, data_cfg.task, data_cfg.seed)
-    require_splits(manifest, "train", "test", root=data_cfg.root)
-    negative_class(data_cfg.class_names)
-    manifest = limit_train(manifest, data_cfg.limit, data_cfg.seed)     # copy only what trains
-    if data_cfg.validation == "test":
-        # checkpoint selection on the clean test split would pick the epoch that uses the confounder least;
-        # validation must come from the (contaminated) training distribution, as in Sun et al.
-        print("note: validation = holdout:0.1 of the contaminated training split (the test split stays clean and unseen)")
-        data_cfg = replace(data_cfg, validation="holdout:0.1")
-    results, clean_model = [], None
-    for kind in kinds:
-        for degree in degrees:
-            tag = f"{kind}_{round(degree * 100):03d}" if degree > 0 else "clean_000"
-            if degree == 0 and clean_model is not None:
-                model, test = clean_model
-            else:
-                root = Path(copy_dir) / tag / "chest_xray"
-                contaminate(manifest, data_cfg.root, root, kind, degree, positive,
-                            seed=data_cfg.seed)
-                print(f"=== {tag}: training on {root} ===")
-                res = run(replace(data_cfg, root=str(root), limit=None), model_cfg, train_cfg, cam_cfg,
-                          Path(weights_dir) / tag, Path(out_dir) / "models" / tag)
-                model, test = res["model"], res["prepared"].test
-                if degree == 0:
-                    clean_model = (model, test)
-            result = shortcut_audit(model, model.name.removesuffix("_classifier"), test, data_cfg.class_names,
-                                    kind, degree, methods, n_images, data_cfg.seed, cam_cfg.target_layer)
-            results.append(result)
-            folder = Path(out_dir) / f"confounder_{kind}"
-            save_figure(gallery(result), folder / f"gallery_{round(degree * 100):03d}.png")
-            write_tables([r for r in results if r.summary["confounder"] == kind], folder)
-    if len(kinds) > 1:
-        write_tables(results, Path(out_dir) / "confounders_all")
-    return results
 
 
 def write_tables(results: list[ShortcutResult], folder: Path) -> None:

@@ -1,0 +1,240 @@
+"""Images: decode any file once (PNG/JPEG/TIFF/DICOM, any depth), hold them as uint8, build tf.data pipelines.
+
+Pixel convention: images are decoded to grayscale uint8 (any bit depth or channel count in, EXIF
+orientation applied), squashed to ``image_size`` squared, and kept in memory as uint8. The tf.data
+pipeline turns a batch into 3 identical channels of float32 in [0, 255] and applies the backbone's own
+``preprocess`` (``vgg19.preprocess_input`` for VGG19). Decoding happens once, before tf.data, so a
+corrupt file is found, skipped and reported instead of killing an epoch half-way.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+MAX_PIXELS = 100_000_000      # refuse larger headers (decompression bombs); the largest Kermany image is ~7 MP
+
+
+class ImageReadError(ValueError):
+    """One image could not be decoded; carries the path and the reason."""
+
+    def __init__(self, path, reason):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = str(path), reason
+
+
+def is_dicom(data: bytes, name: str = "") -> bool:
+    """DICOM by extension or by the ``DICM`` magic after the 128-byte preamble (uploads may lack a suffix)."""
+    return str(name).lower().endswith(".dcm") or data[128:132] == b"DICM"
+
+
+def _dicom_to_gray(data: bytes, name) -> np.ndarray:
+    """Pixels only, in display orientation: modality LUT (rescale slope/intercept), then the VOI LUT or
+    window centre/width when the file has them, MONOCHROME1 inverted. No other tag leaves this function,
+    so nothing patient-identifying can reach an output."""
+    import io
+    import pydicom
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    from pydicom.errors import InvalidDicomError
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data))
+    except (InvalidDicomError, EOFError, ValueError) as exc:
+        raise ImageReadError(name, f"not a valid DICOM file ({exc})") from exc
+    if "PixelData" not in ds:
+        raise ImageReadError(name, "DICOM file has no pixel data (a structured report or a header-only file?)")
+    try:
+        arr = apply_voi_lut(apply_modality_lut(ds.pixel_array, ds), ds).astype(np.float32)
+    except Exception as exc:        # e.g. a compressed transfer syntax without its decoder installed
+        raise ImageReadError(name, f"DICOM pixel data could not be decoded ({exc}); install pylibjpeg "
+                                   "or convert the file to an uncompressed transfer syntax") from exc
+    if arr.ndim != 2:
+        raise ImageReadError(name, f"DICOM pixel array has shape {arr.shape}; one 2-D grayscale frame expected")
+    if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+        arr = arr.max() - arr
+    return arr
+
+
+def _check_header_size(data: bytes, name) -> None:
+    """Refuse images whose header claims more than ``MAX_PIXELS`` before anything is decoded."""
+    import io
+    import warnings
+    from PIL import Image
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as im:
+                w, h = im.size
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(name, f"refused: {exc}") from exc
+    except Exception:       # not a format PIL knows: OpenCV gets to try
+        return
+    if w * h > MAX_PIXELS:
+        raise ImageReadError(name, f"refused: {w}×{h} pixels exceeds the {MAX_PIXELS:,}-pixel limit "
+                                   "(decompression bomb?)")
+
+
+def decode_image(data: bytes, name: str | Path = "<upload>", color: bool = False) -> np.ndarray:
+    """Decode the bytes of one image file to a 2-D grayscale uint8 array (``color``: (H, W, 3) RGB), or raise
+    ``ImageReadError`` naming ``name``. The one decoder behind files, app uploads and API requests.
+
+    JPEG/PNG/BMP/TIFF of any bit depth and channel count (alpha dropped, EXIF orientation applied) and
+    DICOM (see ``_dicom_to_gray``). Images deeper than 8 bit are min-max scaled to 0..255.
+    Truncated JPEGs (no end-of-image marker) are refused rather than half-decoded, and so are headers
+    claiming more than ``MAX_PIXELS`` pixels.
+    """
+    if len(data) == 0:
+        raise ImageReadError(name, "empty file")
+    if is_dicom(data, str(name)):
+        arr = _dicom_to_gray(data, name)
+    else:
+        buf = np.frombuffer(data, np.uint8)
+        if buf[:2].tobytes() == b"\xff\xd8" and b"\xff\xd9" not in buf[-4096:].tobytes():
+            raise ImageReadError(name, "truncated JPEG (no end-of-image marker)")
+        _check_header_size(data, name)
+        arr = cv2.imdecode(buf, (cv2.IMREAD_COLOR if color else cv2.IMREAD_GRAYSCALE) | cv2.IMREAD_ANYDEPTH)
+        if arr is None:
+            raise ImageReadError(name, "not a decodable image (PNG, JPEG, BMP, TIFF or DICOM expected)")
+        if color:
+            arr = cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
+    if arr.dtype != np.uint8:
+        arr = arr.astype(np.float32)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = ((arr - lo) / (hi - lo) * 255).round() if hi > lo else np.zeros_like(arr)
+        arr = arr.astype(np.uint8)
+    if color and arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=-1)
+    return arr
+
+
+def read_gray(path: str | Path, color: bool = False) -> np.ndarray:
+    """``decode_image`` of a file on disk (np.fromfile copes with non-ASCII names, cv2.imread does not)."""
+    path = Path(path)
+    return decode_image(np.fromfile(path, np.uint8).tobytes(), path, color)
+
+
+def fit_size(img: np.ndarray, size: int) -> np.ndarray:
+    """Squash a decoded image to (size, size), area-averaging when shrinking."""
+    interp = cv2.INTER_AREA if min(img.shape[:2]) >= size else cv2.INTER_LINEAR
+    return cv2.resize(img, (size, size), interpolation=interp)
+
+
+def load_image(path: str | Path, size: int, color: bool = False) -> np.ndarray:
+    """Decode and squash one image to (size, size) uint8, or (size, size, 3) RGB with ``color``."""
+    return fit_size(read_gray(path, color), size)
+
+
+@dataclass
+class ImageSet:
+    """Decoded images of one manifest: ``images`` (N, S, S) uint8 aligned with ``manifest`` rows."""
+    images: np.ndarray
+    manifest: pd.DataFrame
+    skipped: list[tuple[str, str]] = field(default_factory=list)   # (path, reason)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """(N,) class indices, or (N, K) float32 multi-hot vectors for multi-label data."""
+        if "label_vec" in self.manifest:
+            return np.stack(self.manifest["label_vec"].to_list()).astype(np.float32) if len(self.manifest) \
+                else np.zeros((0, 0), np.float32)
+        return self.manifest["label_idx"].to_numpy()
+
+
+def load_images(manifest: pd.DataFrame, size: int, workers: int = 4, progress: bool = True,
+                color: bool = False) -> ImageSet:
+    """Decode every image of ``manifest`` once; unreadable files are dropped and listed in ``skipped``.
+    Grayscale (N, S, S) by default; ``color`` keeps RGB (N, S, S, 3) for non-X-ray data sets."""
+    from tqdm.auto import tqdm
+
+    def one(path):
+        try:
+            return load_image(path, size, color), None
+        except (ImageReadError, cv2.error, OSError, ValueError) as exc:
+            return None, getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
+
+    paths = manifest["path"].tolist()
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        results = list(tqdm(pool.map(one, paths), total=len(paths), desc=f"decoding {size}px",
+                            disable=not progress, leave=False))
+    keep = [i for i, (img, _) in enumerate(results) if img is not None]
+    skipped = [(paths[i], err) for i, (img, err) in enumerate(results) if img is None]
+    for p, why in skipped:
+        log.warning("skipped %s: %s", p, why)
+    images = np.stack([results[i][0] for i in keep]) if keep else np.zeros((0, size, size, *(3,) * color), np.uint8)
+    return ImageSet(images, manifest.iloc[keep].reset_index(drop=True), skipped)
+
+
+def to_model_input(images, preprocess):
+    """uint8 (B, H, W) grayscale (replicated to 3 channels) or (B, H, W, 3) RGB → float32 (B, H, W, 3)
+    through the backbone's ``preprocess``."""
+    import tensorflow as tf
+    x = tf.cast(images, tf.float32)
+    return preprocess(x if x.shape.rank == 4 else tf.repeat(x[..., None], 3, axis=-1))
+
+
+def augmenter(cfg, seed: int = 42):
+    """A Keras layer stack mapping float (B, H, W, 1) in [0, 255] to augmented images in the same range."""
+    import keras
+    from keras import layers
+    stack = [layers.RandomRotation(cfg.rotation_deg / 360.0, fill_mode="constant", seed=seed),
+             layers.RandomZoom(cfg.zoom, fill_mode="constant", seed=seed + 1),
+             layers.RandomTranslation(cfg.translate, cfg.translate, fill_mode="constant", seed=seed + 2),
+             layers.RandomBrightness(cfg.brightness, value_range=(0, 255), seed=seed + 3),
+             layers.RandomContrast(cfg.contrast, value_range=(0, 255), seed=seed + 4)]
+    if cfg.horizontal_flip:
+        stack.append(layers.RandomFlip("horizontal", seed=seed + 5))
+    return keras.Sequential(stack, name="augment")
+
+
+def augment_batch(images, aug):
+    """uint8 (B, H, W) or (B, H, W, 3) → the same shape, through the augmentation stack (training=True)."""
+    import tensorflow as tf
+    gray = images.shape.rank == 3
+    x = tf.cast(images, tf.float32)
+    x = aug(x[..., None] if gray else x, training=True)
+    x = tf.cast(tf.clip_by_value(tf.round(x), 0, 255), tf.uint8)
+    return x[..., 0] if gray else x
+
+
+def label_array(labels) -> np.ndarray:
+    """int32 class indices (N,) or float32 multi-hot (N, K), as tf.data should carry them."""
+    labels = np.asarray(labels)
+    return labels.astype(np.float32) if labels.ndim == 2 else labels.astype(np.int32)
+
+
+def encode_labels(y, num_classes: int):
+    """One-hot for class indices; multi-hot vectors pass through (a tf function: works inside tf.data maps)."""
+    import tensorflow as tf
+    return tf.cast(y, tf.float32) if y.shape.rank == 2 else tf.one_hot(y, num_classes)
+
+
+def make_dataset(images: np.ndarray, labels: np.ndarray | None, preprocess, num_classes: int = 2,
+                 batch_size: int = 32, shuffle: bool = False, seed: int = 42, augment=None):
+    """tf.data pipeline over decoded uint8 images: [shuffle] → batch → [augment] → preprocess + one-hot
+    → prefetch. ``augment`` (an ``AugmentConfig``) is for training data only."""
+    import tensorflow as tf
+    if labels is None:
+        ds = tf.data.Dataset.from_tensor_slices(images)
+    else:
+        ds = tf.data.Dataset.from_tensor_slices((images, label_array(labels)))
+    if shuffle:
+        ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    if augment is not None:
+        if labels is None:
+            raise ValueError("augmentation is for training batches, which need labels")
+        aug = augmenter(augment, seed)
+        ds = ds.map(lambda x, y: (augment_batch(x, aug), y))   # one random stream: serial map
+    if labels is None:
+        ds = ds.map(lambda x: to_model_input(x, preprocess), num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        ds = ds.map(lambda x, y: (to_model_input(x, preprocess), encode_labels(y, num_classes)),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
