@@ -65,7 +65,10 @@ def _cases():
         exif = im.getexif()
         exif[0x0112] = 6                            # "rotate 90° clockwise to display"
         im.save(p, quality=100, exif=exif)
-    c["exif_rotated.jpeg"] = (exif_rotated, lambda a: a.shape == GRAY.shape[::-1])
+    clockwise = np.rot90(GRAY, k=-1).astype(int)   # orientation 6: the stored image, turned 90° clockwise
+    c["exif_rotated.jpeg"] = (exif_rotated, lambda a: a.shape == clockwise.shape
+                              and np.abs(a.astype(int) - clockwise).mean() < 3
+                              and np.abs(a.astype(int) - np.rot90(GRAY, k=1)).mean() > 30)
 
     def truncated(p):
         cv2.imwrite(str(p), RNG.integers(0, 256, (64, 64), dtype=np.uint8))

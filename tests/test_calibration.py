@@ -34,10 +34,13 @@ def test_multilabel_temperature_scales_each_sigmoid_logit():
 
 
 def test_ece_matches_a_hand_computation():
-    # bin (0.5,0.6]: conf 0.55, 0.55 → one right: |0.5 − 0.55| ; bin (0.9,1]: conf 0.95 ×2, both right: 0.05
-    proba = np.array([[0.55, 0.45], [0.45, 0.55], [0.95, 0.05], [0.05, 0.95]])
-    y = np.array([0, 0, 0, 1])
-    assert expected_calibration_error(y, proba) == pytest.approx(0.5 * 0.05 + 0.5 * 0.05)
+    # bin (0.5,0.6]: 2 cases at conf 0.55, one right → gap |0.5 − 0.55| = 0.05
+    # bin (0.9,1.0]: 3 cases at conf 0.95, two right → gap |2/3 − 0.95| ≈ 0.283; bins weighted by their counts
+    proba = np.array([[0.55, 0.45], [0.45, 0.55], [0.95, 0.05], [0.05, 0.95], [0.95, 0.05]])
+    y = np.array([0, 0, 0, 0, 0])
+    expected = 2 / 5 * 0.05 + 3 / 5 * abs(2 / 3 - 0.95)
+    assert expected_calibration_error(y, proba) == pytest.approx(expected)
+    assert expected != pytest.approx((0.05 + abs(2 / 3 - 0.95)) / 2)      # an unweighted mean would differ
 
 
 def test_accuracy_at_coverage_refers_the_least_certain_cases():

@@ -37,8 +37,10 @@ def test_short_train_on_phantoms_writes_weights_metrics_and_figure(trained):
     assert metrics["n_images"] == 12 and metrics["backbone"] == "cxr-small"
     assert 0.05 <= metrics["calibration"]["temperature"] <= 20 and "optimistic" in metrics["calibration"]["note"]
     assert sum(map(sum, metrics["confusion_matrix"])) == 12
-    assert 0 <= metrics["accuracy"] <= 1 and "optimistic" in metrics["validation_note"]
-    assert 0 <= metrics["gradcam_pointing_game"]["hit_rate"] <= 1
+    cm = np.array(metrics["confusion_matrix"])
+    assert metrics["accuracy"] == pytest.approx(np.trace(cm) / cm.sum()) and "optimistic" in metrics["validation_note"]
+    pg = metrics["gradcam_pointing_game"]                         # 6 positive test phantoms, all with lesions
+    assert pg["n_images"] == 6 and pg["hit_rate"] * 6 == pytest.approx(round(pg["hit_rate"] * 6))
     assert len(json.loads((out / "weights/history.json").read_text())["stage1"]["loss"]) == 2
     grid = cv2.imread(str(out / "results/sample_results.png"))
     assert grid.shape[0] > 100 and grid.shape[1] > 300 and grid.std() > 10
@@ -148,7 +150,8 @@ def test_cli_audit_writes_tables_figures_and_galleries(trained, phantom_root):
     assert loc.method.tolist() == ["gradcam", "hirescam", "fused", "smoothgrad", "random", "centre"]
     assert loc[["pointing_game", "top5_hit_rate", "iou", "dice"]].apply(lambda c: c.between(0, 1).all()).all()
     faith = pd.read_csv(out / "audit" / "audit_faithfulness.csv").set_index("method")
-    assert faith.loc["random", "deletion_vs_random"] == 1.0
+    for m in ("gradcam", "fused"):             # the ratio column is each method's AUC over the random map's
+        assert faith.loc[m, "deletion_vs_random"] == pytest.approx(faith.loc[m, "deletion_auc"] / faith.loc["random", "deletion_auc"], rel=1e-3)
     sanity = pd.read_csv(out / "audit" / "audit_sanity.csv")
     assert set(sanity.verdict.str.split().str[0]) <= {"pass", "FAIL"} and len(sanity) == 4
     assert sanity.rho_label_randomized.between(-1, 1).all()
@@ -222,7 +225,9 @@ def test_cli_segment_scores_unet_and_gradcam_against_masks(trained, phantom_root
                  "--epochs", "2", "--out", str(out / "seg")]) == 0
     scores = json.loads((out / "seg" / "segmentation.json").read_text())
     for key in ("unet_classify_then_segment", "gradcam_top5"):
-        assert 0 <= scores[key]["dice"] <= 1 and scores[key]["n_images"] == 6
+        assert scores[key]["n_images"] == 6                        # the 6 positive test phantoms, all with lesions
+    # Grad-CAM's top 5% is 5% of the image; a lesion covers less, so its Dice is bounded by the area ratio
+    assert scores["gradcam_top5"]["dice"] < 0.9
     assert cv2.imread(str(out / "seg" / "segmentation.png")).std() > 10
 
 
@@ -235,13 +240,14 @@ def test_cli_compare_ensemble_against_its_members(phantom_root, tmp_path):
                  "--results-dir", str(tmp_path / "r")]) == 0
     table = pd.read_csv(tmp_path / "r" / "compare" / "compare.csv")
     assert table.backbone.tolist() == ["mobilenetv2", "ensemble"]
-    assert table[["accuracy", "f1"]].apply(lambda c: c.between(0, 1).all()).all()
     # the ensemble holds MobileNetV2 (2.26 M without its top) and DenseNet169 (12.6 M) plus its own head
     params = table.set_index("backbone").parameters
     assert params["ensemble"] > params["mobilenetv2"] + 12_000_000
     for name in table.backbone:
         metrics = json.loads((tmp_path / "r" / "compare" / name / "metrics.json").read_text())
         assert metrics["backbone"] == name and metrics["n_images"] == 12
+        row = table.set_index("backbone").loc[name]                 # the table is the runs' own metrics
+        assert row.accuracy == pytest.approx(metrics["accuracy"]) and row.f1 == pytest.approx(metrics["f1"])
     assert (tmp_path / "r" / "compare" / "ensemble" / "sample_results.png").is_file()
 
 
@@ -272,7 +278,8 @@ def test_mask_layout_like_lgg_brain_mri_trains_and_audits_against_masks(tmp_path
     assert main(["audit", "--weights-dir", str(tmp_path / "w"), "--data-dir", str(root), "--methods", "gradcam",
                  "--n-images", "3", "--steps", "4", "--out", str(tmp_path / "audit")]) == 0
     loc = pd.read_csv(tmp_path / "audit" / "audit_localization.csv")
-    assert loc.method.tolist()[0] == "gradcam" and loc.pointing_game.between(0, 1).all()
+    assert loc.method.tolist()[0] == "gradcam"
+    assert (loc.pointing_game * loc.n_images).round(6).apply(float.is_integer).all()   # hits out of n images
 
 
 def test_colour_data_set_stays_in_colour_through_training_explain_and_faithfulness(tmp_path):

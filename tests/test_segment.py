@@ -54,10 +54,15 @@ class _FixedClassifier:
 
 def test_classify_then_segment_runs_unet_only_on_positives():
     images, _ = _phantoms(4)
-    unet = build_unet(64, SegmentConfig(base_filters=4, depth=2))
-    proba, masks = classify_then_segment(_FixedClassifier([1, 3]), lambda x: x, unet, images, threshold=0.0)
+    class _KnownUNet:                          # lesion probability = the image's own brightness in [0, 1]
+        def predict(self, x, batch_size=None, verbose=0):
+            return np.asarray(x, np.float32)[..., :1]
+    proba, masks = classify_then_segment(_FixedClassifier([1, 3]), lambda x: x, _KnownUNet(), images, threshold=0.5)
     assert proba.argmax(1).tolist() == [0, 1, 0, 1]
-    assert not masks[[0, 2]].any() and masks[[1, 3]].all()       # threshold 0: every pixel of a positive
+    assert not masks[[0, 2]].any()                                # negatives: never segmented
+    from xai_cxr.models.segment import _inputs
+    expected = _inputs(images[[1, 3]])[..., 0] >= 0.5             # positives: the U-Net's map at the threshold
+    assert np.array_equal(masks[[1, 3]], expected) and 0 < expected.mean() < 1
 
 
 def test_mask_scores_skip_images_without_lesion():
