@@ -1,4 +1,5 @@
 """Same seed → same manifest, split, weights and metrics (CPU, tiny model)."""
+import pytest
 import json
 
 import numpy as np
@@ -16,6 +17,7 @@ def _run(root, out, seed):
     return result
 
 
+@pytest.mark.slow
 def test_two_runs_with_one_seed_are_identical(tmp_path):
     root = write_phantom_dataset(tmp_path / "data", PhantomConfig(image_size=48, n_train=10, n_test=4, seed=2))
     a, b = _run(root, tmp_path / "a", 7), _run(root, tmp_path / "b", 7)

@@ -182,6 +182,7 @@ def test_subtype_task_trains_three_classes_end_to_end(phantom_root, tmp_path):
     assert (tmp_path / "r" / "sample_results.png").is_file() and (tmp_path / "r" / "roc_curve.png").is_file()
 
 
+@pytest.mark.slow
 def test_cli_kfold_cross_validation_reports_mean_and_std_of_folds(phantom_root, tmp_path):
     from xai_cxr.cli import main
     assert main(["train", "--folds", "2", "--data-dir", str(phantom_root), "--backbone", "cxr-small",
@@ -231,6 +232,7 @@ def test_cli_segment_scores_unet_and_gradcam_against_masks(trained, phantom_root
     assert cv2.imread(str(out / "seg" / "segmentation.png")).std() > 10
 
 
+@pytest.mark.slow
 def test_cli_compare_ensemble_against_its_members(phantom_root, tmp_path):
     import pandas as pd
     from xai_cxr.cli import main

@@ -1,5 +1,6 @@
 """Kill a training process with SIGKILL (twice, the second time right as it saves), resume, and check the
 run finishes with the planned number of epochs and loadable weights."""
+import pytest
 import json
 import os
 import signal
@@ -55,6 +56,7 @@ def _kill_when(proc, state, n_epochs, delay, timeout=240):
     proc.wait()
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_finishes_with_planned_epochs(tmp_path):
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)

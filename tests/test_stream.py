@@ -1,5 +1,6 @@
 """Streaming evaluation + Grad-CAM: same answers as the in-memory path, and memory that does not grow
 with the number of images (1k vs 10k phantoms, each in a fresh process)."""
+import pytest
 import importlib.util
 from pathlib import Path
 
@@ -43,6 +44,7 @@ def test_stream_predict_matches_in_memory_and_skips_bad_files(tmp_path):
     np.testing.assert_array_equal(out["peaks"], expected)
 
 
+@pytest.mark.slow
 def test_streaming_memory_does_not_grow_from_1k_to_10k_images(tmp_path):
     bench = _bench()
     size = 128
