@@ -169,8 +169,16 @@ def cmd_demo(args):
     _run(args, data, model, train, cam)
 
 
+def _refuse(args, flags, what):
+    """Stop when a flag that ``what`` does not support was given (no flag is silently ignored)."""
+    given = [f for f in flags if getattr(args, f.lstrip("-").replace("-", "_"))]
+    if given:
+        sys.exit(f"error: {', '.join(given)} not supported with {what}")
+
+
 def cmd_compare(args):
     from .studies import compare_backbones
+    _refuse(args, ["--mlflow", "--resume", "--bbox-csv"], "compare")
     data, model, train, cam = _configs(args, DataConfig(), ModelConfig(), TrainConfig())
     compare_backbones(data, model, train, args.backbones, Path(args.weights_dir) / "compare",
                       Path(args.results_dir) / "compare", cam)
@@ -180,6 +188,7 @@ def cmd_train(args):
     from .studies import cross_validate
     data, model, train, cam = _configs(args, DataConfig(), ModelConfig(), TrainConfig())
     if args.folds:
+        _refuse(args, ["--mlflow", "--resume", "--bbox-csv"], "--folds")
         cross_validate(data, model, train, args.folds, Path(args.weights_dir) / "cv", Path(args.results_dir) / "cv")
         return
     _run(args, data, model, train, cam)

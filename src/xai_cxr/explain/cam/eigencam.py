@@ -23,5 +23,7 @@ def first_component_projection(acts: np.ndarray) -> np.ndarray:
 
 
 class EigenCAM(BaseCAM):
-    def cam_raw(self, acts, grads):
-        return np.maximum(first_component_projection(acts), 0)
+    def compute(self, x, targets):
+        """Forward only: no tape, no gradients (the class target is ignored)."""
+        acts, _ = self._forward(x)
+        return np.maximum(first_component_projection(np.asarray(acts, np.float64)), 0)

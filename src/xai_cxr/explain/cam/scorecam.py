@@ -33,9 +33,6 @@ class ScoreCAM(BaseCAM):
             out[i] = np.maximum((weights[None, None, :] * acts[i]).sum(-1), 0)
         return out
 
-    def weights(self, acts, grads):     # not used: compute() is overridden
-        raise NotImplementedError
-
 
 def _upsample(chans, size):
     import tensorflow as tf
