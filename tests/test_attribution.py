@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from conftest import build_tiny
-from xai_cxr.explain.attribution import IntegratedGradients, SmoothGrad
+from xai_cxr.explain.attribution import BlurIntegratedGradients, IntegratedGradients, SmoothGrad
 
 
 def _linear_model(seed=0, size=4):
@@ -35,6 +35,22 @@ def test_integrated_gradients_are_complete_on_a_nonlinear_model():
     _, at_x = ig.gradients(x, np.array([0, 1], np.int32))
     _, at_0 = ig.gradients(np.zeros_like(x), np.array([0, 1], np.int32))
     np.testing.assert_allclose(attr.reshape(2, -1).sum(1), at_x - at_0, rtol=0.02, atol=1e-3)
+
+
+def test_blur_baseline_attributes_black_pixels_that_the_black_baseline_cannot():
+    """On a linear logit IG = (x − b) · w: with b = 0 a black pixel gets exactly 0; with the blurred baseline it
+    gets (0 − blur(x)) · w, computed here with OpenCV by hand."""
+    import cv2
+    model = _linear_model(size=16)
+    x = np.full((1, 16, 16, 1), 0.8, np.float32)
+    x[0, 12:14, 2:8] = 0.0                                             # a black "tag"
+    w = model.get_layer("predictions").kernel.numpy()[:, 1].reshape(16, 16, 1)
+    black = IntegratedGradients(model, steps=4).attribute(x, np.array([1]))
+    assert np.all(black[0, 12:14, 2:8] == 0)
+    blur = BlurIntegratedGradients(model, steps=4).attribute(x, np.array([1]))
+    b = cv2.GaussianBlur(x[0], (0, 0), 1.0).reshape(16, 16, 1)
+    np.testing.assert_allclose(blur[0], (x[0] - b) * w, rtol=1e-4, atol=1e-5)
+    assert np.abs(blur[0, 12:14, 2:8]).min() > 0
 
 
 def test_smoothgrad_without_noise_is_the_plain_gradient_and_is_seeded():

@@ -10,7 +10,7 @@ ignore it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from .attribution import IntegratedGradients, LimeSuperpixels, ShapPartition, SmoothGrad
+from .attribution import BlurIntegratedGradients, IntegratedGradients, LimeSuperpixels, ShapPartition, SmoothGrad
 from .cam import EigenCAM, FusedCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM
 
 
@@ -46,6 +46,7 @@ EXPLAINERS: dict[str, ExplainerSpec] = {
     "eigencam": ExplainerSpec(EigenCAM, False, "fast", "none: the activations' first principal component"),
     "fused": ExplainerSpec(FusedCAM, True, "fast", LOGIT, layers="fusion"),
     "integrated_gradients": ExplainerSpec(IntegratedGradients, True, "slow", LOGIT, "input", False),
+    "integrated_gradients_blur": ExplainerSpec(BlurIntegratedGradients, True, "slow", LOGIT, "input", False),
     "smoothgrad": ExplainerSpec(SmoothGrad, True, "slow", LOGIT, "input", False),
     "lime": ExplainerSpec(LimeSuperpixels, False, "slow", PROBABILITY, "input", False),
     "shap": ExplainerSpec(ShapPartition, False, "slow", PROBABILITY, "input", False),
