@@ -1,0 +1,49 @@
+"""Score more explainers on the models a planted-shortcut run already trained, without retraining:
+`python benchmarks/shortcut_reaudit.py RUN_DIR --methods integrated_gradients_blur lime shap [--n-images 20]`
+where RUN_DIR is the folder `xai-cxr audit --confounder …` ran in (it holds `w/confounders/<kind>_<NNN>/` or
+`<weights-dir>/confounders/...` and `copies/`). Writes RUN_DIR/reaudit/<methods>.md and .csv."""
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser()
+    p.add_argument("run_dir")
+    p.add_argument("--weights", default="w/confounders", help="weights folder inside RUN_DIR")
+    p.add_argument("--copies", default="copies", help="contaminated copies inside RUN_DIR")
+    p.add_argument("--methods", nargs="+", required=True)
+    p.add_argument("--only", nargs="*", default=None, help="run tags to score, e.g. tag_050 clean_000")
+    p.add_argument("--n-images", type=int, default=40)
+    args = p.parse_args(argv)
+    from xai_cxr.data import load_images, scan_task
+    from xai_cxr.explain.metrics.shortcut import shortcut_audit, to_markdown
+    from xai_cxr.models import load_trained_model
+    run = Path(args.run_dir)
+    results = []
+    kinds = ("tag", "hyperintensities", "obstruction")
+    for folder in sorted((run / args.weights).iterdir()):
+        tag = folder.name
+        if args.only and tag not in args.only:
+            continue
+        model, card = load_trained_model(folder)
+        df = scan_task(run / args.copies / tag / "chest_xray", card.class_names)
+        test = load_images(df[df.split == "test"], card.image_size, progress=False)
+        kind, degree = tag.rsplit("_", 1)
+        for k in (kinds if kind == "clean" else (kind,)):
+            print(f"{tag}: {k}", file=sys.stderr)
+            results.append(shortcut_audit(model, card.backbone, test, card.class_names, k, int(degree) / 100,
+                                          args.methods, args.n_images, 42, card.target_layer))
+    out = run / "reaudit"
+    out.mkdir(exist_ok=True)
+    name = "_".join(args.methods)
+    (out / f"{name}.md").write_text(to_markdown(results))
+    pd.concat([r.table.assign(confounder=r.summary["confounder"], degree=r.summary["degree"]) for r in results]
+              ).to_csv(out / f"{name}.csv", index=False)
+    print(to_markdown(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,250 @@
+"""The subcommands of ``xai-cxr``: each builds the configs from its flags (``cli._configs``) and calls the package.
+``cli.build_parser`` wires them to their flags."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from .cli import _configs
+from .config import CamConfig, DataConfig, ModelConfig, TrainConfig
+
+
+def _run(args, data, model, train, cam):
+    """Train + evaluate + Grad-CAM figure; then, with --bbox-csv, Grad-CAM against the boxes."""
+    from .config import write_json_atomic
+    from .pipeline import run
+    from .studies import bbox_localization
+    result = run(data, model, train, cam, args.weights_dir, args.results_dir, args.resume)
+    if args.mlflow:
+        from .tracking import log_run
+        log_run({"data": data, "model": model, "train": train, "cam": cam}, result["metrics"], result["history"],
+                args.weights_dir, args.results_dir, args.mlflow_store)
+    if args.bbox_csv:
+        scores = bbox_localization(result["model"], result["prepared"].test, args.bbox_csv, data.class_names,
+                                   result["card"].target_layer)
+        write_json_atomic(scores, Path(args.results_dir) / "bbox_localization.json")
+        print(json.dumps(scores, indent=2))
+
+
+def cmd_demo(args):
+    from .pipeline import demo_configs
+    from .pipeline import has_split
+    data, model, train, note = demo_configs(args.data_dir if args.data_dir != "chest_xray" or
+                                            has_split("chest_xray") else None, args.seed)
+    print(note)
+    args.data_dir = data.root
+    data, model, train, cam = _configs(args, data, model, train)
+    _run(args, data, model, train, cam)
+
+
+def _refuse(args, flags, what):
+    """Stop when a flag that ``what`` does not support was given (no flag is silently ignored)."""
+    given = [f for f in flags if getattr(args, f.lstrip("-").replace("-", "_"))]
+    if given:
+        sys.exit(f"error: {', '.join(given)} not supported with {what}")
+
+
+def cmd_compare(args):
+    from .studies import compare_backbones
+    _refuse(args, ["--mlflow", "--resume", "--bbox-csv"], "compare")
+    data, model, train, cam = _configs(args, DataConfig(), ModelConfig(), TrainConfig())
+    compare_backbones(data, model, train, args.backbones, Path(args.weights_dir) / "compare",
+                      Path(args.results_dir) / "compare", cam)
+
+
+def cmd_train(args):
+    from .studies import cross_validate
+    data, model, train, cam = _configs(args, DataConfig(), ModelConfig(), TrainConfig())
+    if args.folds:
+        _refuse(args, ["--mlflow", "--resume", "--bbox-csv"], "--folds")
+        cross_validate(data, model, train, args.folds, Path(args.weights_dir) / "cv", Path(args.results_dir) / "cv")
+        return
+    _run(args, data, model, train, cam)
+
+
+def cmd_evaluate(args):
+    from .data import require_splits, scan_task
+    from .evaluate import evaluate_predictions, format_metrics
+    from .models import BACKBONES, load_trained_model
+    from .data.stream import stream_predict
+    model, card = load_trained_model(args.weights_dir)
+    df = scan_task(args.data_dir, card.class_names, card.task)
+    require_splits(df, "test", root=args.data_dir)
+    out = stream_predict(model, df[df.split == "test"], card.image_size, BACKBONES[card.backbone].preprocess,
+                         progress=True, color=card.color, batch_size=args.batch_size)
+    m = evaluate_predictions(out["labels"], out["proba"], card.class_names, card.threshold, seed=args.seed)
+    m["skipped_images"] = [{"path": p, "reason": r} for p, r in out["skipped"]]
+    results = Path(args.results_dir)
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "metrics.json").write_text(json.dumps(m, indent=2))
+    print(format_metrics(m))
+    for p, r in out["skipped"]:
+        print(f"skipped {p}: {r}")
+    print(f"metrics → {results / 'metrics.json'}")
+
+
+def cmd_explain(args):
+    import cv2
+    import numpy as np
+    from .data import ImageReadError, load_image
+    from .models import BACKBONES, load_trained_model
+    from .explain.overlay import jet_overlay, red_overlay
+    from .pipeline import explain_images
+    model, card = load_trained_model(args.weights_dir)
+    spec = BACKBONES[card.backbone]
+    grays, names, skipped = [], [], []
+    for path in args.images:
+        try:
+            grays.append(load_image(path, card.image_size, card.color))
+            names.append(Path(path))
+        except (ImageReadError, OSError, cv2.error) as exc:
+            skipped.append((path, str(exc)))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if grays:
+        cam = CamConfig(method=args.cam, target_layer=args.target_layer, top_fraction=args.top_fraction)
+        heats, pred, conf = explain_images(model, np.stack(grays), spec.preprocess, cam, card.target_layer)
+        for g, h, p, c, name in zip(grays, heats, pred, conf, names):
+            panel = np.hstack([red_overlay(g, h, args.top_fraction), jet_overlay(g, h)])
+            dest = out / f"{name.stem}_{args.cam}.png"
+            cv2.imwrite(str(dest), cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
+            print(f"{name}: {card.class_names[p]} ({c:.1%}) → {dest}")
+    for p, why in skipped:
+        print(f"skipped {p}: {why}", file=sys.stderr)
+    if skipped and not grays:
+        sys.exit(1)
+
+
+def cmd_audit(args):
+    import matplotlib
+    matplotlib.use("Agg")
+    given = [k for k, v in args.training_defaults.items() if getattr(args, k) != v]
+    if args.confounder:
+        if args.label_randomization:
+            sys.exit("error: --label-randomization audits a saved model; it does not combine with --confounder")
+        return _shortcut_audit(args)
+    if given:
+        sys.exit(f"error: {', '.join('--' + k.replace('_', '-') for k in given)} only apply with --confounder "
+                 "(which trains a model); the audit of a saved model reads its settings from WEIGHTS_DIR")
+    args.out = args.out or "sample_results/audit"
+    from .explain.metrics.audit import audit, error_galleries, to_markdown
+    from .config import AuditConfig
+    from .data import load_images, require_splits, scan_task
+    from .models import load_trained_model
+    from .explain.overlay import gallery
+    from .pipeline import lesion_masks, save_figure
+    model, card = load_trained_model(args.weights_dir)
+    df = scan_task(args.data_dir, card.class_names, card.task)
+    require_splits(df, "test", root=args.data_dir)
+    test = load_images(df[df.split == "test"], card.image_size, color=card.color)
+    masks = lesion_masks(test, card.image_size)
+    cfg = AuditConfig(methods=tuple(args.methods or ()), n_images=args.n_images, steps=args.steps,
+                      baseline=args.baseline, seed=args.seed, images=args.images, target=args.target)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    label_model = None
+    if args.label_randomization:
+        from .studies import train_label_randomized
+        print("label randomization: retraining the same model on permuted training labels ...")
+        label_model = train_label_randomized(args.weights_dir, out / "label_randomized_weights", args.data_dir,
+                                             args.seed)
+    result = audit(model, card.backbone, test, masks, cfg, args.target_layer, label_model=label_model)
+    md = to_markdown(result)
+    (out / "audit.md").write_text(f"# Explanation audit\n\nmodel: {card.backbone} at {card.image_size}px "
+                                  f"({args.weights_dir}); data: {args.data_dir} test split\n\n" + md)
+    for key in ("localization", "faithfulness", "sanity"):
+        if result[key] is not None:
+            result[key].to_csv(out / f"audit_{key}.csv", index=False)
+    for name, (idx, maps) in result["maps"].items():
+        k = idx[:12]
+        fig = gallery(test.images[k], maps[:12], [test.manifest.path[i].split("/")[-1][:22] for i in k],
+                      None if masks is None else masks[k], suptitle=f"{name}: top 5% of heat")
+        save_figure(fig, out / "methods" / f"{name}.png")
+    for name, fig in error_galleries(model, card.backbone, test, masks, target_layer=args.target_layer,
+                                     class_names=card.class_names).items():
+        save_figure(fig, out / "galleries" / f"{name}.png")
+    from .explain.metrics.shortcut import where_it_looks
+    regions, fig = where_it_looks(model, card.backbone, test, card.class_names, target_layer=args.target_layer)
+    regions.to_csv(out / "regions.csv", index=False)
+    save_figure(fig, out / "mean_maps.png")
+    regions_md = regions.to_markdown(index=False, floatfmt=".3f")
+    with open(out / "audit.md", "a") as f:
+        f.write("\n### Where the model looks: share of Grad-CAM's top-5% heat per region, by predicted class "
+                "(share_of_image = what a random map gets)\n\n" + regions_md + "\n")
+    print(md + "\n" + regions_md)
+    print(f"audit → {out}/audit.md, audit_*.csv, regions.csv, mean_maps.png, methods/*.png, galleries/*.png")
+
+
+def _shortcut_audit(args):
+    from .data.confounders import check_degree
+    from .studies import run_shortcut_audit
+    degrees = [check_degree(d) for d in args.degree]
+    data, model, train, cam = _configs(args, DataConfig(), ModelConfig(), TrainConfig())
+    methods = tuple(args.methods or ("gradcam", "hirescam", "gradcam++", "fused", "integrated_gradients", "smoothgrad"))
+    out = Path(args.out or args.results_dir)      # results-dir: where the trained models' own results go too
+    results = run_shortcut_audit(data, model, train, cam, args.confounder, degrees, methods, out,
+                                 Path(args.weights_dir) / "confounders", args.copy_dir, args.n_images)
+    from .explain.metrics.shortcut import to_markdown
+    print(to_markdown(results))
+    print(f"planted-shortcut audit → {out}/confounder_<kind>/confounder_audit.md, .csv, gallery_*.png")
+
+
+def cmd_segment(args):
+    import matplotlib
+    matplotlib.use("Agg")
+    from .config import write_json_atomic
+    from .pipeline import save_figure
+    from .studies import segmentation_stage
+    from .models.segment import SegmentConfig
+    res = segmentation_stage(args.weights_dir, args.data_dir, SegmentConfig(epochs=args.epochs, seed=args.seed))
+    out = Path(args.out)
+    write_json_atomic(res["scores"], out / "segmentation.json")
+    save_figure(res["figure"], out / "segmentation.png")
+    print(json.dumps(res["scores"], indent=2))
+    print(f"segmentation → {out}/segmentation.json, segmentation.png")
+
+
+def cmd_report(args):
+    from .data import ImageReadError
+    from .serve.inference import load_predictor
+    from .serve.report import write_report
+    predictor = load_predictor(args.weights_dir, allow_phantom=args.phantom)
+    path = Path(args.image)
+    try:
+        gray = predictor.load(path.read_bytes(), path)
+    except ImageReadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    pred = predictor.predict(gray[None], mc=args.mc_passes > 1)[0]
+    target = [predictor.class_names.index(pred.label)]
+    heats = {m: predictor.explain(gray[None], m, targets=target)[0] for m in args.methods}
+    out = write_report(args.out, gray, heats, pred, predictor, path.name, args.top_fraction)
+    print(f"{path.name}: {pred.label} ({pred.confidence:.1%}, MC sd {pred.uncertainty:.3f}) → {out}")
+
+
+def cmd_serve(args):
+    from .serve.api import serve
+    serve(args.weights_dir, host=args.host, port=args.port, max_batch=args.max_batch,
+          max_wait_ms=args.max_wait_ms, allow_phantom=args.phantom, mc_passes=args.mc_passes)
+
+
+def cmd_app(args):
+    import subprocess
+    app = Path(__file__).parent / "serve" / "app.py"
+    os.environ["XAI_CXR_WEIGHTS_DIR"] = str(Path(args.weights_dir).resolve())
+    cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port),
+           "--server.headless", "true", "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer",
+           "--server.maxUploadSize", "20", "--server.address", args.address]
+    print("starting", " ".join(cmd))
+    sys.exit(subprocess.call(cmd))
+
+
+def cmd_phantoms(args):
+    from .data.phantom import PhantomConfig, write_phantom_dataset
+    cfg = PhantomConfig(image_size=args.image_size, n_train=args.n_train, n_test=args.n_test,
+                        n_val=args.n_val, seed=args.seed)
+    root = write_phantom_dataset(args.out, cfg)
+    print(f"phantoms → {root}")
+
