@@ -64,8 +64,19 @@ def test_cli_explain_and_evaluate(trained, phantom_root, capsys):
     assert main(["explain", str(image), str(bad), "--weights-dir", str(out / "weights"),
                  "--out", str(out / "explain")]) == 0
     captured = capsys.readouterr()
-    panel = cv2.imread(str(out / "explain" / f"{image.stem}_gradcam.png"))
+    panel = cv2.cvtColor(cv2.imread(str(out / "explain" / f"{image.stem}_gradcam.png")), cv2.COLOR_BGR2RGB)
     assert panel.shape == (64, 128, 3)
+    # the left half is the top 5% of the predicted class's Grad-CAM, recomputed here from the saved model
+    from xai_cxr.data import load_image, to_model_input
+    from xai_cxr.explain.cam import GradCAM
+    from xai_cxr.explain.overlay import red_overlay
+    from xai_cxr.models import BACKBONES, load_trained_model
+    model, card = load_trained_model(out / "weights")
+    gray = load_image(image, card.image_size)
+    x = to_model_input(gray[None], BACKBONES[card.backbone].preprocess).numpy()
+    pred = model.predict(x, verbose=0).argmax(1)
+    expected = red_overlay(gray, GradCAM(model, card.target_layer)(x, pred)[0], 0.05)
+    assert np.abs(panel[:, :64].astype(int) - expected.astype(int)).max() <= 1
     assert "broken.jpeg" in captured.err and ("PNEUMONIA" in captured.out or "NORMAL" in captured.out)
     assert main(["evaluate", "--data-dir", str(phantom_root), "--weights-dir", str(out / "weights"),
                  "--results-dir", str(out / "eval")]) == 0
@@ -316,3 +327,24 @@ def test_colour_data_set_stays_in_colour_through_training_explain_and_faithfulne
     assert main(["explain", str(image), "--weights-dir", str(tmp_path / "w"), "--out", str(tmp_path / "x")]) == 0
     overlays = list((tmp_path / "x").glob("*.png"))
     assert overlays and cv2.imread(str(overlays[0])).std() > 5
+
+
+def test_cli_evaluate_streams_across_the_chunk_boundary_like_the_in_memory_path(trained, tmp_path):
+    """300 test films > one 256-image chunk: the CLI's streamed metrics equal the in-memory evaluation."""
+    from xai_cxr.cli import main
+    from xai_cxr.config import DataConfig
+    from xai_cxr.data import load_images, scan_dataset
+    from xai_cxr.models import load_trained_model
+    from xai_cxr.pipeline import evaluate_on_test
+    out, _ = trained
+    root = write_phantom_dataset(tmp_path / "many", PhantomConfig(image_size=48, n_train=1, n_test=150, seed=9))
+    assert main(["evaluate", "--data-dir", str(root), "--weights-dir", str(out / "weights"), "--batch-size", "50",
+                 "--results-dir", str(tmp_path / "eval")]) == 0
+    streamed = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    model, card = load_trained_model(out / "weights")
+    df = scan_dataset(root)
+    test = load_images(df[df.split == "test"], card.image_size, progress=False)
+    in_memory, _ = evaluate_on_test(model, test, DataConfig(image_size=card.image_size))
+    assert streamed["n_images"] == 300
+    assert streamed["confusion_matrix"] == in_memory["confusion_matrix"]
+    assert streamed["roc_auc"] == pytest.approx(in_memory["roc_auc"], abs=1e-6)
