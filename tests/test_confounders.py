@@ -2,6 +2,8 @@
 it should, the scores against numpy by hand, bad input, and an end-to-end run on phantoms."""
 import hashlib
 
+import cv2
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -139,3 +141,24 @@ def test_heat_in_regions_counts_the_top_pixels_by_hand():
     masks = region_masks(200)
     assert masks["corners (15% squares)"].mean() == pytest.approx(4 * 0.15 ** 2)
     assert not (masks["lung fields (approx.)"] & masks["central column (heart, mediastinum)"]).any()
+
+
+def test_cli_bad_confounder_input_is_a_clear_error(tmp_path, capsys):
+    from xai_cxr.cli import main
+    from xai_cxr.data.phantom import PhantomConfig, write_phantom_dataset
+    root = write_phantom_dataset(tmp_path / "ph", PhantomConfig(image_size=32, n_train=2, n_test=2))
+    with pytest.raises(SystemExit):
+        main(["audit", "--confounder", "sticker", "--data-dir", str(root)])
+    assert "tag" in capsys.readouterr().err                                  # argparse lists the three
+    assert main(["audit", "--confounder", "tag", "--degree", "1.5", "--data-dir", str(root)]) == 2
+    assert "[0, 1]" in capsys.readouterr().err
+    pets = tmp_path / "pets"
+    for split in ("train", "test"):
+        for cls in ("cat", "dog"):
+            (pets / split / cls).mkdir(parents=True)
+            for i in range(2):
+                cv2.imwrite(str(pets / split / cls / f"{cls}{i}.png"), np.full((16, 16), 100 + i, np.uint8))
+    assert main(["audit", "--confounder", "tag", "--data-dir", str(pets), "--classes", "auto"]) == 2
+    assert "['cat', 'dog']" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="only apply with --confounder"):       # training flags need --confounder
+        main(["audit", "--epochs1", "3", "--data-dir", str(root)])
