@@ -21,7 +21,8 @@ from ...data.confounders import apply, confounder_sensitivity, get_confounder, n
 from ...data import ImageSet, to_model_input
 from .faithfulness import centre_bias_maps, random_maps
 
-FALSE_ALARM_MARGIN = 0.05     # a control-run sensitivity more than this above the random map's is a false alarm
+FALSE_ALARM_MARGIN = 0.05     # a control-run sensitivity more than this above the random map's is a false alarm …
+UNMOVED_FLIPS = 0.05          # … when the confounder flips at most this share of the clean model's negative films
 
 
 @dataclass
@@ -113,20 +114,29 @@ def to_markdown(results: list[ShortcutResult]) -> str:
                      f"confounded {s['accuracy_confounded']:.3f}; {s['flips']} of {s['negatives']} negative films "
                      f"flip; mean p(positive) on negatives {s['p_positive_negatives_clean']:.2f} → "
                      f"{s['p_positive_negatives_confounded']:.2f}; scored on {s['n_scored']} {s['scored_on']}")
+        if s["degree"] == 0 and not control_is_clean(s):
+            lines.append(f"  - the clean model itself reacts to {s['confounder']} ({s['flips']} flips): maps on it "
+                         "are not false alarms here, so no method is marked")
     wide = None
     for r in results:
         col = f"{r.summary['confounder']} {r.summary['degree']:.0%}"
         t = r.table.set_index("method")
         part = t["sensitivity_top10"].map("{:.2f}".format) + " / " + t["ncc_clean_vs_confounded"].map(
             lambda v: "—" if np.isnan(v) else f"{v:.2f}")
-        if r.summary["degree"] == 0:
+        if r.summary["degree"] == 0 and control_is_clean(r.summary):
             alarm = t["over_random"] > FALSE_ALARM_MARGIN
             part = part.where(~alarm, part + " **alarm +" + t["over_random"].map("{:.2f}".format) + "**")
         wide = part.rename(col).to_frame() if wide is None else wide.join(part.rename(col), how="outer")
     head = ("Confounder sensitivity (share of the confounder's pixels in the map's top 10%) / NCC of the maps of the "
-            f"clean and the confounded film. At degree 0 (control) a sensitivity more than {FALSE_ALARM_MARGIN} above "
-            "the random map's is marked **alarm** (the model was not trained on the confounder).")
+            f"clean and the confounded film. At degree 0 (control: no confounder in training) a sensitivity more than "
+            f"{FALSE_ALARM_MARGIN} above the random map's is marked **alarm** — when the confounder flips at most "
+            f"{UNMOVED_FLIPS:.0%} of the negative films, i.e. the model does not use it.")
     return "\n".join([head, "", wide.reset_index().to_markdown(index=False), "", *lines]) + "\n"
+
+
+def control_is_clean(summary: dict) -> bool:
+    """A degree-0 run is a false-alarm control only if the confounder barely moves the clean model."""
+    return summary["flips"] <= UNMOVED_FLIPS * max(summary["negatives"], 1)
 
 
 def gallery(result: ShortcutResult):
@@ -151,6 +161,17 @@ def gallery(result: ShortcutResult):
     fig.suptitle(f"{s['confounder']} at {s['degree']:.0%}: {s['scored_on']} (top 10% red)", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def read_tables(folder: Path) -> list[ShortcutResult]:
+    """The results ``write_tables`` wrote (without the gallery images), to merge or re-render them."""
+    runs = pd.read_csv(Path(folder) / "confounder_runs.csv")
+    table = pd.read_csv(Path(folder) / "confounder_audit.csv")
+    out = []
+    for s in runs.to_dict("records"):
+        t = table[(table.confounder == s["confounder"]) & (table.degree == s["degree"])]
+        out.append(ShortcutResult(s, t.drop(columns=["confounder", "degree", "flips"]).reset_index(drop=True), {}))
+    return out
 
 
 def write_tables(results: list[ShortcutResult], folder: Path) -> None:
