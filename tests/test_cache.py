@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from xai_cxr.models.cache import cache_layer, cached_stage_data, extract_features, model_after
+from xai_cxr.models.cache import cache_layer, StageFeatureCache, extract_features, model_after
 from xai_cxr.config import ModelConfig, TrainConfig
 from xai_cxr.data import make_dataset, to_model_input
 from xai_cxr.models import BACKBONES, build_model, set_trainable
@@ -48,7 +48,7 @@ def test_cached_training_updates_the_full_model_and_saves_it(tmp_path):
     model = build_model(ModelConfig(weights="none"), 32)
     before = model.get_layer("block5_conv1").get_weights()[0].copy()
     head_before = model.get_layer("head_dense").get_weights()[0].copy()
-    stage_data = cached_stage_data(model, images, labels, images, labels, PREP, batch_size=8,
+    stage_data = StageFeatureCache(model, images, labels, images, labels, PREP, batch_size=8,
                                    finetune_from="block5_conv1")
     ds = make_dataset(images, labels, PREP, batch_size=8)
     history = train_two_stage(model, ds, ds, TrainConfig(verbose=0).with_epochs(1, 1), tmp_path,
@@ -73,7 +73,7 @@ def test_stage1_features_derived_from_the_stage2_cache_equal_direct_extraction()
     set_trainable(model)
     images = np.random.default_rng(2).integers(0, 256, (5, 32, 32), dtype=np.uint8)
     labels = np.arange(5) % 2
-    stage_data = cached_stage_data(model, images, labels, images, labels, PREP, batch_size=4,
+    stage_data = StageFeatureCache(model, images, labels, images, labels, PREP, batch_size=4,
                                    finetune_from="block5_conv1")
     top, train_ds, _ = stage_data(StageConfig(epochs=1, learning_rate=1e-3))
     cached = np.concatenate([f.numpy() for f, _ in train_ds])                 # shuffled: compare sorted
@@ -149,7 +149,7 @@ def test_branching_backbone_caches_stage1_but_runs_stage2_plain():
     model = build_model(ModelConfig(backbone="mobilenetv2", weights="none"), 32)
     images = np.random.default_rng(4).integers(0, 256, (4, 32, 32), dtype=np.uint8)
     labels = np.arange(4) % 2
-    stage_data = cached_stage_data(model, images, labels, images, labels, BACKBONES["mobilenetv2"].preprocess,
+    stage_data = StageFeatureCache(model, images, labels, images, labels, BACKBONES["mobilenetv2"].preprocess,
                                    batch_size=4, finetune_from="block_16_expand")
     assert stage_data(StageConfig(epochs=1, learning_rate=1e-5, unfreeze_from="block_16_expand")) is None
     top, train_ds, _ = stage_data(StageConfig(epochs=1, learning_rate=1e-3))

@@ -172,7 +172,7 @@ def fit(model, prep: Prepared, data_cfg: DataConfig, train_cfg: TrainConfig, wei
     description (``save_description``) before the first checkpoint, so the weights in ``weights_dir`` are
     never paired with another run's card."""
     from .models.train import train_two_stage
-    from .models.cache import cached_stage_data
+    from .models.cache import StageFeatureCache
     spec = BACKBONES[backbone_of(model)]
     Path(weights_dir).mkdir(parents=True, exist_ok=True)
     save_description(weights_dir, data_cfg, model_cfg or model_config_of(model), train_cfg, cam_cfg)
@@ -182,7 +182,7 @@ def fit(model, prep: Prepared, data_cfg: DataConfig, train_cfg: TrainConfig, wei
         print("note: feature cache bypassed: augmentation changes every image every epoch, so frozen "
               "features cannot be computed once")
     elif train_cfg.feature_cache:
-        stage_data = cached_stage_data(model, prep.train.images, prep.train.labels, prep.val.images,
+        stage_data = StageFeatureCache(model, prep.train.images, prep.train.labels, prep.val.images,
                                        prep.val.labels, spec.preprocess, len(data_cfg.class_names),
                                        data_cfg.batch_size, data_cfg.seed,
                                        spec.finetune_from if train_cfg.stage2.epochs > 0 else None,

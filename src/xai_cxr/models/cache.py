@@ -137,46 +137,57 @@ def feature_dataset(features: np.ndarray, labels: np.ndarray, num_classes: int, 
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def cached_stage_data(model, train_images, train_labels, val_images, val_labels, preprocess, num_classes: int = 2,
-                      batch_size: int = 32, seed: int = 42, finetune_from: str | None = None,
-                      cache_dir: str | Path | None = None):
+class StageFeatureCache:
     """A ``stage_data`` callable for ``train_two_stage``: per stage, (model to fit, train ds, val ds) on cached
     features, or None when the stage has no frozen part (then the plain path runs).
 
     The images go through the frozen layers once: with ``finetune_from`` given, stage 1 already caches the
     layer below it (stage 2's input) and derives its own, deeper features from that cache by running only the
     layers in between."""
-    memo: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    chain = BACKBONES[backbone_of(model)].chain       # branching nets (ResNet, DenseNet...) cannot be cut inside
-    lowest = cache_layer(model, False, finetune_from) if finetune_from and chain else None
 
-    def features(layer):
-        if layer in memo:
-            return memo[layer]
-        if lowest and lowest in memo and layer != lowest:
-            part = _between(model, lowest, layer)
-            memo[layer] = tuple(part.predict(f, batch_size=batch_size, verbose=0) for f in memo[lowest])
-            return memo[layer]
-        source = lowest if lowest and layer != lowest and lowest not in memo else layer
-        print(f"feature cache: computing {source} outputs once for {len(train_images)} + {len(val_images)} images")
-        def extract(images):
-            if cache_dir is None:
-                return extract_features(model, source, images, preprocess, batch_size)
-            return disk_features(model, source, images, preprocess, cache_dir, batch_size)
-        tr = extract(train_images)
-        va = tr if val_images is train_images else extract(val_images)
-        memo[source] = (tr, va)
-        return features(layer)
+    def __init__(self, model, train_images, train_labels, val_images, val_labels, preprocess, num_classes: int = 2,
+                 batch_size: int = 32, seed: int = 42, finetune_from: str | None = None,
+                 cache_dir: str | Path | None = None):
+        self.model, self.preprocess, self.cache_dir = model, preprocess, cache_dir
+        self.images, self.labels = (train_images, val_images), (train_labels, val_labels)
+        self.num_classes, self.batch_size, self.seed = num_classes, batch_size, seed
+        self.memo: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.chain = BACKBONES[backbone_of(model)].chain      # branching nets (ResNet, DenseNet...) cannot be cut
+        self.lowest = cache_layer(model, False, finetune_from) if finetune_from and self.chain else None
 
-    def stage_data(stage):
-        layer = cache_layer(model, stage.train_backbone, stage.unfreeze_from)
-        if layer is None or (stage.unfreeze_from and not chain):
+    def _extract(self, layer: str) -> tuple[np.ndarray, np.ndarray]:
+        """Run the frozen layers up to ``layer`` once over the train and validation images."""
+        train, val = self.images
+        print(f"feature cache: computing {layer} outputs once for {len(train)} + {len(val)} images")
+
+        def run(images):
+            if self.cache_dir is None:
+                return extract_features(self.model, layer, images, self.preprocess, self.batch_size)
+            return disk_features(self.model, layer, images, self.preprocess, self.cache_dir, self.batch_size)
+        tr = run(train)
+        return tr, (tr if val is train else run(val))
+
+    def features(self, layer: str) -> tuple[np.ndarray, np.ndarray]:
+        """(train, val) features at ``layer``: computed once, or derived from the lowest cached layer."""
+        if layer not in self.memo:
+            if self.lowest and layer != self.lowest:
+                if self.lowest not in self.memo:
+                    self.memo[self.lowest] = self._extract(self.lowest)
+                part = _between(self.model, self.lowest, layer)
+                self.memo[layer] = tuple(part.predict(f, batch_size=self.batch_size, verbose=0)
+                                         for f in self.memo[self.lowest])
+            else:
+                self.memo[layer] = self._extract(layer)
+        return self.memo[layer]
+
+    def __call__(self, stage):
+        layer = cache_layer(self.model, stage.train_backbone, stage.unfreeze_from)
+        if layer is None or (stage.unfreeze_from and not self.chain):
             return None
-        tr, va = features(layer)
-        return (model_after(model, layer),
-                feature_dataset(tr, train_labels, num_classes, batch_size, shuffle=True, seed=seed),
-                feature_dataset(va, val_labels, num_classes, batch_size))
-    return stage_data
+        tr, va = self.features(layer)
+        return (model_after(self.model, layer),
+                feature_dataset(tr, self.labels[0], self.num_classes, self.batch_size, shuffle=True, seed=self.seed),
+                feature_dataset(va, self.labels[1], self.num_classes, self.batch_size))
 
 
 def _between(model, start: str, end: str):
