@@ -1,4 +1,4 @@
-"""Issue #5 speed benchmark: the naive seed-style pipeline, the peer library tf-keras-vis and xai_cxr, side by
+"""Speed benchmark: the naive seed-style pipeline, the peer library tf-keras-vis and xai_cxr, side by
 side in one process on the same images and the same VGG19. Writes benchmarks/results/speed.json.
 
     python benchmarks/speed.py [--part cam|inference|precision|train|rss|all] [--train 100] [--test 100]
