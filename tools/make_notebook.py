@@ -255,13 +255,13 @@ so a faithful map must put its top pixels on it (*confounder sensitivity*: the s
 map's top 10%). The same run at degree 0 (no tag in training) is the control: there the model has no reason to
 use the tag, and a map that still lands on it raises a false alarm (Adebayo et al., ICLR 2022).
 
-This trains two small `cxr-small` models at 64 px on up to 300 of your training films (about two minutes on a
+This trains two small `cxr-small` models at 64 px on up to 240 of your training films (about two minutes on a
 CPU): it checks the *explainers* on your films, not the model above. `xai-cxr audit --confounder tag
 hyperintensities obstruction --degree 0 0.2 0.5 1` runs the full study."""),
     code("""from xai_cxr.explain.metrics.shortcut import to_markdown
 from xai_cxr.studies import run_shortcut_audit
-small_data = replace(data_cfg, image_size=64, limit=48 if QUICK else 300, validation="holdout:0.1")
-small_train = replace(TrainConfig(seed=SEED).with_epochs(stage1=1 if QUICK else 6, stage2=0), verbose=0)
+small_data = replace(data_cfg, image_size=64, limit=48 if QUICK else 240, batch_size=16, validation="holdout:0.1")
+small_train = replace(TrainConfig(seed=SEED).with_epochs(stage1=1 if QUICK else 10, stage2=0), verbose=0)
 shortcut = run_shortcut_audit(small_data, ModelConfig(backbone="cxr-small", weights="none"), small_train,
                               CamConfig(n_samples=4), ["tag"], [0.0, 0.5], ("gradcam", "hirescam", "smoothgrad"),
                               "sample_results/shortcut", "saved_weights/shortcut", "shortcut_copies",
