@@ -111,9 +111,9 @@ def test_tag_on_every_pneumonia_film_is_found_and_the_control_is_not_flipped(tmp
     barely moved by the tag."""
     from xai_cxr.cli import main
     from xai_cxr.data.phantom import PhantomConfig, write_phantom_dataset
-    root = write_phantom_dataset(tmp_path / "ph", PhantomConfig(image_size=64, n_train=60, n_test=30))
+    root = write_phantom_dataset(tmp_path / "ph", PhantomConfig(image_size=64, n_train=100, n_test=30))
     assert main(["audit", "--confounder", "tag", "--degree", "0", "1", "--data-dir", str(root),
-                 "--backbone", "cxr-small", "--weights", "none", "--image-size", "64", "--epochs1", "4",
+                 "--backbone", "cxr-small", "--weights", "none", "--image-size", "64", "--epochs1", "10",
                  "--batch-size", "16", "--methods", "gradcam", "--n-images", "30",
                  "--weights-dir", str(tmp_path / "w"), "--results-dir", str(tmp_path / "r"),
                  "--copy-dir", str(tmp_path / "copies")]) == 0
