@@ -32,17 +32,14 @@ class ShortcutResult:
     examples: dict                # for the gallery: clean, confounded, masks, {method: maps} of up to 6 images
 
 
-def _predict(model, preprocess, grays, batch_size=64):
-    return model.predict(to_model_input(grays, preprocess).numpy(), batch_size=batch_size, verbose=0)
-
-
 def shortcut_audit(model, backbone: str, test: ImageSet, class_names, kind: str, degree: float, methods,
                    n_images: int = 50, seed: int = 42, target_layer: str | None = None) -> ShortcutResult:
     """Score ``methods`` (explainer registry names) on the test films that the ``kind`` confounder flips from the
     negative class (degree > 0), or on the negative films with the confounder drawn (degree 0: the control).
     Every map explains the positive class on the confounded film; NCC compares it with the map of the clean film."""
-    from ..registry import make_explainer
     from ...models import BACKBONES
+    from ..registry import make_explainer
+    from .audit import predictor
     get_confounder(kind)
     neg = negative_class(class_names)
     pos = 1 - neg if len(class_names) == 2 else None
@@ -51,8 +48,8 @@ def shortcut_audit(model, backbone: str, test: ImageSet, class_names, kind: str,
     spec = BACKBONES[backbone]
     labels = test.labels
     confounded, masks = apply(kind, test.images, seed)
-    p_clean = _predict(model, spec.preprocess, test.images)
-    p_conf = _predict(model, spec.preprocess, confounded)
+    predict = predictor(model, spec.preprocess)
+    p_clean, p_conf = predict(test.images), predict(confounded)
     negatives = labels == neg
     flips = negatives & (p_clean.argmax(1) == neg) & (p_conf.argmax(1) == pos)
     if degree > 0 and flips.any():
