@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from xai_cxr.data import (DatasetLayoutError, ImageReadError, class_weights, holdout_split, limit_train,
-                          load_images, make_dataset, parse_kermany_name, read_gray, scan_dataset, scan_task,
+                          load_images, make_dataset, parse_kermany_name, read_gray, scan_dataset,
                           select_validation)
 
 
@@ -232,7 +232,9 @@ def test_kaggle_zip_nested_layout_is_found_one_level_down(tmp_path):
     root, note = find_data_root(outer)
     assert root == inner and "one folder down" in note
     assert find_data_root(inner) == (inner, None)                        # the normal layout: no note
-    assert len(scan_task(outer)) == len(scan_task(inner)) == 8
+    from xai_cxr.tasks import get_task
+    binary = get_task("binary")
+    assert len(binary.scan(outer)) == len(binary.scan(inner)) == 8
     empty = tmp_path / "empty"
     empty.mkdir()
     assert find_data_root(empty) == (empty, None)                        # nothing found: the scan explains

@@ -173,11 +173,11 @@ def test_cli_audit_writes_tables_figures_and_galleries(trained, phantom_root):
 
 
 def test_subtype_task_trains_three_classes_end_to_end(phantom_root, tmp_path):
-    from xai_cxr.data import TASKS
+    from xai_cxr.tasks import TASKS
     from xai_cxr.models import ModelCard
     from xai_cxr.pipeline import prepare_data, run
     data = DataConfig(root=str(phantom_root), image_size=64, batch_size=8, task="subtype",
-                      class_names=TASKS["subtype"])
+                      class_names=TASKS["subtype"].class_names)
     prep = prepare_data(data, progress=False)
     subtypes = prep.train.manifest["subtype"].map({"normal": 0, "bacteria": 1, "virus": 2}).to_numpy()
     np.testing.assert_array_equal(prep.train.labels, subtypes)
@@ -189,7 +189,7 @@ def test_subtype_task_trains_three_classes_end_to_end(phantom_root, tmp_path):
     assert np.array(m["confusion_matrix"]).shape == (3, 3) and np.sum(m["confusion_matrix"]) == 12
     assert set(m["per_class"]) >= {"NORMAL", "BACTERIA", "VIRUS"}
     card = ModelCard.load(tmp_path / "w")
-    assert card.task == "subtype" and card.class_names == TASKS["subtype"]
+    assert card.task == "subtype" and card.class_names == TASKS["subtype"].class_names
     assert (tmp_path / "r" / "sample_results.png").is_file() and (tmp_path / "r" / "roc_curve.png").is_file()
 
 
@@ -268,7 +268,7 @@ def test_mask_layout_like_lgg_brain_mri_trains_and_audits_against_masks(tmp_path
     """<case>/<name>.tif with <name>_mask.tif beside it (RGB TIFF slices), no split folders."""
     import pandas as pd
     from xai_cxr.cli import main
-    from xai_cxr.data import scan_task
+    from xai_cxr.tasks import get_task
     from xai_cxr.data.phantom import make_phantom
     rng = np.random.default_rng(5)
     root = tmp_path / "lgg"
@@ -280,10 +280,10 @@ def test_mask_layout_like_lgg_brain_mri_trains_and_audits_against_masks(tmp_path
             stem = f"{folder.name}_{s + 1}"
             cv2.imwrite(str(folder / f"{stem}.tif"), np.repeat(img[..., None], 3, axis=2))
             cv2.imwrite(str(folder / f"{stem}_mask.tif"), lesion.astype(np.uint8) * 255)
-    df = scan_task(root, ("NO_LESION", "LESION"))
+    df = get_task("mask").scan(root)
     assert (df.label_idx == df.mask_path.map(lambda p: cv2.imread(p, 0).any())).all()
     assert not set(df[df.split == "train"].patient_id) & set(df[df.split == "test"].patient_id)
-    assert main(["train", "--data-dir", str(root), "--backbone", "cxr-small", "--weights", "none",
+    assert main(["train", "--data-dir", str(root), "--task", "mask", "--backbone", "cxr-small", "--weights", "none",
                  "--image-size", "64", "--batch-size", "8", "--epochs1", "1", "--validation", "holdout:0.2",
                  "--weights-dir", str(tmp_path / "w"), "--results-dir", str(tmp_path / "r")]) == 0
     m = json.loads((tmp_path / "r" / "metrics.json").read_text())

@@ -45,7 +45,7 @@ def test_multiclass_metrics_match_numpy_by_hand():
     proba = rng.dirichlet([1, 1, 1], 60)
     proba[np.arange(60), y] += rng.random(60)                 # better than chance, not perfect
     proba /= proba.sum(1, keepdims=True)
-    m = evaluate_predictions(y, proba, ("NORMAL", "BACTERIA", "VIRUS"), n_boot=50)
+    m = evaluate_predictions(y, proba, ("NORMAL", "BACTERIA", "VIRUS"), n_boot=50, task="subtype")
     pred = proba.argmax(1)
     cm = np.zeros((3, 3), int)
     np.add.at(cm, (y, pred), 1)

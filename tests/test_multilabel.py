@@ -80,7 +80,7 @@ def test_multilabel_metrics_match_sklearn_per_label():
     y = (rng.random((40, 3)) < 0.4).astype(float)
     y[:, 2] = 0                                                     # a label absent from the test split
     p = np.clip(y * 0.5 + rng.random((40, 3)) * 0.6, 0, 1)
-    m = evaluate_predictions(y, p, ("A", "B", "C"))
+    m = evaluate_predictions(y, p, ("A", "B", "C"), task="multilabel")
     for k, name in enumerate("AB"):
         assert m["per_label"][name]["auroc"] == pytest.approx(roc_auc_score(y[:, k], p[:, k]))
         assert m["per_label"][name]["f1"] == pytest.approx(f1_score(y[:, k], p[:, k] >= 0.5))
@@ -114,3 +114,11 @@ def test_cli_multilabel_trains_sigmoid_model_with_per_label_metrics_and_boxes(ni
     boxes = json.loads((tmp_path / "r" / "bbox_localization.json").read_text())
     assert boxes["n_boxes"] > 0 and 0 <= boxes["pointing_game"] <= 1 and 0 <= boxes["iou_top5"] <= 1
     assert (tmp_path / "r" / "sample_results.png").is_file()
+    # evaluate reads the task and the split seed from the card: the same test split, the same per-label AUROC
+    assert main(["evaluate", "--weights-dir", str(tmp_path / "w"), "--data-dir", str(nih), "--seed", "7",
+                 "--labels-csv", str(nih / "Data_Entry_2017.csv"), "--results-dir", str(tmp_path / "e")]) == 0
+    again = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert again["n_images"] == m["n_images"]
+    for name, row in m["per_label"].items():
+        np.testing.assert_allclose(again["per_label"][name]["auroc"], row["auroc"], atol=1e-6, equal_nan=True)
+

@@ -59,8 +59,9 @@ print("precision policy:", keras.mixed_precision.global_policy().name)"""),
 The data folder is scanned into a manifest: one row per image, with the split, the label, and the patient id
 parsed from Kermany's file names (`person1_bacteria_1.jpeg` → `person1`), which the honest holdout needs."""),
     code("""from xai_cxr.config import CamConfig, DataConfig, ModelConfig, TrainConfig
-from xai_cxr.data import find_data_root, scan_task
+from xai_cxr.data import find_data_root
 from xai_cxr.pipeline import demo_configs, has_split
+from xai_cxr.tasks import get_task
 
 ON_PHANTOMS = not has_split(DATA_DIR)
 if ON_PHANTOMS:       # no Kaggle data: the demo's phantoms at 128 px, its model and its short schedule
@@ -77,7 +78,7 @@ if QUICK:
 train_cfg = replace(train_cfg, verbose=2)          # one line per epoch
 print(note)
 
-manifest = scan_task(data_cfg.root, data_cfg.class_names)
+manifest = get_task(data_cfg.task).scan(data_cfg.root, data_cfg.class_names, data_cfg.seed)
 counts = manifest.groupby(["split", "label"]).size().unstack(fill_value=0)
 counts"""),
     code("""fig, axes = plt.subplots(1, 6, figsize=(14, 2.6))
@@ -300,8 +301,7 @@ if RUN_EXTRAS:
 else:
     print("RUN_EXTRAS is False: other explainers skipped")"""),
     code("""if RUN_EXTRAS:      # three classes from the Kermany file names: NORMAL / BACTERIA / VIRUS
-    from xai_cxr.data import TASKS
-    sub_cfg = replace(data_cfg, task="subtype", class_names=TASKS["subtype"])
+    sub_cfg = replace(data_cfg, task="subtype", class_names=get_task("subtype").class_names)
     sub_prep = prepare_data(sub_cfg, progress=False)
     sub_model_cfg = replace(model_cfg, num_classes=3)
     sub_model = build_model(sub_model_cfg, sub_cfg.image_size)

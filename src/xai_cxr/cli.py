@@ -9,10 +9,9 @@ import argparse
 import os
 import sys
 from dataclasses import replace
-from pathlib import Path
 
 from .config import AugmentConfig, CamConfig, DataConfig, ModelConfig, TrainConfig
-from .data import TASKS
+from .tasks import TASKS
 
 
 def _setup_device(device: str, verbose: bool = False) -> None:
@@ -31,7 +30,6 @@ def _setup_device(device: str, verbose: bool = False) -> None:
 def _add_common(p, data=True, cam=("cam", "target_layer", "top_fraction"), results=True):
     """Flags shared by subcommands; each subcommand gets only the CAM flags and --results-dir it reads."""
     from .explain.registry import EXPLAINERS
-    from .models import BACKBONES
     p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
                    help="cpu hides GPUs (compare with this when Metal/CUDA results look off)")
     p.add_argument("--seed", type=int, default=42)
@@ -39,48 +37,7 @@ def _add_common(p, data=True, cam=("cam", "target_layer", "top_fraction"), resul
     p.add_argument("--precision", choices=["float32", "mixed_bfloat16", "mixed_float16"], default="float32",
                    help="Keras dtype policy: mixed_float16 for CUDA GPUs, mixed_bfloat16 for CPUs with AVX512-BF16")
     if data:
-        p.add_argument("--data-dir", default="chest_xray", help="folder with train/ [val/] test/ (default: chest_xray)")
-        p.add_argument("--image-size", type=int, default=None, help="input side in px (default 256; demo 128)")
-        p.add_argument("--batch-size", type=int, default=32)
-        p.add_argument("--limit", type=int, default=None, help="at most N train images, stratified (quick runs); val/test stay whole")
-        p.add_argument("--validation", default="test", help="test (seed default) | val | holdout:0.1")
-        p.add_argument("--backbone", choices=["auto", *BACKBONES], default=None)
-        p.add_argument("--weights", default=None,
-                       help="imagenet | none | PATH (default: imagenet, downloaded once into ~/.keras/models like Keras)")
-        p.add_argument("--no-download", action="store_true", default=_env_no_download(),
-                       help="never download ImageNet weights: use ~/.keras/models/ or stop with the URL "
-                            "(default when XAI_CXR_NO_DOWNLOAD=1)")
-        p.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=True,
-                       help="TensorFlow op determinism: same seed → same weights (default on; off is faster on GPUs)")
-        p.add_argument("--epochs1", type=int, default=None, help="stage-1 epochs (default 7)")
-        p.add_argument("--epochs2", type=int, default=None, help="stage-2 epochs (default 14)")
-        p.add_argument("--task", choices=["binary", "subtype", "multilabel"], default="binary",
-                       help="binary NORMAL/PNEUMONIA (default), subtype NORMAL/BACTERIA/VIRUS from Kermany file "
-                            "names, or multilabel (NIH ChestX-ray14 CSV: --labels-csv; images under --data-dir)")
-        p.add_argument("--labels-csv", default=None, help="multilabel: Data_Entry_2017.csv-style labels")
-        p.add_argument("--bbox-csv", default=None,
-                       help="multilabel: BBox_List_2017.csv-style boxes → Grad-CAM pointing game / IoU against them")
-        p.add_argument("--loss", choices=["focal", "bce"], default="focal",
-                       help="multilabel loss: binary focal (default) or per-label weighted BCE")
-        p.add_argument("--focal-gamma", type=float, default=2.0)
-        p.add_argument("--focal-alpha", type=float, default=0.25)
-        p.add_argument("--classes", default=None,
-                       help="class folder names, comma-separated, or 'auto' = the sub-folders of train/ "
-                            "(any folder-per-class data set); default NORMAL,PNEUMONIA")
-        p.add_argument("--color", action="store_true",
-                       help="keep images in colour (non-X-ray data sets); default: decode to grayscale")
-        p.add_argument("--augment", action="store_true",
-                       help="small rotations/zoom/shifts/brightness/contrast on training batches (no flips)")
-        p.add_argument("--cache-dir", default=None,
-                       help="keep frozen-backbone features on disk here (keyed by images, weights, size; "
-                            "memory-mapped), reused by later runs; default: memory only")
-        p.add_argument("--no-feature-cache", action="store_true",
-                       help="run the frozen backbone on every step instead of caching its features once")
-        p.add_argument("--mlflow", action="store_true",
-                       help="log params, metrics, curves, weights and figures to MLflow (pip install 'xai-cxr[mlflow]')")
-        p.add_argument("--mlflow-store", default="mlruns", help="local MLflow store (default mlruns/)")
-        p.add_argument("--resume", action="store_true",
-                       help="continue a killed run from its last finished epoch (state in WEIGHTS_DIR/train_state)")
+        _add_data_flags(p)
     if "cam" in cam:
         p.add_argument("--cam", choices=[n for n, s in EXPLAINERS.items() if s.layers != "input"], default="gradcam",
                        help="CAM method for the sample grid / overlays (default gradcam)")
@@ -93,9 +50,55 @@ def _add_common(p, data=True, cam=("cam", "target_layer", "top_fraction"), resul
         p.add_argument("--results-dir", default="sample_results")
 
 
+def _add_data_flags(p) -> None:
+    """The flags of a training run: data, model, schedule, task, caching, tracking."""
+    from .models import BACKBONES
+    p.add_argument("--data-dir", default="chest_xray", help="folder with train/ [val/] test/ (default: chest_xray)")
+    p.add_argument("--image-size", type=int, default=None, help="input side in px (default 256; demo 128)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--limit", type=int, default=None, help="at most N train images, stratified (quick runs); val/test stay whole")
+    p.add_argument("--validation", default="test", help="test (seed default) | val | holdout:0.1")
+    p.add_argument("--backbone", choices=["auto", *BACKBONES], default=None)
+    p.add_argument("--weights", default=None,
+                   help="imagenet | none | PATH (default: imagenet, downloaded once into ~/.keras/models like Keras)")
+    p.add_argument("--no-download", action="store_true", default=_env_no_download(),
+                   help="never download ImageNet weights: use ~/.keras/models/ or stop with the URL "
+                        "(default when XAI_CXR_NO_DOWNLOAD=1)")
+    p.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=True,
+                   help="TensorFlow op determinism: same seed → same weights (default on; off is faster on GPUs)")
+    p.add_argument("--epochs1", type=int, default=None, help="stage-1 epochs (default 7)")
+    p.add_argument("--epochs2", type=int, default=None, help="stage-2 epochs (default 14)")
+    p.add_argument("--task", choices=list(TASKS), default="binary",
+                   help="; ".join(f"{t.name}: {t.help}" for t in TASKS.values()))
+    p.add_argument("--labels-csv", default=None, help="multilabel: Data_Entry_2017.csv-style labels")
+    p.add_argument("--bbox-csv", default=None,
+                   help="multilabel: BBox_List_2017.csv-style boxes → Grad-CAM pointing game / IoU against them")
+    p.add_argument("--loss", choices=["focal", "bce"], default="focal",
+                   help="multilabel loss: binary focal (default) or per-label weighted BCE")
+    p.add_argument("--focal-gamma", type=float, default=2.0)
+    p.add_argument("--focal-alpha", type=float, default=0.25)
+    p.add_argument("--classes", default=None,
+                   help="class folder names, comma-separated, or 'auto' = the sub-folders of train/ "
+                        "(any folder-per-class data set); default NORMAL,PNEUMONIA")
+    p.add_argument("--color", action="store_true",
+                   help="keep images in colour (non-X-ray data sets); default: decode to grayscale")
+    p.add_argument("--augment", action="store_true",
+                   help="small rotations/zoom/shifts/brightness/contrast on training batches (no flips)")
+    p.add_argument("--cache-dir", default=None,
+                   help="keep frozen-backbone features on disk here (keyed by images, weights, size; "
+                        "memory-mapped), reused by later runs; default: memory only")
+    p.add_argument("--no-feature-cache", action="store_true",
+                   help="run the frozen backbone on every step instead of caching its features once")
+    p.add_argument("--mlflow", action="store_true",
+                   help="log params, metrics, curves, weights and figures to MLflow (pip install 'xai-cxr[mlflow]')")
+    p.add_argument("--mlflow-store", default="mlruns", help="local MLflow store (default mlruns/)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a killed run from its last finished epoch (state in WEIGHTS_DIR/train_state)")
+
+
 # flags of _add_common(data=True) that only a training run reads (audit accepts them with --confounder only)
 _TRAINING_DESTS = ("image_size", "batch_size", "limit", "validation", "backbone", "weights", "epochs1", "epochs2",
-                   "task", "labels_csv", "bbox_csv", "loss", "focal_gamma", "focal_alpha", "classes", "color",
+                   "task", "bbox_csv", "loss", "focal_gamma", "focal_alpha", "classes", "color",
                    "augment", "cache_dir", "no_feature_cache", "mlflow", "resume", "deterministic", "cam",
                    "top_fraction", "results_dir")
 
@@ -106,14 +109,15 @@ def _env_no_download() -> bool:
 
 
 def _class_names(args) -> tuple[str, ...]:
-    from .data import MASK_CLASSES, NIH_FINDINGS, detect_classes, has_split_folders
-    if args.task == "multilabel":
-        return tuple(c.strip() for c in args.classes.split(",")) if args.classes else NIH_FINDINGS
-    if args.task == "binary" and not args.classes and Path(args.data_dir).is_dir() and not has_split_folders(args.data_dir):
-        return MASK_CLASSES                       # <case>/<name> + <name>_mask layout (e.g. LGG brain MRI)
-    if args.task != "binary" or not args.classes:
-        return TASKS[args.task]
-    if args.classes == "auto":
+    """The task's classes, or --classes (folder names; 'auto' = the sub-folders of train/) where the task
+    reads class folders (binary) or a CSV's columns (multilabel)."""
+    from .data import detect_classes
+    task = TASKS[args.task]
+    if not args.classes:
+        return task.class_names
+    if args.task not in ("binary", "multilabel"):
+        raise ValueError(f"--classes does not apply to --task {args.task} (its classes are {task.class_names})")
+    if args.classes == "auto" and args.task == "binary":
         return detect_classes(args.data_dir)
     return tuple(c.strip() for c in args.classes.split(",") if c.strip())
 
@@ -143,7 +147,6 @@ def _configs(args, data: DataConfig, model: ModelConfig, train: TrainConfig):
 def build_parser() -> argparse.ArgumentParser:
     from .commands import (cmd_demo, cmd_compare, cmd_train, cmd_evaluate, cmd_explain, cmd_audit, cmd_segment,
                            cmd_report, cmd_serve, cmd_app, cmd_phantoms)
-    from .explain.registry import EXPLAINERS
     p = argparse.ArgumentParser(prog="xai-cxr", description="Explainable pneumonia detection on chest X-rays")
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="phantoms (or chest_xray/) → training → evaluation → sample_results.png")
@@ -161,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="metrics of saved weights on the test split")
     e.add_argument("--data-dir", default="chest_xray")
     e.add_argument("--batch-size", type=int, default=32)
+    e.add_argument("--labels-csv", default=None, help="multilabel models: the CSV of findings of DATA_DIR")
+
     _add_common(e, data=False, cam=())
     e.set_defaults(func=cmd_evaluate)
     x = sub.add_parser("explain", help="Grad-CAM overlays for image files")
@@ -168,6 +173,27 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", default="sample_results/explain")
     _add_common(x, data=False, results=False)
     x.set_defaults(func=cmd_explain)
+    _add_audit(sub, cmd_audit)
+    sg = sub.add_parser("segment", help="U-Net on lesion masks, classify-then-segment, Dice/IoU next to Grad-CAM")
+    sg.add_argument("--data-dir", default="phantoms/chest_xray", help="data with *_mask.png lesion masks")
+    sg.add_argument("--epochs", type=int, default=15)
+    sg.add_argument("--out", default="sample_results/segmentation")
+    _add_common(sg, data=False, cam=(), results=False)
+    sg.set_defaults(func=cmd_segment)
+    _add_serving(sub, cmd_report, cmd_serve, cmd_app)
+    g = sub.add_parser("phantoms", help="write a synthetic phantom data set with lesion masks")
+    g.add_argument("--out", default="phantoms/chest_xray")
+    g.add_argument("--image-size", type=int, default=128)
+    g.add_argument("--n-train", type=int, default=300)
+    g.add_argument("--n-test", type=int, default=100)
+    g.add_argument("--n-val", type=int, default=0)
+    g.add_argument("--seed", type=int, default=0)
+    g.set_defaults(func=cmd_phantoms, device="auto")
+    return p
+
+
+def _add_audit(sub, cmd_audit) -> None:
+    from .explain.registry import EXPLAINERS
     from .data.confounders import CONFOUNDERS
     a = sub.add_parser("audit", help="localization, faithfulness and sanity checks of explainers; with --confounder, "
                                      "the planted-shortcut audit (trains on a contaminated copy first)")
@@ -195,12 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(a, data=True)
     a.set_defaults(func=cmd_audit, data_dir="phantoms/chest_xray")
     a.set_defaults(training_defaults={k: a.get_default(k) for k in _TRAINING_DESTS})
-    sg = sub.add_parser("segment", help="U-Net on lesion masks, classify-then-segment, Dice/IoU next to Grad-CAM")
-    sg.add_argument("--data-dir", default="phantoms/chest_xray", help="data with *_mask.png lesion masks")
-    sg.add_argument("--epochs", type=int, default=15)
-    sg.add_argument("--out", default="sample_results/segmentation")
-    _add_common(sg, data=False, cam=(), results=False)
-    sg.set_defaults(func=cmd_segment)
+
+
+def _add_serving(sub, cmd_report, cmd_serve, cmd_app) -> None:
+    from .explain.registry import EXPLAINERS
     r = sub.add_parser("report", help="HTML or PDF report of one image: prediction, confidence, uncertainty, overlays")
     r.add_argument("image")
     r.add_argument("--out", default="sample_results/report.html", help="*.html or *.pdf")
@@ -223,15 +247,6 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--address", default="localhost", help="0.0.0.0 to serve other machines (e.g. from Docker)")
     ap.add_argument("--weights-dir", default="saved_weights")
     ap.set_defaults(func=cmd_app, device="auto")
-    g = sub.add_parser("phantoms", help="write a synthetic phantom data set with lesion masks")
-    g.add_argument("--out", default="phantoms/chest_xray")
-    g.add_argument("--image-size", type=int, default=128)
-    g.add_argument("--n-train", type=int, default=300)
-    g.add_argument("--n-test", type=int, default=100)
-    g.add_argument("--n-val", type=int, default=0)
-    g.add_argument("--seed", type=int, default=0)
-    g.set_defaults(func=cmd_phantoms, device="auto")
-    return p
 
 
 def main(argv=None) -> int:

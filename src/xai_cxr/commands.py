@@ -9,6 +9,8 @@ from pathlib import Path
 
 from .cli import _configs
 from .config import CamConfig, DataConfig, ModelConfig, TrainConfig
+from .tasks import get_task
+
 
 
 def _run(args, data, model, train, cam):
@@ -65,16 +67,17 @@ def cmd_train(args):
 
 
 def cmd_evaluate(args):
-    from .data import require_splits, scan_task
-    from .evaluate import evaluate_predictions, format_metrics
+    from .data import require_splits
+    from .evaluate import format_metrics
     from .models import BACKBONES, load_trained_model
     from .data.stream import stream_predict
     model, card = load_trained_model(args.weights_dir)
-    df = scan_task(args.data_dir, card.class_names, card.task)
+    task = get_task(card.task)
+    df = task.scan(args.data_dir, card.class_names, card.seed, args.labels_csv)
     require_splits(df, "test", root=args.data_dir)
     out = stream_predict(model, df[df.split == "test"], card.image_size, BACKBONES[card.backbone].preprocess,
                          progress=True, color=card.color, batch_size=args.batch_size)
-    m = evaluate_predictions(out["labels"], out["proba"], card.class_names, card.threshold, seed=args.seed)
+    m = task.metrics(out["labels"], out["proba"], card.class_names, card.threshold, seed=args.seed)
     m["skipped_images"] = [{"path": p, "reason": r} for p, r in out["skipped"]]
     results = Path(args.results_dir)
     results.mkdir(parents=True, exist_ok=True)
@@ -129,14 +132,13 @@ def cmd_audit(args):
         sys.exit(f"error: {', '.join('--' + k.replace('_', '-') for k in given)} only apply with --confounder "
                  "(which trains a model); the audit of a saved model reads its settings from WEIGHTS_DIR")
     args.out = args.out or "sample_results/audit"
-    from .explain.metrics.audit import audit, error_galleries, to_markdown
+    from .explain.metrics.audit import audit, to_markdown
     from .config import AuditConfig
-    from .data import load_images, require_splits, scan_task
+    from .data import load_images, require_splits
     from .models import load_trained_model
-    from .explain.overlay import gallery
-    from .pipeline import lesion_masks, save_figure
+    from .pipeline import lesion_masks
     model, card = load_trained_model(args.weights_dir)
-    df = scan_task(args.data_dir, card.class_names, card.task)
+    df = get_task(card.task).scan(args.data_dir, card.class_names, card.seed, args.labels_csv)
     require_splits(df, "test", root=args.data_dir)
     test = load_images(df[df.split == "test"], card.image_size, color=card.color)
     masks = lesion_masks(test, card.image_size)
@@ -157,24 +159,39 @@ def cmd_audit(args):
     for key in ("localization", "faithfulness", "sanity"):
         if result[key] is not None:
             result[key].to_csv(out / f"audit_{key}.csv", index=False)
-    for name, (idx, maps) in result["maps"].items():
+    _audit_figures(model, card, test, masks, result["maps"], out, args.target_layer)
+    regions_md = _where_it_looks(model, card, test, out, args.target_layer)
+    print(md + "\n" + regions_md)
+    print(f"audit → {out}/audit.md, audit_*.csv, regions.csv, mean_maps.png, methods/*.png, galleries/*.png")
+
+
+def _audit_figures(model, card, test, masks, maps_by_method, out: Path, target_layer) -> None:
+    """Per method a gallery of its maps; the error galleries (false positives / negatives) of Grad-CAM."""
+    from .explain.metrics.audit import error_galleries
+    from .explain.overlay import gallery
+    from .pipeline import save_figure
+    for name, (idx, maps) in maps_by_method.items():
         k = idx[:12]
         fig = gallery(test.images[k], maps[:12], [test.manifest.path[i].split("/")[-1][:22] for i in k],
                       None if masks is None else masks[k], suptitle=f"{name}: top 5% of heat")
         save_figure(fig, out / "methods" / f"{name}.png")
-    for name, fig in error_galleries(model, card.backbone, test, masks, target_layer=args.target_layer,
+    for name, fig in error_galleries(model, card.backbone, test, masks, target_layer=target_layer,
                                      class_names=card.class_names).items():
         save_figure(fig, out / "galleries" / f"{name}.png")
+
+
+def _where_it_looks(model, card, test, out: Path, target_layer) -> str:
+    """Share of Grad-CAM's top-5% heat per region by predicted class → regions.csv, mean_maps.png, audit.md."""
     from .explain.metrics.shortcut import where_it_looks
-    regions, fig = where_it_looks(model, card.backbone, test, card.class_names, target_layer=args.target_layer)
+    from .pipeline import save_figure
+    regions, fig = where_it_looks(model, card.backbone, test, card.class_names, target_layer=target_layer)
     regions.to_csv(out / "regions.csv", index=False)
     save_figure(fig, out / "mean_maps.png")
     regions_md = regions.to_markdown(index=False, floatfmt=".3f")
     with open(out / "audit.md", "a") as f:
         f.write("\n### Where the model looks: share of Grad-CAM's top-5% heat per region, by predicted class "
                 "(share_of_image = what a random map gets)\n\n" + regions_md + "\n")
-    print(md + "\n" + regions_md)
-    print(f"audit → {out}/audit.md, audit_*.csv, regions.csv, mean_maps.png, methods/*.png, galleries/*.png")
+    return regions_md
 
 
 def _shortcut_audit(args):

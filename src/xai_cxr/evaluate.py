@@ -96,16 +96,20 @@ def multilabel_metrics(y_true, proba, label_names, threshold: float = 0.5) -> di
 
 
 def evaluate_predictions(y_true, proba, class_names=("NORMAL", "PNEUMONIA"), threshold: float = 0.5,
-                         n_boot: int = 1000, seed: int = 42) -> dict:
-    """All test metrics as one JSON-ready dict (binary: positive class = index 1; K > 2: multiclass_metrics)."""
+                         n_boot: int = 1000, seed: int = 42, task: str = "binary") -> dict:
+    """All test metrics of ``task`` (a ``tasks.TASKS`` name) as one JSON-ready dict."""
+    from .tasks import get_task
+    return get_task(task).metrics(y_true, proba, class_names, threshold, n_boot, seed)
+
+
+def binary_report(y_true, proba, class_names=("NORMAL", "PNEUMONIA"), threshold: float = 0.5,
+                  n_boot: int = 1000, seed: int = 42) -> dict:
+    """Two classes: point metrics of the positive class (index 1) at ``threshold``, bootstrap CIs and the
+    per-class report."""
     from sklearn.metrics import classification_report
     proba = np.asarray(proba)
-    if np.ndim(y_true) == 2:
-        return multilabel_metrics(y_true, proba, class_names, threshold)
-    if proba.shape[1] > 2:
-        return {"n_images": int(len(y_true)), "classes": list(class_names),
-                **multiclass_metrics(y_true, proba, class_names, n_boot, seed)}
     p_pos = proba[:, 1]
+
     y_pred = (p_pos >= threshold).astype(int)
     out = {"n_images": int(len(y_true)), "threshold": threshold, "positive_class": class_names[1]}
     out.update(binary_metrics(y_true, p_pos, threshold))

@@ -12,8 +12,9 @@ import numpy as np
 
 from .config import CamConfig, DataConfig, ModelConfig, TrainConfig, to_json, write_json_atomic
 from .data import (ImageSet, class_weights, find_data_root, limit_train, load_images, make_dataset, require_splits,
-                   to_model_input, scan_task, select_validation)
+                   to_model_input, select_validation)
 from .models import BACKBONES, HEAD_PREFIX, ModelCard, backbone_of, build_model, resolve_backbone, resolve_weights
+from .tasks import get_task
 
 PHANTOM_ROOT = Path("phantoms") / "chest_xray"
 
@@ -72,13 +73,8 @@ class Prepared:
 
 def prepare_data(cfg: DataConfig, progress: bool = True) -> Prepared:
     """Scan, limit, choose validation, decode once (corrupt files skipped), class weights."""
-    if cfg.task == "multilabel":
-        from .data import scan_labels_csv
-        if not cfg.labels_csv:
-            raise ValueError("--task multilabel needs --labels-csv (NIH ChestX-ray14 format)")
-        df = scan_labels_csv(cfg.labels_csv, cfg.root, cfg.class_names, seed=cfg.seed)
-    else:
-        df = scan_task(cfg.root, cfg.class_names, cfg.task, cfg.seed)
+    task = get_task(cfg.task)
+    df = task.scan(cfg.root, cfg.class_names, cfg.seed, cfg.labels_csv)
     require_splits(df, "train", "test", root=cfg.root)
     df = limit_train(df, cfg.limit, cfg.seed)
     train, val, test, note = select_validation(df, cfg.validation, cfg.seed)
@@ -89,13 +85,13 @@ def prepare_data(cfg: DataConfig, progress: bool = True) -> Prepared:
         sets[name] = load_images(part, cfg.image_size, cfg.workers, progress, cfg.color)
     if cfg.validation == "test":
         sets["val"] = sets["test"]
-    return Prepared(sets["train"], sets["val"], sets["test"], note,
-                    train_class_weights(sets["train"].labels, len(cfg.class_names)))
+    return Prepared(sets["train"], sets["val"], sets["test"], note, train_class_weights(sets["train"].labels, cfg))
 
 
-def train_class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
-    """Balanced class weights for class indices; {} for multi-hot labels (those use per-label weights in ``fit``)."""
-    return class_weights(labels, num_classes) if labels.ndim == 1 else {}
+def train_class_weights(labels: np.ndarray, cfg: DataConfig) -> dict[int, float]:
+    """Balanced class weights (n / (k · n_c)); {} for a multi-label task (per-label weights in ``fit``)."""
+    return {} if get_task(cfg.task).multilabel else class_weights(labels, len(cfg.class_names))
+
 
 
 def datasets(prep: Prepared, cfg: DataConfig, preprocess):
@@ -134,7 +130,8 @@ def resolve_model(model_cfg: ModelConfig, data_cfg: DataConfig | None = None) ->
     (sigmoid for the multi-label task). Pretrained weights are fetched *now* (downloaded like Keras when
     missing), so a missing file stops the run in seconds, before any image is decoded."""
     if data_cfg is not None:
-        model_cfg = replace(model_cfg, num_classes=len(data_cfg.class_names), multilabel=data_cfg.task == "multilabel")
+        model_cfg = replace(model_cfg, num_classes=len(data_cfg.class_names),
+                            multilabel=get_task(data_cfg.task).multilabel)
     model_cfg = replace(model_cfg, backbone=resolve_backbone(model_cfg.backbone))
     resolve_weights(model_cfg.backbone, model_cfg.weights, model_cfg.allow_download)
     return model_cfg
@@ -159,7 +156,8 @@ def save_description(weights_dir: str | Path, data_cfg: DataConfig, model_cfg: M
     """Write what rebuilds and uses the weights in ``weights_dir``: ``model_config.json`` (the card read by
     evaluate/explain/app/API) and ``run_config.json`` (every config of the run)."""
     card = ModelCard(model_cfg.backbone, data_cfg.image_size, tuple(data_cfg.class_names), task=data_cfg.task,
-                     color=data_cfg.color, target_layer=cam_cfg.target_layer or BACKBONES[model_cfg.backbone].target_layer,
+                     color=data_cfg.color, seed=data_cfg.seed,
+ target_layer=cam_cfg.target_layer or BACKBONES[model_cfg.backbone].target_layer,
                      dense_units=model_cfg.dense_units, dropout=tuple(model_cfg.dropout), l2=model_cfg.l2)
     card.save(weights_dir)
     write_json_atomic(json.loads(to_json(data_cfg, model_cfg, train_cfg, cam_cfg)), Path(weights_dir) / "run_config.json")
@@ -189,12 +187,13 @@ def fit(model, prep: Prepared, data_cfg: DataConfig, train_cfg: TrainConfig, wei
                                        train_cfg.feature_cache_dir)
     labels = prep.train.labels
     pos_weight = None
-    if labels.ndim == 2:                          # multi-label: per-label positive weights instead of class weights
+    multilabel = get_task(data_cfg.task).multilabel
+    if multilabel:                                # per-label positive weights instead of class weights
         pos = labels.sum(0)
         pos_weight = np.where(pos > 0, (len(labels) - pos) / np.maximum(pos, 1), 1.0)
     return train_two_stage(model, train_ds, val_ds, train_cfg, weights_dir,
                            prep.class_weight if train_cfg.class_weighting and prep.class_weight else None,
-                           spec.finetune_from, resume, stage_data, strategy, pos_weight)
+                           spec.finetune_from, resume, stage_data, strategy, pos_weight, multilabel)
 
 
 def evaluate_on_test(model, test: ImageSet, data_cfg: DataConfig, skipped=()):
@@ -202,7 +201,7 @@ def evaluate_on_test(model, test: ImageSet, data_cfg: DataConfig, skipped=()):
     from .evaluate import evaluate_predictions, predict_proba
     spec = BACKBONES[backbone_of(model)]
     proba = predict_proba(model, make_dataset(test.images, None, spec.preprocess, batch_size=data_cfg.batch_size))
-    metrics = evaluate_predictions(test.labels, proba, data_cfg.class_names, seed=data_cfg.seed)
+    metrics = evaluate_predictions(test.labels, proba, data_cfg.class_names, seed=data_cfg.seed, task=data_cfg.task)
     metrics["skipped_images"] = [{"path": p, "reason": r} for p, r in skipped]
     return metrics, proba
 
@@ -213,7 +212,7 @@ def calibrate(model, prep: Prepared, data_cfg: DataConfig, test_proba, weights_d
     from .models.calibration import apply_temperature, calibration_report, plot_reliability, save_temperature
     from .evaluate import predict_proba
     spec = BACKBONES[backbone_of(model)]
-    multilabel = data_cfg.task == "multilabel"
+    multilabel = get_task(data_cfg.task).multilabel
     val_proba = test_proba if prep.val is prep.test else \
         predict_proba(model, make_dataset(prep.val.images, None, spec.preprocess, batch_size=data_cfg.batch_size))
     rep = calibration_report(prep.val.labels, val_proba, prep.test.labels, test_proba, multilabel)
@@ -233,10 +232,10 @@ def sample_figure(model, test: ImageSet, data_cfg: DataConfig, cam_cfg: CamConfi
     """The sample_results.png grid: balanced test images with true/predicted label, confidence, overlay."""
     from .explain.overlay import gallery, sample_grid
     spec = BACKBONES[backbone_of(model)]
-    labels = test.labels
-    idx = pick_samples(labels if labels.ndim == 1 else labels.argmax(1), cam_cfg.n_samples, data_cfg.seed)
+    labels, task = test.labels, get_task(data_cfg.task)
+    idx = pick_samples(task.stratify(labels), cam_cfg.n_samples, data_cfg.seed)
     heats, pred, conf = explain_images(model, test.images[idx], spec.preprocess, cam_cfg, target_layer)
-    if labels.ndim == 2:                           # multi-label: explain each image's most probable finding
+    if task.multilabel:                            # explain each image's most probable finding
         names = data_cfg.class_names
         titles = [f"true {'|'.join(n for n, v in zip(names, labels[i]) if v) or 'No Finding'}\n"
                   f"map: {names[p]} {c:.0%}" for i, p, c in zip(idx, pred, conf)]
@@ -289,7 +288,7 @@ def run(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, ca
     """Train, evaluate on the test split and draw the Grad-CAM sample grid; writes every artefact and
     returns {"model", "card", "metrics", "history", "prepared"}. ``strategy``: a ``tf.distribute`` strategy;
     None = ``MirroredStrategy`` over all GPUs when several are visible, else the default."""
-    from .evaluate import format_metrics, plot_confusion, plot_roc
+    from .evaluate import plot_confusion, plot_roc
     from .models.train import distribution_strategy, plot_history, seed_everything
     t0 = time.time()
     weights_dir, results_dir = Path(weights_dir), Path(results_dir)
@@ -317,9 +316,9 @@ def run(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, ca
     metrics.update(backbone=model_cfg.backbone, weights=model_cfg.weights, image_size=data_cfg.image_size,
                    validation=data_cfg.validation, validation_note=prep.validation_note)
     metrics["calibration"] = calibrate(model, prep, data_cfg, proba, weights_dir, results_dir)
-    grid_path = save_figure(sample_figure(model, prep.test, data_cfg, cam_cfg, target_layer),
-                            results_dir / "sample_results.png")
-    pg = None if data_cfg.task == "multilabel" else lesion_pointing_game(model, prep.test, data_cfg, cam_cfg, target_layer)
+    save_figure(sample_figure(model, prep.test, data_cfg, cam_cfg, target_layer), results_dir / "sample_results.png")
+    pg = None if get_task(data_cfg.task).multilabel else lesion_pointing_game(model, prep.test, data_cfg, cam_cfg,
+                                                                              target_layer)
     if pg:
         metrics["gradcam_pointing_game"] = pg
     if "confusion_matrix" in metrics:
@@ -328,15 +327,23 @@ def run(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, ca
     metrics["wall_time_s"] = round(time.time() - t0, 1)
     write_json_atomic(metrics, results_dir / "metrics.json")
 
+    print_summary(metrics, prep.skipped, weights_dir, results_dir)
+    return {"model": model, "card": card, "metrics": metrics, "history": history, "prepared": prep}
+
+
+def print_summary(metrics: dict, skipped, weights_dir: Path, results_dir: Path) -> None:
+    """The end-of-run report: test metrics, the phantom pointing game, skipped files, where everything went."""
+    from .evaluate import format_metrics
     print("\ntest metrics:\n" + format_metrics(metrics))
+    pg = metrics.get("gradcam_pointing_game")
     if pg:
         print(f"Grad-CAM pointing game on phantom lesions: {pg['hit_rate']:.1%} of {pg['n_images']} images")
-    if prep.skipped:
-        print(f"\nskipped {len(prep.skipped)} unreadable image(s):")
-        for p, r in prep.skipped:
+    if skipped:
+        print(f"\nskipped {len(skipped)} unreadable image(s):")
+        for p, r in skipped:
             print(f"  {p}: {r}")
     print(f"\nweights      {weights_dir / 'model.weights.h5'}\nhistory      {weights_dir / 'history.json'}"
           f"\ncurves       {weights_dir / 'training_curves.png'}\nmetrics      {results_dir / 'metrics.json'}"
-          f"\nfigures      {results_dir / 'confusion_matrix.png'}, {results_dir / 'roc_curve.png'}, {results_dir / 'reliability.png'}"
-          f"\nGrad-CAM     {grid_path}\ntotal time   {metrics['wall_time_s']:.0f} s")
-    return {"model": model, "card": card, "metrics": metrics, "history": history, "prepared": prep}
+          f"\nfigures      {results_dir / 'confusion_matrix.png'}, {results_dir / 'roc_curve.png'}, "
+          f"{results_dir / 'reliability.png'}"
+          f"\nGrad-CAM     {results_dir / 'sample_results.png'}\ntotal time   {metrics['wall_time_s']:.0f} s")

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from .config import CamConfig, DataConfig, ModelConfig, TrainConfig, write_json_atomic
-from .data import ImageSet, limit_train, load_images, require_splits, scan_task, to_model_input
+from .data import ImageSet, limit_train, load_images, require_splits, to_model_input
+from .tasks import get_task
 from .data.confounders import check_degree, contaminate, get_confounder, negative_class
 from .explain.metrics.shortcut import ShortcutResult, gallery, shortcut_audit, write_tables
 from .models import BACKBONES, backbone_of, build_model
@@ -34,7 +35,7 @@ def cross_validate(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: Trai
     for k, (tr, va) in enumerate(kfold_splits(prep.train.manifest, folds, data_cfg.seed)):
         part = lambda rows: ImageSet(prep.train.images[rows], prep.train.manifest.iloc[rows].reset_index(drop=True))  # noqa: E731
         fold = Prepared(part(tr), part(va), prep.test, f"fold {k + 1}/{folds}",
-                        train_class_weights(prep.train.labels[tr], len(data_cfg.class_names)))
+                        train_class_weights(prep.train.labels[tr], data_cfg))
         print(f"fold {k + 1}/{folds}: train {len(tr)}, validation {len(va)} images "
               f"({fold.val.manifest.patient_id.nunique()} patients)")
         seed_everything(train_cfg.seed, train_cfg.deterministic)
@@ -106,7 +107,7 @@ def segmentation_stage(weights_dir: str | Path, data_root: str | Path, seg_cfg=N
     seg_cfg = seg_cfg or SegmentConfig()
     model, card = load_trained_model(weights_dir)
     spec = BACKBONES[card.backbone]
-    df = scan_task(data_root, card.class_names, card.task)
+    df = get_task(card.task).scan(data_root, card.class_names, card.seed)
     sets = {s: load_images(df[df.split == s], card.image_size, progress=False, color=card.color) for s in ("train", "test")}
     masks = {s: lesion_masks(v, card.image_size) for s, v in sets.items()}
     if masks["train"] is None or masks["test"] is None:
@@ -209,7 +210,8 @@ def run_shortcut_audit(data_cfg, model_cfg, train_cfg, cam_cfg, kinds, degrees, 
     for k in kinds:
         get_confounder(k)
     degrees = [check_degree(d) for d in degrees]
-    manifest = scan_task(data_cfg.root, data_cfg.class_names, data_cfg.task, data_cfg.seed)
+    manifest = get_task(data_cfg.task).scan(data_cfg.root, data_cfg.class_names, data_cfg.seed, data_cfg.labels_csv)
+
     require_splits(manifest, "train", "test", root=data_cfg.root)
     negative_class(data_cfg.class_names)
     manifest = limit_train(manifest, data_cfg.limit, data_cfg.seed)     # copy only what trains

@@ -7,6 +7,6 @@ from .images import (  # noqa: F401
 from .scan import (  # noqa: F401
     IMAGE_EXTENSIONS, SPLITS, LAYOUT, DatasetLayoutError, is_mask_file, mask_beside, patient_split,
     parse_kermany_name, NIH_FINDINGS, NIH_COLUMNS, scan_labels_csv, detect_classes, scan_dataset,
-    manifest_frame, TASKS, apply_task, MASK_CLASSES, scan_mask_folders, has_split_folders, find_data_root,
-    scan_task, require_splits, limit_train, holdout_split, kfold_splits, select_validation, class_weights,
+    manifest_frame, SUBTYPE_CLASSES, apply_subtypes, MASK_CLASSES, scan_mask_folders, has_split_folders, find_data_root,
+    require_splits, limit_train, holdout_split, kfold_splits, select_validation, class_weights,
 )

@@ -208,24 +208,20 @@ def manifest_frame(rows) -> pd.DataFrame:
     return df
 
 
-TASKS = {"binary": ("NORMAL", "PNEUMONIA"), "subtype": ("NORMAL", "BACTERIA", "VIRUS")}
+SUBTYPE_CLASSES = ("NORMAL", "BACTERIA", "VIRUS")
 
 
-def apply_task(df: pd.DataFrame, task: str = "binary") -> pd.DataFrame:
-    """Relabel a NORMAL/PNEUMONIA manifest for ``task``: "binary" keeps it; "subtype" uses the Kermany file
-    names (``person1_bacteria_1.jpeg``) for NORMAL / BACTERIA / VIRUS. Pneumonia files whose name says neither
-    are dropped with a warning that names them."""
-    if task == "binary":
-        return df
-    if task != "subtype":
-        raise ValueError(f"unknown task {task!r}; choose from {sorted(TASKS)}")
+def apply_subtypes(df: pd.DataFrame) -> pd.DataFrame:
+    """Relabel a NORMAL/PNEUMONIA manifest NORMAL / BACTERIA / VIRUS from the Kermany file names
+    (``person1_bacteria_1.jpeg``). Pneumonia files whose name says neither are dropped with a warning that
+    names them."""
     unknown = df[df["subtype"].isna()]
     if len(unknown):
         import warnings
         warnings.warn(f"--task subtype: {len(unknown)} pneumonia file(s) name neither bacteria nor virus and are "
                       f"left out, e.g. {unknown['path'].iloc[0]}", stacklevel=2)
         df = df.drop(unknown.index)
-    order = {name.lower(): i for i, name in enumerate(TASKS["subtype"])}
+    order = {name.lower(): i for i, name in enumerate(SUBTYPE_CLASSES)}
     return df.assign(label=df["subtype"].str.upper(), label_idx=df["subtype"].map(order).astype(int)
                      ).reset_index(drop=True)
 
@@ -277,18 +273,6 @@ def find_data_root(root: str | Path) -> tuple[Path, str | None]:
     if len(nested) == 1:
         return nested[0], f"data found one folder down, in {nested[0]} (the Kaggle zip's nested layout); using it"
     return root, None
-
-
-def scan_task(root: str | Path, class_names=TASKS["binary"], task: str = "binary", seed: int = 42) -> pd.DataFrame:
-    """The manifest for ``task``: split folders through ``scan_dataset`` + ``apply_task`` (the subtype task
-    reads the NORMAL/PNEUMONIA folders), or — when ``root`` has no split folders but case folders with
-    ``*_mask`` files — ``scan_mask_folders``."""
-    if Path(root).is_dir() and not has_split_folders(root) and tuple(class_names) == MASK_CLASSES:
-        return scan_mask_folders(root, seed=seed)
-    root, note = find_data_root(root)
-    if note:
-        log.warning(note)
-    return apply_task(scan_dataset(root, TASKS["binary"] if task == "subtype" else class_names), task)
 
 
 def require_splits(df: pd.DataFrame, *splits: str, root: str | Path = "chest_xray") -> None:

@@ -14,7 +14,7 @@ def stream_predict(model, manifest: pd.DataFrame, image_size: int, preprocess, c
 
     With ``cam`` (a CAM object), also the hottest pixel (row, col) of each predicted-class map — the
     summary the pointing game needs — without keeping any map. Returns a dict: ``proba`` (N, K),
-    ``labels`` (N,) when the manifest has ``label_idx``, ``paths`` (N,), ``peaks`` (N, 2) or None, and
+    ``labels`` (N,) or multi-hot (N, K) when the manifest has labels, ``paths`` (N,), ``peaks`` (N, 2) or None, and
     ``skipped`` [(path, reason)].
     """
     from tqdm.auto import tqdm
@@ -28,7 +28,7 @@ def stream_predict(model, manifest: pd.DataFrame, image_size: int, preprocess, c
         p = model.predict(x, batch_size=batch_size, verbose=0)
         proba.append(p)
         paths += part.manifest["path"].tolist()
-        if "label_idx" in part.manifest:
+        if {"label_idx", "label_vec"} & set(part.manifest):        # class indices or multi-hot vectors
             labels.append(part.labels)
         if cam is not None:
             maps = cam(x, targets=p.argmax(1))

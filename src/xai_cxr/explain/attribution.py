@@ -10,31 +10,33 @@ import io
 
 import numpy as np
 
-from .cam.base import _last_dense_logits, normalize_maps
+from .cam.base import normalize_maps
+from .targets import ClassLogit, ClassProbability, as_targets, head_logits, output_head, predicted_class
 
 
 class _InputGradients:
-    """Shared part: the logit function and a batched gradient of the target logit w.r.t. the input."""
+    """Shared part: the class logits (``targets.py``) and a batched gradient of the target score w.r.t. the input."""
 
     target_layer = "input"
 
-    def __init__(self, model, target_layer: str | None = None, batch_size: int = 16):
+    def __init__(self, model, target_layer: str | None = None, batch_size: int = 16, target=None):
         import keras
         import tensorflow as tf
         self.model, self.batch_size = model, batch_size
-        head, _ = _last_dense_logits(model)
+        self.target = target or ClassLogit()
+        head, self._head_act = output_head(model)
         if head is None:
             self._logits = model
         else:
             body = keras.Model(model.inputs, head.input)
-            self._logits = lambda x: tf.matmul(body(x, training=False), head.kernel) + head.bias
+            self._logits = lambda x: head_logits(head, body(x, training=False))
         self._grad = tf.function(self._grad_fn, reduce_retracing=True)
 
     def _grad_fn(self, x, targets):
         import tensorflow as tf
         with tf.GradientTape() as tape:
             tape.watch(x)
-            picked = tf.gather(self._logits(x), targets, axis=1, batch_dims=1)
+            picked = self.target(self._logits(x), targets, self._head_act)
         return tape.gradient(picked, x), picked
 
     def gradients(self, x: np.ndarray, targets: np.ndarray):
@@ -50,8 +52,8 @@ class _InputGradients:
 
     def _targets(self, images, targets):
         if targets is None:
-            return self.model.predict(images, verbose=0).argmax(1).astype(np.int32)
-        return np.broadcast_to(np.asarray(targets, np.int32), (len(images),)).copy()
+            return np.asarray(predicted_class(self.model.predict(images, verbose=0)))
+        return as_targets(targets, len(images))
 
     def __call__(self, images, targets=None) -> np.ndarray:
         images = np.asarray(images, np.float32)
@@ -63,8 +65,8 @@ class IntegratedGradients(_InputGradients):
     """∫₀¹ ∂f(b + α(x − b))/∂x dα · (x − b), trapezoid rule over ``steps``; baseline ``b`` = zeros of the
     model input (black image after preprocessing) unless given. Completeness: Σ attributions ≈ f(x) − f(b)."""
 
-    def __init__(self, model, target_layer=None, batch_size: int = 16, steps: int = 32, baseline=None):
-        super().__init__(model, target_layer, batch_size)
+    def __init__(self, model, target_layer=None, batch_size: int = 16, steps: int = 32, baseline=None, target=None):
+        super().__init__(model, target_layer, batch_size, target)
         self.steps, self.baseline = steps, baseline
 
     def attribute(self, images: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -101,8 +103,8 @@ class SmoothGrad(_InputGradients):
     """Mean input gradient over ``n`` noisy copies (Gaussian, σ = ``noise`` × the image's value range), seeded."""
 
     def __init__(self, model, target_layer=None, batch_size: int = 16, n: int = 16, noise: float = 0.15,
-                 seed: int = 0):
-        super().__init__(model, target_layer, batch_size)
+                 seed: int = 0, target=None):
+        super().__init__(model, target_layer, batch_size, target)
         self.n, self.noise, self.seed = n, noise, seed
 
     def attribute(self, images: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -128,6 +130,7 @@ class _Perturbation:
     """Shared part of the black-box explainers: predicted-class targets, batched probabilities, normalising."""
 
     target_layer = "input"
+    target = ClassProbability()                     # what they explain: they see probabilities only
 
     def __init__(self, model, target_layer: str | None = None, batch_size: int = 32, n_samples: int = 300,
                  n_segments: int = 50, seed: int = 42):
@@ -139,8 +142,8 @@ class _Perturbation:
 
     def __call__(self, images, targets=None) -> np.ndarray:
         images = np.asarray(images, np.float32)
-        targets = self._proba(images).argmax(1) if targets is None else \
-            np.broadcast_to(np.asarray(targets, int), (len(images),))
+        targets = np.asarray(predicted_class(self._proba(images))) if targets is None else \
+            as_targets(targets, len(images))
         maps = np.stack([self.explain_one(x, int(t)) for x, t in zip(images, targets)])
         return normalize_maps(np.maximum(maps, 0)).astype(np.float32)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from .attribution import BlurIntegratedGradients, IntegratedGradients, LimeSuperpixels, ShapPartition, SmoothGrad
 from .cam import EigenCAM, FusedCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM
+from .targets import ClassLogit, ClassProbability
 
 
 @dataclass(frozen=True)
@@ -35,8 +36,7 @@ class ExplainerSpec:
         return self.cls(model, layers[0], **kw)
 
 
-LOGIT = "class logit (before softmax/sigmoid)"
-PROBABILITY = "class probability"
+LOGIT, PROBABILITY = ClassLogit.description, ClassProbability.description      # what is explained (targets.py)
 EXPLAINERS: dict[str, ExplainerSpec] = {
     "gradcam": ExplainerSpec(GradCAM, True, "fast", LOGIT),
     "gradcam++": ExplainerSpec(GradCAMPlusPlus, True, "fast", LOGIT),

@@ -336,8 +336,9 @@ class ModelCard:
     dense_units: int = 256
     dropout: tuple[float, float] = (0.4, 0.3)
     l2: float = 1e-4
-    task: str = "binary"
+    task: str = "binary"                # a key of tasks.TASKS: scan, head, metrics and decision rule
     color: bool = False
+    seed: int = 42                      # the run's seed: evaluate/audit rebuild the same seeded test split
 
     def save(self, folder: str | Path) -> Path:
         return write_json_atomic(asdict(self), Path(folder) / "model_config.json")
@@ -350,9 +351,11 @@ class ModelCard:
         return cls(**data)
 
     def model_config(self) -> ModelConfig:
+        from ..tasks import get_task
         return ModelConfig(backbone=self.backbone, weights="none", num_classes=len(self.class_names),
                            dense_units=self.dense_units, dropout=self.dropout, l2=self.l2,
-                           multilabel=self.task == "multilabel")
+                           multilabel=get_task(self.task).multilabel)
+
 
 
 def load_trained_model(folder: str | Path = "saved_weights"):

@@ -60,14 +60,11 @@ def distribution_strategy(devices: list[str] | None = None):
     return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
 
 
-def compile_for_stage(model, stage: StageConfig, cfg: TrainConfig, strategy=None, pos_weight=None) -> None:
+def compile_for_stage(model, stage: StageConfig, cfg: TrainConfig, strategy=None, pos_weight=None,
+                      multilabel: bool = False) -> None:
     import contextlib
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
-        _compile(model, stage, cfg, pos_weight)
-
-
-def is_multilabel(model) -> bool:
-    return getattr(model.layers[-1].activation, "__name__", "") == "sigmoid"
+        _compile(model, stage, cfg, pos_weight, multilabel)
 
 
 def weighted_bce(pos_weight):
@@ -81,10 +78,12 @@ def weighted_bce(pos_weight):
     return loss
 
 
-def _compile(model, stage: StageConfig, cfg: TrainConfig, pos_weight=None) -> None:
+def _compile(model, stage: StageConfig, cfg: TrainConfig, pos_weight=None, multilabel: bool = False) -> None:
+    """Adam + the task's loss: per-label focal or weighted BCE (multi-label), else categorical cross-entropy
+    with label smoothing."""
     import keras
     opt = keras.optimizers.Adam(learning_rate=stage.learning_rate, clipnorm=stage.clipnorm)
-    if is_multilabel(model):
+    if multilabel:
         loss = (keras.losses.BinaryFocalCrossentropy(gamma=cfg.focal_gamma, alpha=cfg.focal_alpha,
                                                      apply_class_balancing=True)
                 if cfg.multilabel_loss == "focal" else weighted_bce(pos_weight if pos_weight is not None else 1.0))
@@ -106,7 +105,7 @@ def stages_for(cfg: TrainConfig, finetune_from: str | None) -> list[tuple[str, S
 
 def train_two_stage(model, train_ds, val_ds, cfg: TrainConfig, out_dir: str | Path,
                     class_weight: dict[int, float] | None = None, finetune_from: str | None = "block5_conv1",
-                    resume: bool = False, stage_data=None, strategy=None, pos_weight=None):
+                    resume: bool = False, stage_data=None, strategy=None, pos_weight=None, multilabel: bool = False):
     """Train ``model`` in place; returns the history {stage: {metric: [per-epoch values]}}.
 
     Best weights of the last stage are at ``out_dir/model.weights.h5``; ``history.json`` beside them.
@@ -115,8 +114,8 @@ def train_two_stage(model, train_ds, val_ds, cfg: TrainConfig, out_dir: str | Pa
     ``stage_data(stage)`` may return (model to fit, train ds, val ds) for a stage — a sub-model sharing
     ``model``'s layers on cached features (see ``cache.py``) — or None for the plain path.
     ``strategy``: the ``tf.distribute`` strategy ``model`` was built under (optimizers are made in its scope).
+    ``multilabel``: the task's loss is per label (``tasks.Task.multilabel``).
     """
-    import keras
     seed_everything(cfg.seed, cfg.deterministic)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -127,7 +126,6 @@ def train_two_stage(model, train_ds, val_ds, cfg: TrainConfig, out_dir: str | Pa
     # best weights + end-of-stage weights + two backups with Adam's two moments, float32, plus slack
     ensure_free_space(out_dir, 4 * model.count_params() * 8 + 50 * 2**20)
     ckpt_path = out_dir / "model.weights.h5"
-    from .callbacks import AtomicBestCheckpoint as Checkpoint, NaNGuard, TrainingState
     history: dict[str, dict[str, list[float]]] = {}
     for name, stage in stages_for(cfg, finetune_from):
         if stage.epochs <= 0:
@@ -141,29 +139,39 @@ def train_two_stage(model, train_ds, val_ds, cfg: TrainConfig, out_dir: str | Pa
         set_trainable(model, train_backbone=stage.train_backbone, unfreeze_from=stage.unfreeze_from)
         cached = stage_data(stage) if stage_data else None
         fit_model, fit_train, fit_val = cached or (model, train_ds, val_ds)
-        compile_for_stage(fit_model, stage, cfg, strategy, pos_weight)
-        n_train = sum(w.shape.num_elements() for w in fit_model.trainable_weights)
-        print(f"[{name}] lr={stage.learning_rate:g} clipnorm={stage.clipnorm} epochs<={stage.epochs} "
-              f"trainable params={n_train:,}")
-        ckpt = Checkpoint(ckpt_path, state_dir / f"{name}.best.json", resume=resume, save_model=model)
-        es = keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.early_stopping_patience)
-        rl = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=cfg.reduce_lr_factor,
-                                               patience=cfg.reduce_lr_patience, min_lr=cfg.min_lr)
-        state = TrainingState(state_dir / f"{name}.state.json", es, rl, resume=resume)
-        # BackupAndRestore restores weights, optimizer state (incl. learning rate) and the epoch after a kill
-        backup = keras.callbacks.BackupAndRestore(state_dir / name, double_checkpoint=True, delete_checkpoint=False)
-        fit_model.fit(fit_train, validation_data=fit_val, epochs=stage.epochs, class_weight=class_weight,
-                  callbacks=[backup, ckpt, es, rl, NaNGuard(), state], verbose=cfg.verbose, shuffle=False)
-        history[name] = state.history()
-        if ckpt.best_epoch is not None:
-            model.load_weights(ckpt_path)
-            print(f"[{name}] best epoch {ckpt.best_epoch + 1} (val_loss {ckpt.best:.4f}) → {ckpt_path}")
+        compile_for_stage(fit_model, stage, cfg, strategy, pos_weight, multilabel)
+        history[name] = _fit_stage(model, fit_model, fit_train, fit_val, name, stage, cfg, state_dir, ckpt_path,
+                                   class_weight, resume)
         tmp = state_dir / f"{name}.tmp.weights.h5"
         model.save_weights(tmp)
         os.replace(tmp, state_dir / f"{name}.weights.h5")
         write_json_atomic({"history": history[name]}, done)
     write_json_atomic(history, out_dir / "history.json")
     return history
+
+
+def _fit_stage(model, fit_model, train_ds, val_ds, name: str, stage: StageConfig, cfg: TrainConfig,
+               state_dir: Path, ckpt_path: Path, class_weight, resume: bool) -> dict[str, list[float]]:
+    """One stage's ``fit`` with fresh callbacks (best checkpoint, early stopping, LR schedule, NaN guard,
+    resumable state); leaves ``model`` at the stage's best epoch and returns the stage's history."""
+    import keras
+    from .callbacks import AtomicBestCheckpoint, NaNGuard, TrainingState
+    n_train = sum(w.shape.num_elements() for w in fit_model.trainable_weights)
+    print(f"[{name}] lr={stage.learning_rate:g} clipnorm={stage.clipnorm} epochs<={stage.epochs} "
+          f"trainable params={n_train:,}")
+    ckpt = AtomicBestCheckpoint(ckpt_path, state_dir / f"{name}.best.json", resume=resume, save_model=model)
+    es = keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.early_stopping_patience)
+    rl = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=cfg.reduce_lr_factor,
+                                           patience=cfg.reduce_lr_patience, min_lr=cfg.min_lr)
+    state = TrainingState(state_dir / f"{name}.state.json", es, rl, resume=resume)
+    # BackupAndRestore restores weights, optimizer state (incl. learning rate) and the epoch after a kill
+    backup = keras.callbacks.BackupAndRestore(state_dir / name, double_checkpoint=True, delete_checkpoint=False)
+    fit_model.fit(train_ds, validation_data=val_ds, epochs=stage.epochs, class_weight=class_weight,
+                  callbacks=[backup, ckpt, es, rl, NaNGuard(), state], verbose=cfg.verbose, shuffle=False)
+    if ckpt.best_epoch is not None:
+        model.load_weights(ckpt_path)
+        print(f"[{name}] best epoch {ckpt.best_epoch + 1} (val_loss {ckpt.best:.4f}) → {ckpt_path}")
+    return state.history()
 
 
 def plot_history(history: dict):

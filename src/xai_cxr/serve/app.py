@@ -55,13 +55,9 @@ def show(predictor, name: str, data: bytes, methods, fraction: float, threshold:
     except ImageReadError as exc:
         st.error(f"**{name}** could not be read: {exc.reason}. Upload a PNG, JPEG or DICOM chest X-ray.")
         return
-    pred = predictor.predict(gray[None])[0]
-    names = predictor.class_names
-    if len(names) == 2:                                    # the decision threshold applies to the positive class
-        p_pos = pred.probabilities[names[predictor.positive_index]]
-        pred.label = names[predictor.positive_index] if p_pos >= threshold else names[1 - predictor.positive_index]
-        pred.confidence = pred.probabilities[pred.label]
-    target = names.index(pred.label)
+    pred = predictor.predict(gray[None], threshold=threshold)[0]        # the task's rule at the slider's threshold
+    target = predictor.class_names.index(pred.label)
+
     key = hashlib.sha256(data).hexdigest()
     heats = {m: explain_cached(predictor, key, gray, m, target) for m in methods}
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..explain.registry import make_explainer
 from ..data import decode_image, fit_size
+from ..tasks import Task, get_task
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024        # the largest Kermany JPEG is ~3 MB; a 16-bit 3k×3k DICOM ~18 MB
 
@@ -68,8 +69,13 @@ class Predictor:
         return tuple(self.card.class_names)
 
     @property
-    def positive_index(self) -> int:
-        return self.class_names.index("PNEUMONIA") if "PNEUMONIA" in self.class_names else len(self.class_names) - 1
+    def task(self) -> Task:
+        return get_task(self.card.task)
+
+    @property
+    def positive_index(self) -> int | None:
+        """The class whose probability meets the decision threshold (None: K > 2 classes or multi-label)."""
+        return self.task.positive_index(self.class_names)
 
     def load(self, data: bytes, name: str = "<upload>") -> np.ndarray:
         """Bytes of one PNG/JPEG/DICOM → (S, S) uint8 at the model's input size (ImageReadError if bad)."""
@@ -89,12 +95,14 @@ class Predictor:
         return np.concatenate([np.asarray(self.model(x[s:s + batch_size], training=False))
                                for s in range(0, len(x), batch_size)])
 
-    def predict(self, grays: np.ndarray, mc: bool = True) -> list[Prediction]:
-        """Calibrated predictions for a batch of (S, S) uint8 images; ``mc`` adds MC-dropout uncertainty."""
+    def predict(self, grays: np.ndarray, mc: bool = True, threshold: float | None = None) -> list[Prediction]:
+        """Calibrated predictions for a batch of (S, S) uint8 images by the task's decision rule at
+        ``threshold`` (default: the card's); ``mc`` adds MC-dropout uncertainty. A multi-label model's label
+        is its most probable finding."""
         from ..models.calibration import apply_temperature
         from ..models.uncertainty import mc_dropout_model, mc_predict, predictive_entropy
         x = self._inputs(grays)
-        multilabel = self.card.task == "multilabel"
+        multilabel = self.task.multilabel
         proba = apply_temperature(self._forward(x), self.temperature, multilabel)
         std = np.zeros_like(proba)
         entropy = np.zeros(len(x), np.float32)
@@ -105,9 +113,11 @@ class Predictor:
                 r = mc_predict(self._mc, x, self.mc_passes, batch_size=self.mc_rows, multilabel=multilabel)
                 mean = apply_temperature(r["mean"], self.temperature, multilabel)
                 std, entropy = r["std"], predictive_entropy(mean, multilabel)
+        decided = self.task.decide(proba, self.card.threshold if threshold is None else threshold)
         out = []
-        for p, s, e in zip(proba, std, entropy):
-            k = int(p.argmax())
+        for p, s, e, d in zip(proba, std, entropy, decided):
+            k = int(p.argmax()) if multilabel else int(d)
+
             out.append(Prediction({n: float(v) for n, v in zip(self.class_names, p)}, self.class_names[k],
                                   float(p[k]), float(s[k]), float(e), bool(s[k] > self.refer_above)))
         return out

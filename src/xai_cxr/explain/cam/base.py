@@ -1,9 +1,9 @@
 """The CAM base class: target-layer lookup, the activation+score forward, one tape per batch, ReLU,
 epsilon-guarded normalisation and upsampling. A method overrides ``weights(acts, grads)`` only.
 
-Scores are explained before the softmax: when the model ends in a Dense layer with a softmax or sigmoid
-activation, the class score is that layer's logit, computed from its input and kernel (the caller's
-model is never edited or cloned). Layers inside nested sub-models are reached by running the outer model
+What is explained is a ``Target`` of the class logits (``explain/targets.py``, shared with the input
+attributions): by default the class's logit before the softmax/sigmoid, computed from the head's input and
+kernel (the caller's model is never edited or cloned). Layers inside nested sub-models are reached by running the outer model
 layer by layer, which avoids Keras 3's "Graph disconnected" and "layer has never been called" errors.
 """
 from __future__ import annotations
@@ -11,6 +11,8 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+
+from ..targets import ClassLogit, as_targets, head_logits, output_head, predicted_class
 
 EPS = 1e-7
 
@@ -48,17 +50,6 @@ def conv_layer_names(model) -> list[str]:
         elif "Conv" in l.__class__.__name__:
             out.append(l.name)
     return out
-
-
-def _last_dense_logits(model):
-    """(layer, activation name) when the model ends in a Dense+softmax/sigmoid, else (None, None)."""
-    import keras
-    last = model.layers[-1]
-    if isinstance(last, keras.layers.Dense):
-        act = getattr(last.activation, "__name__", "")
-        if act in ("softmax", "sigmoid"):
-            return last, act
-    return None, None
 
 
 def _chain_forward(model, name, x, stop_before=None):
@@ -101,11 +92,13 @@ class BaseCAM:
         target_layer: layer name (searched in nested models too); None = the last Conv2D layer.
         batch_size: images per tape.
         jit_compile: compile the forward + gradient step with XLA (see benchmarks/README.md for when it pays).
+        target: the score explained (``targets.ClassLogit()`` by default; see ``explain/targets.py``).
 
     Calling the object on preprocessed images returns maps (B, H, W) in [0, 1].
     """
 
-    def __init__(self, model, target_layer: str | None = None, batch_size: int = 16, jit_compile: bool = False):
+    def __init__(self, model, target_layer: str | None = None, batch_size: int = 16, jit_compile: bool = False,
+                 target=None):
         import tensorflow as tf
         self.model = model
         if not model.built or not getattr(model, "inputs", None) and not model.layers:
@@ -120,18 +113,15 @@ class BaseCAM:
                              f"layers with spatial output: {_spatial_layers(model)}")
         self.target_layer = target_layer
         self.batch_size = batch_size
-        self._head, self._head_act = _last_dense_logits(model)
+        self.target = target or ClassLogit()
+        self._head, self._head_act = output_head(model)
         self._forward = _forward_fn(model, target_layer, stop_before=self._head)
         self._step = tf.function(self._acts_and_grads, reduce_retracing=True, jit_compile=jit_compile)
 
     def _scores(self, x):
-        """Per-class scores to explain: logits when the model ends in Dense+softmax/sigmoid."""
-        import tensorflow as tf
+        """(activations of the target layer, per-class logits) — see ``explain/targets.py``."""
         acts, out = self._forward(x)
-        if self._head is not None:
-            kernel = tf.cast(self._head.kernel, out.dtype)      # mixed precision: compute in the layer's dtype
-            out = tf.cast(tf.matmul(out, kernel) + tf.cast(self._head.bias, out.dtype), tf.float32)
-        return acts, out
+        return acts, (out if self._head is None else head_logits(self._head, out))
 
     def _acts_and_grads(self, x, targets):
         import tensorflow as tf
@@ -141,8 +131,8 @@ class BaseCAM:
                 raise ValueError(f"layer {self.target_layer!r} has output shape {acts.shape}; CAM needs a "
                                  "spatial (B, H, W, C) layer")
             if targets is None:
-                targets = tf.argmax(scores, axis=-1, output_type=tf.int32)
-            picked = tf.gather(scores, targets, axis=1, batch_dims=1)
+                targets = predicted_class(scores)
+            picked = self.target(scores, targets, self._head_act)
         grads = tape.gradient(picked, acts)
         return tf.cast(acts, tf.float32), tf.cast(grads, tf.float32), scores
 
@@ -169,8 +159,7 @@ class BaseCAM:
         if images.ndim != 4:
             raise ValueError(f"images must be (B, H, W, C), got shape {images.shape}")
         n = len(images)
-        if targets is not None:
-            targets = np.broadcast_to(np.asarray(targets, np.int32), (n,))
+        targets = as_targets(targets, n)
         maps = []
         for start in range(0, n, self.batch_size):
             x = tf.constant(images[start:start + self.batch_size])

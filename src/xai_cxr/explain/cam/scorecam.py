@@ -5,6 +5,7 @@ Gradient-free. Masked inputs are run in batches of ``mask_batch`` (one forward p
 pytorch-grad-cam, each activation map is upsampled first, then min-max scaled.."""
 import numpy as np
 
+from ..targets import ClassProbability, predicted_class
 from .base import BaseCAM
 
 
@@ -15,9 +16,8 @@ class ScoreCAM(BaseCAM):
         import tensorflow as tf
         acts, scores = self._scores(x)
         acts = acts.numpy().astype(np.float64)
-        if targets is None:
-            targets = tf.argmax(scores, axis=-1, output_type=tf.int32)
-        targets = np.asarray(targets)
+        targets = np.asarray(predicted_class(scores) if targets is None else targets)
+        probability = ClassProbability()
         b, h, w, c = acts.shape
         out = np.zeros((b, h, w))
         images = x.numpy()
@@ -27,8 +27,9 @@ class ScoreCAM(BaseCAM):
             probs = []
             for s in range(0, c, self.mask_batch):
                 masked = images[i][None] * masks[s:s + self.mask_batch, ..., None]
-                logits = self._scores(tf.constant(masked, tf.float32))[1].numpy()
-                probs.append(_softmax(logits)[:, targets[i]])
+                logits = self._scores(tf.constant(masked, tf.float32))[1]
+                picked = probability(logits, np.full(len(masked), targets[i], np.int32), self._head_act or "softmax")
+                probs.append(np.asarray(picked))
             weights = _softmax(np.concatenate(probs)[None])[0]                   # (C,)
             out[i] = np.maximum((weights[None, None, :] * acts[i]).sum(-1), 0)
         return out
