@@ -238,3 +238,41 @@ def test_kaggle_zip_nested_layout_is_found_one_level_down(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert find_data_root(empty) == (empty, None)                        # nothing found: the scan explains
+
+
+def test_clahe_option_equals_opencv_clahe_after_the_resize(tmp_path):
+    from xai_cxr.data import load_image
+    rng = np.random.default_rng(0)
+    img = (np.linspace(40, 120, 96)[None, :] + rng.normal(0, 8, (80, 96))).clip(0, 255).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "f.png"), img)
+    by_hand = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(
+        cv2.resize(img, (64, 64), interpolation=cv2.INTER_AREA))
+    np.testing.assert_array_equal(load_image(tmp_path / "f.png", 64, clahe=True), by_hand)
+    assert not np.array_equal(load_image(tmp_path / "f.png", 64), by_hand)
+
+
+def test_tta_averages_exactly_the_listed_views(tmp_path):
+    """A model whose output depends on position: TTA's probabilities = the mean of the model on the identity
+    and the 90% centre zoom, computed here by hand (crop, resize, predict, average)."""
+    import keras
+    from xai_cxr.data import scan_dataset
+    from xai_cxr.data.phantom import PhantomConfig, write_phantom_dataset
+    from xai_cxr.data.stream import stream_predict
+    root = write_phantom_dataset(tmp_path / "p", PhantomConfig(image_size=40, n_train=0, n_test=3, seed=1))
+    manifest = scan_dataset(root)
+    inp = keras.Input((40, 40, 3))
+    out = keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(inp))
+    model = keras.Model(inp, out)
+    rng = np.random.default_rng(0)
+    model.set_weights([rng.normal(0, 0.01, w.shape).astype("float32") for w in model.get_weights()])
+    unit = lambda x: x / 255.0  # noqa: E731
+    res = stream_predict(model, manifest, 40, unit, tta=("identity", "zoom"))
+    grays = np.stack([cv2.resize(cv2.imread(p, cv2.IMREAD_GRAYSCALE), (40, 40), interpolation=cv2.INTER_AREA)
+                      for p in res["paths"]])
+    zoomed = np.stack([cv2.resize(g[2:38, 2:38], (40, 40), interpolation=cv2.INTER_LINEAR) for g in grays])
+    probs = [model.predict(np.repeat(v[..., None], 3, -1).astype("float32") / 255.0, verbose=0) for v in (grays, zoomed)]
+    np.testing.assert_allclose(res["proba"], (probs[0] + probs[1]) / 2, rtol=1e-5, atol=1e-6)
+    plain = stream_predict(model, manifest, 40, unit)["proba"]
+    assert not np.allclose(plain, res["proba"], atol=1e-6)
+    with pytest.raises(ValueError, match="unknown test-time transform"):
+        stream_predict(model, manifest, 40, unit, tta=("flip",))

@@ -131,3 +131,63 @@ def test_unknown_backbone_and_too_small_input_are_clear_errors():
         build_model(ModelConfig(backbone="resnet9000", weights="none"), 64)
     with pytest.raises(ValueError, match="at least 75px"):
         build_model(ModelConfig(backbone="inceptionv3", weights="none"), 64)
+
+
+def test_budget_stops_after_the_last_epoch_that_fits_and_keeps_the_best_epoch(tmp_path, monkeypatch):
+    """Epochs of 10 s on a fake clock and a 35 s budget: epochs 1-3 end at 10/20/30 s; a 4th would end at 40 s,
+    so training stops after epoch 3 of 20, and the weights kept are the best holdout epoch's: their validation
+    loss, evaluated again, is the minimum of the three logged."""
+    import itertools
+    import keras
+    from xai_cxr.config import TrainConfig
+    from xai_cxr.data import make_dataset
+    from xai_cxr.models import callbacks
+    from xai_cxr.models.train import train_two_stage
+    ticks = itertools.chain([0.0], itertools.chain.from_iterable((10.0 * k, 10.0 * (k + 1)) for k in range(100)))
+    monkeypatch.setattr(callbacks, "now", lambda: next(ticks))
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (16, 32, 32)).astype(np.uint8)
+    labels = np.arange(16) % 2
+    ds = make_dataset(images, labels, lambda x: x / 255.0, batch_size=8)
+    model = build_model(ModelConfig(backbone="cxr-small", weights="none"), 32)
+    cfg = TrainConfig(verbose=0, budget_minutes=35 / 60, early_stopping_patience=50).with_epochs(20, 0)
+    history = train_two_stage(model, ds, ds, cfg, tmp_path, finetune_from=None)
+    val = history["stage1"]["val_loss"]
+    assert len(val) == 3
+    model.compile(loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing))
+    again = model.evaluate(ds, verbose=0, return_dict=True)["loss"]
+    assert again == pytest.approx(min(val), rel=1e-4)
+
+
+def test_cxr_res_trains_a_step_saves_reloads_to_the_same_predictions_and_has_residual_cam_layer(tmp_path):
+    import keras
+    from xai_cxr.explain.cam import GradCAM
+    from xai_cxr.models import load_trained_model
+    model = build_model(ModelConfig(backbone="cxr-res", weights="none"), 64)
+    adds = [l for l in model.layers if isinstance(l, keras.layers.Add)]
+    assert len(adds) == 4                                               # one residual block per stage
+    assert model.get_layer("stage4_out").output.shape[1:3] == (4, 4)    # 64 px / 16
+    x = np.random.default_rng(0).random((8, 64, 64, 3)).astype("float32")
+    y = np.eye(2, dtype="float32")[np.arange(8) % 2]
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="categorical_crossentropy")
+    before = [w.copy() for w in model.get_weights()]
+    model.train_on_batch(x, y)
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    model.save_weights(tmp_path / "model.weights.h5")
+    ModelCard("cxr-res", 64, ("NORMAL", "PNEUMONIA"), target_layer="stage4_out").save(tmp_path)
+    again, card = load_trained_model(tmp_path)
+    np.testing.assert_allclose(again.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    assert GradCAM(again, card.target_layer)(x[:2], 1).shape == (2, 64, 64)
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero_at_the_last_epoch():
+    from xai_cxr.config import StageConfig, TrainConfig
+    from xai_cxr.models.train import make_optimizer
+    cfg = TrainConfig(schedule="cosine", warmup_epochs=1, optimizer="adamw", weight_decay=1e-3)
+    opt = make_optimizer(StageConfig(epochs=5, learning_rate=1e-3), cfg, steps_per_epoch=10)
+    sched = opt._learning_rate
+    by_step = np.array([float(sched(s)) for s in (0, 5, 10, 30, 50)])
+    # warm-up 0 → 1e-3 over 10 steps, then 0.5·(1 + cos(π·t/40))·1e-3 for t = steps after warm-up
+    expected = [0.0, 5e-4, 1e-3, 0.5 * (1 + np.cos(np.pi * 20 / 40)) * 1e-3, 0.0]
+    np.testing.assert_allclose(by_step, expected, atol=1e-9)
+    assert type(opt).__name__ == "AdamW" and float(opt.weight_decay) == pytest.approx(1e-3)

@@ -11,6 +11,7 @@ import sys
 from dataclasses import replace
 
 from .config import AugmentConfig, CamConfig, DataConfig, ModelConfig, TrainConfig
+from .data.images import TTA_TRANSFORMS
 from .tasks import TASKS
 
 
@@ -68,6 +69,17 @@ def _add_data_flags(p) -> None:
                    help="TensorFlow op determinism: same seed → same weights (default on; off is faster on GPUs)")
     p.add_argument("--epochs1", type=int, default=None, help="stage-1 epochs (default 7)")
     p.add_argument("--epochs2", type=int, default=None, help="stage-2 epochs (default 14)")
+    p.add_argument("--budget-minutes", type=float, default=None,
+                   help="wall-clock training budget: stop after the last epoch that fits, keep the best epoch")
+    p.add_argument("--optimizer", choices=["adam", "adamw"], default="adam",
+                   help="adam (the seed) or adamw (decoupled weight decay, --weight-decay)")
+    p.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW's weight decay (default 1e-4)")
+    p.add_argument("--schedule", choices=["plateau", "cosine"], default="plateau",
+                   help="plateau: ReduceLROnPlateau (the seed); cosine: 1 warm-up epoch, then cosine decay to 0")
+    p.add_argument("--lr", type=float, default=None,
+                   help="stage-1 learning rate (default 3e-4, the seed's)")
+    p.add_argument("--clahe", action="store_true",
+                   help="CLAHE-equalise every image after resizing (training, evaluation and serving alike)")
     p.add_argument("--task", choices=list(TASKS), default="binary",
                    help="; ".join(f"{t.name}: {t.help}" for t in TASKS.values()))
     p.add_argument("--labels-csv", default=None, help="multilabel: Data_Entry_2017.csv-style labels")
@@ -98,7 +110,7 @@ def _add_data_flags(p) -> None:
 
 # flags of _add_common(data=True) that only a training run reads (audit accepts them with --confounder only)
 _TRAINING_DESTS = ("image_size", "batch_size", "limit", "validation", "backbone", "weights", "epochs1", "epochs2",
-                   "task", "bbox_csv", "loss", "focal_gamma", "focal_alpha", "classes", "color",
+                   "budget_minutes", "optimizer", "weight_decay", "schedule", "lr", "clahe", "task", "bbox_csv", "loss", "focal_gamma", "focal_alpha", "classes", "color",
                    "augment", "cache_dir", "no_feature_cache", "mlflow", "resume", "deterministic", "cam",
                    "top_fraction", "results_dir")
 
@@ -131,15 +143,19 @@ def _configs(args, data: DataConfig, model: ModelConfig, train: TrainConfig):
     data = replace(data, root=str(root), seed=args.seed,
                    batch_size=args.batch_size, limit=args.limit, validation=args.validation,
                    augment=AugmentConfig() if args.augment else None, task=args.task, labels_csv=args.labels_csv,
-                   color=args.color,
+                   color=args.color, clahe=args.clahe,
                    class_names=_class_names(args),
                    **({"image_size": args.image_size} if args.image_size else {}))
     model = replace(model, **({"backbone": args.backbone} if args.backbone else {}),
                     **({"weights": args.weights} if args.weights else {}), allow_download=not args.no_download)
     train = replace(train.with_epochs(args.epochs1, args.epochs2), seed=args.seed, deterministic=args.deterministic,
                     feature_cache=not args.no_feature_cache, feature_cache_dir=args.cache_dir,
+                    budget_minutes=args.budget_minutes, optimizer=args.optimizer, weight_decay=args.weight_decay,
+                    schedule=args.schedule,
                     multilabel_loss=args.loss, focal_gamma=args.focal_gamma, focal_alpha=args.focal_alpha,
                     verbose=1 if sys.stdout.isatty() else 2)   # progress bars only on a terminal
+    if args.lr is not None:
+        train = replace(train, stage1=replace(train.stage1, learning_rate=args.lr))
     cam = CamConfig(method=args.cam, target_layer=args.target_layer, top_fraction=args.top_fraction)
     return data, model, train, cam
 
@@ -165,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data-dir", default="chest_xray")
     e.add_argument("--batch-size", type=int, default=32)
     e.add_argument("--labels-csv", default=None, help="multilabel models: the CSV of findings of DATA_DIR")
+    e.add_argument("--tta", nargs="+", default=(), choices=list(TTA_TRANSFORMS),
+                   help="test-time augmentation: average the probabilities over these views (e.g. identity zoom "
+                        "shift_left shift_right); default none")
 
     _add_common(e, data=False, cam=())
     e.set_defaults(func=cmd_evaluate)

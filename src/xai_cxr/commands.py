@@ -71,13 +71,21 @@ def cmd_evaluate(args):
     from .evaluate import format_metrics
     from .models import BACKBONES, load_trained_model
     from .data.stream import stream_predict
+    from .models.ood import OODDetector, feature_model
     model, card = load_trained_model(args.weights_dir)
     task = get_task(card.task)
     df = task.scan(args.data_dir, card.class_names, card.seed, args.labels_csv)
     require_splits(df, "test", root=args.data_dir)
+    ood = OODDetector.load(args.weights_dir)
     out = stream_predict(model, df[df.split == "test"], card.image_size, BACKBONES[card.backbone].preprocess,
-                         progress=True, color=card.color, batch_size=args.batch_size)
+                         progress=True, color=card.color, batch_size=args.batch_size, clahe=card.clahe, tta=args.tta,
+                         feature_net=feature_model(model, ood.layer) if ood else None)
     m = task.metrics(out["labels"], out["proba"], card.class_names, card.threshold, seed=args.seed)
+    if ood:
+        flagged = ood.flag(out["features"])
+        m["out_of_distribution"] = {"threshold": ood.threshold, "test_flagged": int(flagged.sum()),
+                                    "test_flagged_share": float(flagged.mean()) if len(flagged) else float("nan")}
+        print(f"out of distribution: {flagged.sum()} of {len(flagged)} test films flagged")
     m["skipped_images"] = [{"path": p, "reason": r} for p, r in out["skipped"]]
     results = Path(args.results_dir)
     results.mkdir(parents=True, exist_ok=True)
@@ -94,13 +102,14 @@ def cmd_explain(args):
     from .data import ImageReadError, load_image
     from .models import BACKBONES, load_trained_model
     from .explain.overlay import jet_overlay, red_overlay
+    from .models.ood import WARNING as OOD_WARNING, OODDetector, image_features
     from .pipeline import explain_images
     model, card = load_trained_model(args.weights_dir)
     spec = BACKBONES[card.backbone]
     grays, names, skipped = [], [], []
     for path in args.images:
         try:
-            grays.append(load_image(path, card.image_size, card.color))
+            grays.append(load_image(path, card.image_size, card.color, card.clahe))
             names.append(Path(path))
         except (ImageReadError, OSError, cv2.error) as exc:
             skipped.append((path, str(exc)))
@@ -109,11 +118,14 @@ def cmd_explain(args):
     if grays:
         cam = CamConfig(method=args.cam, target_layer=args.target_layer, top_fraction=args.top_fraction)
         heats, pred, conf = explain_images(model, np.stack(grays), spec.preprocess, cam, card.target_layer)
-        for g, h, p, c, name in zip(grays, heats, pred, conf, names):
+        ood = OODDetector.load(args.weights_dir)
+        flags = ood.flag(image_features(model, np.stack(grays), spec.preprocess, ood.layer)) if ood \
+            else [False] * len(grays)
+        for g, h, p, c, name, flag in zip(grays, heats, pred, conf, names, flags):
             panel = np.hstack([red_overlay(g, h, args.top_fraction), jet_overlay(g, h)])
             dest = out / f"{name.stem}_{args.cam}.png"
             cv2.imwrite(str(dest), cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
-            print(f"{name}: {card.class_names[p]} ({c:.1%}) → {dest}")
+            print(f"{name}: {card.class_names[p]} ({c:.1%}) → {dest}" + (f"  [{OOD_WARNING}]" if flag else ""))
     for p, why in skipped:
         print(f"skipped {p}: {why}", file=sys.stderr)
     if skipped and not grays:
@@ -140,7 +152,7 @@ def cmd_audit(args):
     model, card = load_trained_model(args.weights_dir)
     df = get_task(card.task).scan(args.data_dir, card.class_names, card.seed, args.labels_csv)
     require_splits(df, "test", root=args.data_dir)
-    test = load_images(df[df.split == "test"], card.image_size, color=card.color)
+    test = load_images(df[df.split == "test"], card.image_size, color=card.color, clahe=card.clahe)
     masks = lesion_masks(test, card.image_size)
     cfg = AuditConfig(methods=tuple(args.methods or ()), n_images=args.n_images, steps=args.steps,
                       baseline=args.baseline, seed=args.seed, images=args.images, target=args.target)

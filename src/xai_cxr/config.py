@@ -24,6 +24,7 @@ class DataConfig:
     seed: int = 42
     workers: int = 4                    # decoder threads (OpenCV releases the GIL)
     color: bool = False                 # keep RGB (non-X-ray data sets); X-rays are decoded to grayscale
+    clahe: bool = False                 # CLAHE after resizing (acquisition-shift lever; off = the seed's input)
     augment: "AugmentConfig | None" = None  # on-the-fly train augmentation; None = off (the seed has none)
 
 
@@ -79,6 +80,11 @@ class TrainConfig:
     feature_cache: bool = True          # train frozen-backbone stages on features computed once (cache.py)
     feature_cache_dir: str | None = None  # also keep those features on disk, keyed, memory-mapped; None = memory
     verbose: int = 1                    # Keras progress bar (1) or one line per epoch (2)
+    budget_minutes: float | None = None  # wall-clock training budget: stop after the last epoch that fits
+    optimizer: str = "adam"             # "adam" (the seed) | "adamw" (decoupled weight decay)
+    weight_decay: float = 1e-4          # AdamW only
+    schedule: str = "plateau"           # "plateau" (ReduceLROnPlateau, the seed) | "cosine" (warm-up + cosine decay)
+    warmup_epochs: int = 1              # cosine only: linear warm-up from 0 to the stage's learning rate
 
     def with_epochs(self, stage1: int | None = None, stage2: int | None = None) -> "TrainConfig":
         """Same schedule with other epoch counts (quick runs, tests)."""

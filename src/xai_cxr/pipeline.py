@@ -82,7 +82,7 @@ def prepare_data(cfg: DataConfig, progress: bool = True) -> Prepared:
     for name, part in (("train", train), ("val", val), ("test", test)):
         if name == "val" and cfg.validation == "test":
             continue
-        sets[name] = load_images(part, cfg.image_size, cfg.workers, progress, cfg.color)
+        sets[name] = load_images(part, cfg.image_size, cfg.workers, progress, cfg.color, cfg.clahe)
     if cfg.validation == "test":
         sets["val"] = sets["test"]
     return Prepared(sets["train"], sets["val"], sets["test"], note, train_class_weights(sets["train"].labels, cfg))
@@ -156,7 +156,7 @@ def save_description(weights_dir: str | Path, data_cfg: DataConfig, model_cfg: M
     """Write what rebuilds and uses the weights in ``weights_dir``: ``model_config.json`` (the card read by
     evaluate/explain/app/API) and ``run_config.json`` (every config of the run)."""
     card = ModelCard(model_cfg.backbone, data_cfg.image_size, tuple(data_cfg.class_names), task=data_cfg.task,
-                     color=data_cfg.color, seed=data_cfg.seed,
+                     color=data_cfg.color, seed=data_cfg.seed, clahe=data_cfg.clahe,
  target_layer=cam_cfg.target_layer or BACKBONES[model_cfg.backbone].target_layer,
                      dense_units=model_cfg.dense_units, dropout=tuple(model_cfg.dropout), l2=model_cfg.l2)
     card.save(weights_dir)
@@ -226,6 +226,23 @@ def calibrate(model, prep: Prepared, data_cfg: DataConfig, test_proba, weights_d
                                      apply_temperature(test_proba, rep["temperature"])),
                     results_dir / "reliability.png")
     return rep
+
+
+def fit_out_of_distribution(model, prep: Prepared, weights_dir: Path, quantile: float = 0.99) -> dict:
+    """Fit the out-of-distribution detector (``models/ood.py``) on the training films, its threshold on the
+    holdout (the training films when validation is the test split), save it beside the weights (the app,
+    API, report, ``explain`` and ``evaluate`` read it) and return its summary with the share of test films
+    it flags."""
+    from .models.ood import fit_for_model, image_features
+    preprocess = BACKBONES[backbone_of(model)].preprocess
+    det = fit_for_model(model, preprocess, prep.train.images, prep.train.labels,
+                        None if prep.val is prep.test else prep.val.images, quantile)
+    det.save(weights_dir)
+    flagged = det.flag(image_features(model, prep.test.images, preprocess, det.layer))
+    return {"score": "squared Mahalanobis distance of the penultimate features to the nearest class mean",
+            "threshold": det.threshold, "quantile": quantile, "calibrated_on": det.calibrated_on,
+            "test_flagged_share": float(flagged.mean()) if len(flagged) else float("nan"),
+            "test_flagged": int(flagged.sum())}
 
 
 def sample_figure(model, test: ImageSet, data_cfg: DataConfig, cam_cfg: CamConfig, target_layer: str):
@@ -308,14 +325,19 @@ def run(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, ca
         model = build_model(model_cfg, data_cfg.image_size)
     print(f"model: {model_cfg.backbone} (weights: {model_cfg.weights}), {model.count_params():,} parameters, "
           f"Grad-CAM layer {target_layer}")
+    t_fit = time.time()
     history = fit(model, prep, data_cfg, train_cfg, weights_dir, resume, strategy, model_cfg, cam_cfg)
+    training_minutes = round((time.time() - t_fit) / 60, 2)
     card = ModelCard.load(weights_dir)
     save_figure(plot_history(history), weights_dir / "training_curves.png")
 
     metrics, proba = evaluate_on_test(model, prep.test, data_cfg, prep.skipped)
     metrics.update(backbone=model_cfg.backbone, weights=model_cfg.weights, image_size=data_cfg.image_size,
-                   validation=data_cfg.validation, validation_note=prep.validation_note)
+                   validation=data_cfg.validation, validation_note=prep.validation_note,
+                   training_minutes=training_minutes, budget_minutes=train_cfg.budget_minutes,
+                   epochs_run={stage: len(h.get("loss", [])) for stage, h in history.items()})
     metrics["calibration"] = calibrate(model, prep, data_cfg, proba, weights_dir, results_dir)
+    metrics["out_of_distribution"] = fit_out_of_distribution(model, prep, weights_dir)
     save_figure(sample_figure(model, prep.test, data_cfg, cam_cfg, target_layer), results_dir / "sample_results.png")
     pg = None if get_task(data_cfg.task).multilabel else lesion_pointing_game(model, prep.test, data_cfg, cam_cfg,
                                                                               target_layer)

@@ -120,15 +120,29 @@ def read_gray(path: str | Path, color: bool = False) -> np.ndarray:
     return decode_image(np.fromfile(path, np.uint8).tobytes(), path, color)
 
 
-def fit_size(img: np.ndarray, size: int) -> np.ndarray:
-    """Squash a decoded image to (size, size), area-averaging when shrinking."""
+CLAHE_CLIP, CLAHE_TILES = 2.0, 8
+
+
+def equalize(img: np.ndarray) -> np.ndarray:
+    """Contrast-limited adaptive histogram equalisation (OpenCV's CLAHE, clip 2.0 on an 8×8 grid) of a uint8
+    image, per channel for RGB: evens out exposure and contrast between hospitals and machines."""
+    clahe = cv2.createCLAHE(clipLimit=CLAHE_CLIP, tileGridSize=(CLAHE_TILES, CLAHE_TILES))
+    if img.ndim == 2:
+        return clahe.apply(img)
+    return np.stack([clahe.apply(np.ascontiguousarray(img[..., c])) for c in range(img.shape[-1])], -1)
+
+
+def fit_size(img: np.ndarray, size: int, clahe: bool = False) -> np.ndarray:
+    """Squash a decoded image to (size, size), area-averaging when shrinking; then CLAHE when asked (at the
+    model's resolution, so training, evaluation and serving see the same equalisation)."""
     interp = cv2.INTER_AREA if min(img.shape[:2]) >= size else cv2.INTER_LINEAR
-    return cv2.resize(img, (size, size), interpolation=interp)
+    out = cv2.resize(img, (size, size), interpolation=interp)
+    return equalize(out) if clahe else out
 
 
-def load_image(path: str | Path, size: int, color: bool = False) -> np.ndarray:
+def load_image(path: str | Path, size: int, color: bool = False, clahe: bool = False) -> np.ndarray:
     """Decode and squash one image to (size, size) uint8, or (size, size, 3) RGB with ``color``."""
-    return fit_size(read_gray(path, color), size)
+    return fit_size(read_gray(path, color), size, clahe)
 
 
 @dataclass
@@ -148,14 +162,14 @@ class ImageSet:
 
 
 def load_images(manifest: pd.DataFrame, size: int, workers: int = 4, progress: bool = True,
-                color: bool = False) -> ImageSet:
+                color: bool = False, clahe: bool = False) -> ImageSet:
     """Decode every image of ``manifest`` once; unreadable files are dropped and listed in ``skipped``.
     Grayscale (N, S, S) by default; ``color`` keeps RGB (N, S, S, 3) for non-X-ray data sets."""
     from tqdm.auto import tqdm
 
     def one(path):
         try:
-            return load_image(path, size, color), None
+            return load_image(path, size, color, clahe), None
         except (ImageReadError, cv2.error, OSError, ValueError) as exc:
             return None, getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
 
@@ -169,6 +183,36 @@ def load_images(manifest: pd.DataFrame, size: int, workers: int = 4, progress: b
         log.warning("skipped %s: %s", p, why)
     images = np.stack([results[i][0] for i in keep]) if keep else np.zeros((0, size, size, *(3,) * color), np.uint8)
     return ImageSet(images, manifest.iloc[keep].reset_index(drop=True), skipped)
+
+
+def _zoom(img: np.ndarray, factor: float = 0.9) -> np.ndarray:
+    h, w = img.shape[:2]
+    ch, cw = round(h * factor), round(w * factor)
+    top, left = (h - ch) // 2, (w - cw) // 2
+    return cv2.resize(img[top:top + ch, left:left + cw], (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def _shift(img: np.ndarray, fraction: float) -> np.ndarray:
+    w = img.shape[1]
+    m = np.float32([[1, 0, round(fraction * w)], [0, 1, 0]])
+    return cv2.warpAffine(img, m, (w, img.shape[0]), borderMode=cv2.BORDER_REPLICATE)
+
+
+# Test-time views of a decoded image (uint8 in, same shape out). No flips: the heart is on the left.
+TTA_TRANSFORMS = {
+    "identity": lambda img: img,
+    "zoom": _zoom,                                   # centre 90%, resized back
+    "shift_left": lambda img: _shift(img, -0.04),    # 4% of the width, edge pixels repeated
+    "shift_right": lambda img: _shift(img, 0.04),
+}
+
+
+def tta_views(images: np.ndarray, names) -> list[np.ndarray]:
+    """``images`` (N, S, S[, 3]) under each named transform of ``TTA_TRANSFORMS``."""
+    unknown = [n for n in names if n not in TTA_TRANSFORMS]
+    if unknown:
+        raise ValueError(f"unknown test-time transform(s) {unknown}; choose from {list(TTA_TRANSFORMS)}")
+    return [np.stack([TTA_TRANSFORMS[n](img) for img in images]) for n in names]
 
 
 def to_model_input(images, preprocess):

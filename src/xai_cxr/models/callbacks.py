@@ -1,5 +1,5 @@
 """The training callbacks: an atomic best-weights checkpoint, the per-epoch training state that makes resume
-exact, and a NaN guard that says what to try. Imported by ``train.train_two_stage`` (Keras is imported here)."""
+exact, a wall-clock budget that stops at an epoch boundary, and a NaN guard that says what to try. Imported by ``train.train_two_stage`` (Keras is imported here)."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,6 @@ import keras
 import numpy as np
 
 from ..config import write_json_atomic
-
 
 
 class AtomicBestCheckpoint(keras.callbacks.Callback):
@@ -67,6 +66,32 @@ class TrainingState(keras.callbacks.Callback):
 
     def history(self):
         return {k: [e[k] for e in self.epochs if k in e] for k in (self.epochs[0] if self.epochs else {})}
+
+def now() -> float:
+    """The training clock (monotonic seconds); one function so tests can replace it."""
+    return time.monotonic()
+
+
+class WallClockBudget(keras.callbacks.Callback):
+    """Stop after the last epoch that fits before ``deadline`` (a ``now()`` value): after each epoch, training
+    stops when one more epoch as long as the longest so far would end past the deadline. The best-epoch
+    checkpoint then restores the best weights, as after early stopping."""
+
+    def __init__(self, deadline: float):
+        super().__init__()
+        self.deadline, self.longest, self.stopped = deadline, 0.0, False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t0 = now()
+
+    def on_epoch_end(self, epoch, logs=None):
+        t = now()
+        self.longest = max(self.longest, t - self._t0)
+        if t + self.longest > self.deadline:
+            self.model.stop_training = self.stopped = True
+            print(f"wall-clock budget: stopping after epoch {epoch + 1} (another would end "
+                  f"{t + self.longest - self.deadline:.0f} s past the budget)")
+
 
 class NaNGuard(keras.callbacks.TerminateOnNaN):
     """TerminateOnNaN that says what happened and what to try."""

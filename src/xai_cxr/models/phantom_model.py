@@ -14,10 +14,11 @@ def train_phantom_model(folder: str | Path, seed: int = 42, n_train: int = 120, 
     from ..data import class_weights, load_images, make_dataset, scan_dataset
     from ..data.phantom import PhantomConfig, write_phantom_dataset
     from .registry import BACKBONES, ModelCard, build_model
+    from .ood import fit_for_model
     from .train import seed_everything, train_two_stage
     folder = Path(folder)
     weights = folder / "weights"
-    if (weights / "model.weights.h5").is_file() and (weights / "model_config.json").is_file():
+    if all((weights / f).is_file() for f in ("model.weights.h5", "model_config.json", "ood.npz")):
         return weights
     root = write_phantom_dataset(folder / "data" / "chest_xray",
                                  PhantomConfig(image_size=size, n_train=n_train, n_test=max(4, n_train // 4), seed=seed))
@@ -32,4 +33,5 @@ def train_phantom_model(folder: str | Path, seed: int = 42, n_train: int = 120, 
                for s in (train, val)]
     train_two_stage(model, *batches, replace(TrainConfig(seed=seed).with_epochs(*epochs), verbose=0), weights,
                     class_weights(train.labels, 2), spec.finetune_from)
+    fit_for_model(model, spec.preprocess, train.images, train.labels, val.images).save(weights)
     return weights

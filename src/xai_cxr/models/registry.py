@@ -88,6 +88,28 @@ def _cxr_small(inputs, weights):
     return x
 
 
+def _cxr_res(inputs, weights, widths=(32, 64, 128, 256)):
+    """Residual BatchNorm network for training from scratch on a CPU (He et al. 2016 basic blocks): a stride-2
+    3×3 stem, then one block per stage — two 3×3 convs with BatchNorm, added to the identity or a strided 1×1
+    projection — stages 2-4 halving the resolution. At 128 px: ~1.2 M parameters, ~0.25 G multiply-adds
+    per image (cxr-small: ~0.85 G), an 8×8 map at ``stage4_out`` for Grad-CAM. BatchNorm momentum 0.9 as in
+    cxr-small (few steps; see there)."""
+    from keras import layers
+
+    def conv_bn(x, filters, kernel, stride, name):
+        x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=name + "_conv")(x)
+        return layers.BatchNormalization(momentum=0.9, name=name + "_bn")(x)
+
+    x = layers.Activation("relu", name="stem_relu")(conv_bn(inputs, widths[0], 3, 2, "stem"))
+    for stage, filters in enumerate(widths, start=1):
+        stride = 1 if stage == 1 else 2
+        y = layers.Activation("relu", name=f"stage{stage}_relu1")(conv_bn(x, filters, 3, stride, f"stage{stage}_a"))
+        y = conv_bn(y, filters, 3, 1, f"stage{stage}_b")
+        shortcut = x if stride == 1 and x.shape[-1] == filters else conv_bn(x, filters, 1, stride, f"stage{stage}_proj")
+        x = layers.Activation("relu", name=f"stage{stage}_out")(layers.Add(name=f"stage{stage}_add")([y, shortcut]))
+    return x
+
+
 def _unit_scale(x):
     return x / 255.0
 
@@ -135,6 +157,8 @@ BACKBONES: dict[str, Backbone] = {
                       ("block4_conv4", "block5_conv2", "block5_conv3")),
     "cxr-small": Backbone("cxr-small", _cxr_small, _unit_scale, "block4_relu2", None, None,
                           ("block3_relu2", "block4_relu1", "block4_relu2")),
+    "cxr-res": Backbone("cxr-res", _cxr_res, _unit_scale, "stage4_out", None, None,
+                        ("stage3_out", "stage4_out"), chain=False),
     "vgg16": Backbone("vgg16", *_application("VGG16", "vgg16"), "block5_conv3", "block5_conv1",
                       "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
                       ("block4_conv3", "block5_conv2", "block5_conv3")),
@@ -339,6 +363,7 @@ class ModelCard:
     task: str = "binary"                # a key of tasks.TASKS: scan, head, metrics and decision rule
     color: bool = False
     seed: int = 42                      # the run's seed: evaluate/audit rebuild the same seeded test split
+    clahe: bool = False                 # images are CLAHE-equalised after resizing (data.images.equalize)
 
     def save(self, folder: str | Path) -> Path:
         return write_json_atomic(asdict(self), Path(folder) / "model_config.json")

@@ -61,10 +61,36 @@ def distribution_strategy(devices: list[str] | None = None):
 
 
 def compile_for_stage(model, stage: StageConfig, cfg: TrainConfig, strategy=None, pos_weight=None,
-                      multilabel: bool = False) -> None:
+                      multilabel: bool = False, steps_per_epoch: int | None = None) -> None:
     import contextlib
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
-        _compile(model, stage, cfg, pos_weight, multilabel)
+        _compile(model, stage, cfg, pos_weight, multilabel, steps_per_epoch)
+
+
+def learning_rate(stage: StageConfig, cfg: TrainConfig, steps_per_epoch: int | None = None):
+    """The stage's learning rate: a number (the seed; ReduceLROnPlateau lowers it), or with
+    ``schedule="cosine"`` a linear warm-up over ``warmup_epochs`` to ``stage.learning_rate``, then a cosine
+    decay to 0 at the stage's last epoch (Loshchilov & Hutter 2017; Goyal et al. 2017 for the warm-up)."""
+    import keras
+    if cfg.schedule == "plateau":
+        return stage.learning_rate
+    if cfg.schedule != "cosine" or not steps_per_epoch:
+        raise ValueError(f"schedule {cfg.schedule!r} needs 'plateau' or 'cosine' and a known number of steps "
+                         f"per epoch (got {steps_per_epoch})")
+    warmup = min(cfg.warmup_epochs, max(stage.epochs - 1, 0)) * steps_per_epoch
+    return keras.optimizers.schedules.CosineDecay(0.0, max(stage.epochs * steps_per_epoch - warmup, 1),
+                                                  warmup_target=stage.learning_rate, warmup_steps=warmup)
+
+
+def make_optimizer(stage: StageConfig, cfg: TrainConfig, steps_per_epoch: int | None = None):
+    """Adam (the seed) or AdamW with decoupled weight decay, with the stage's clipnorm and learning rate."""
+    import keras
+    lr = learning_rate(stage, cfg, steps_per_epoch)
+    if cfg.optimizer == "adamw":
+        return keras.optimizers.AdamW(learning_rate=lr, weight_decay=cfg.weight_decay, clipnorm=stage.clipnorm)
+    if cfg.optimizer != "adam":
+        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose adam or adamw")
+    return keras.optimizers.Adam(learning_rate=lr, clipnorm=stage.clipnorm)
 
 
 def weighted_bce(pos_weight):
@@ -78,11 +104,12 @@ def weighted_bce(pos_weight):
     return loss
 
 
-def _compile(model, stage: StageConfig, cfg: TrainConfig, pos_weight=None, multilabel: bool = False) -> None:
-    """Adam + the task's loss: per-label focal or weighted BCE (multi-label), else categorical cross-entropy
-    with label smoothing."""
+def _compile(model, stage: StageConfig, cfg: TrainConfig, pos_weight=None, multilabel: bool = False,
+             steps_per_epoch: int | None = None) -> None:
+    """The optimizer + the task's loss: per-label focal or weighted BCE (multi-label), else categorical
+    cross-entropy with label smoothing."""
     import keras
-    opt = keras.optimizers.Adam(learning_rate=stage.learning_rate, clipnorm=stage.clipnorm)
+    opt = make_optimizer(stage, cfg, steps_per_epoch)
     if multilabel:
         loss = (keras.losses.BinaryFocalCrossentropy(gamma=cfg.focal_gamma, alpha=cfg.focal_alpha,
                                                      apply_class_balancing=True)
@@ -126,10 +153,15 @@ def train_two_stage(model, train_ds, val_ds, cfg: TrainConfig, out_dir: str | Pa
     # best weights + end-of-stage weights + two backups with Adam's two moments, float32, plus slack
     ensure_free_space(out_dir, 4 * model.count_params() * 8 + 50 * 2**20)
     ckpt_path = out_dir / "model.weights.h5"
+    from . import callbacks
+    deadline = None if cfg.budget_minutes is None else callbacks.now() + 60 * cfg.budget_minutes
     history: dict[str, dict[str, list[float]]] = {}
     for name, stage in stages_for(cfg, finetune_from):
         if stage.epochs <= 0:
             continue
+        if history and deadline is not None and callbacks.now() >= deadline:     # the first stage always runs
+            print(f"[{name}] skipped: the {cfg.budget_minutes:g}-minute training budget is spent")
+            break
         done = state_dir / f"{name}.done.json"
         if resume and done.exists():
             history[name] = json.loads(done.read_text())["history"]
@@ -139,9 +171,9 @@ def train_two_stage(model, train_ds, val_ds, cfg: TrainConfig, out_dir: str | Pa
         set_trainable(model, train_backbone=stage.train_backbone, unfreeze_from=stage.unfreeze_from)
         cached = stage_data(stage) if stage_data else None
         fit_model, fit_train, fit_val = cached or (model, train_ds, val_ds)
-        compile_for_stage(fit_model, stage, cfg, strategy, pos_weight, multilabel)
+        compile_for_stage(fit_model, stage, cfg, strategy, pos_weight, multilabel, _steps(fit_train))
         history[name] = _fit_stage(model, fit_model, fit_train, fit_val, name, stage, cfg, state_dir, ckpt_path,
-                                   class_weight, resume)
+                                   class_weight, resume, deadline)
         tmp = state_dir / f"{name}.tmp.weights.h5"
         model.save_weights(tmp)
         os.replace(tmp, state_dir / f"{name}.weights.h5")
@@ -150,12 +182,20 @@ def train_two_stage(model, train_ds, val_ds, cfg: TrainConfig, out_dir: str | Pa
     return history
 
 
+def _steps(dataset) -> int | None:
+    """Batches per epoch of a finite tf.data dataset (None when unknown)."""
+    n = int(dataset.cardinality()) if hasattr(dataset, "cardinality") else -1
+    return n if n > 0 else None
+
+
 def _fit_stage(model, fit_model, train_ds, val_ds, name: str, stage: StageConfig, cfg: TrainConfig,
-               state_dir: Path, ckpt_path: Path, class_weight, resume: bool) -> dict[str, list[float]]:
+               state_dir: Path, ckpt_path: Path, class_weight, resume: bool,
+               deadline: float | None = None) -> dict[str, list[float]]:
     """One stage's ``fit`` with fresh callbacks (best checkpoint, early stopping, LR schedule, NaN guard,
-    resumable state); leaves ``model`` at the stage's best epoch and returns the stage's history."""
+    resumable state, the wall-clock budget); leaves ``model`` at the stage's best epoch and returns the
+    stage's history."""
     import keras
-    from .callbacks import AtomicBestCheckpoint, NaNGuard, TrainingState
+    from .callbacks import AtomicBestCheckpoint, NaNGuard, TrainingState, WallClockBudget
     n_train = sum(w.shape.num_elements() for w in fit_model.trainable_weights)
     print(f"[{name}] lr={stage.learning_rate:g} clipnorm={stage.clipnorm} epochs<={stage.epochs} "
           f"trainable params={n_train:,}")
@@ -166,8 +206,11 @@ def _fit_stage(model, fit_model, train_ds, val_ds, name: str, stage: StageConfig
     state = TrainingState(state_dir / f"{name}.state.json", es, rl, resume=resume)
     # BackupAndRestore restores weights, optimizer state (incl. learning rate) and the epoch after a kill
     backup = keras.callbacks.BackupAndRestore(state_dir / name, double_checkpoint=True, delete_checkpoint=False)
+    plateau = [rl] if cfg.schedule == "plateau" else []        # a cosine schedule owns the learning rate
+    budget = [] if deadline is None else [WallClockBudget(deadline)]
     fit_model.fit(train_ds, validation_data=val_ds, epochs=stage.epochs, class_weight=class_weight,
-                  callbacks=[backup, ckpt, es, rl, NaNGuard(), state], verbose=cfg.verbose, shuffle=False)
+                  callbacks=[backup, ckpt, es, *plateau, NaNGuard(), state, *budget], verbose=cfg.verbose,
+                  shuffle=False)
     if ckpt.best_epoch is not None:
         model.load_weights(ckpt_path)
         print(f"[{name}] best epoch {ckpt.best_epoch + 1} (val_loss {ckpt.best:.4f}) → {ckpt_path}")

@@ -62,6 +62,10 @@ def show(predictor, name: str, data: bytes, methods, fraction: float, threshold:
     heats = {m: explain_cached(predictor, key, gray, m, target) for m in methods}
 
     st.subheader(name)
+    if pred.out_of_distribution:
+        st.error(f"**{pred.warning.capitalize()}.** Its features lie farther from every training class than "
+                 f"{predictor.ood.quantile:.0%} of the held-out films (score {pred.ood_score:.1f} > "
+                 f"{predictor.ood.threshold:.1f}).")
     c1, c2, c3 = st.columns(3)
     c1.metric("Prediction", pred.label)
     c2.metric("Calibrated confidence", f"{pred.confidence:.1%}")

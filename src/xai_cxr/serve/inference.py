@@ -11,6 +11,7 @@ import numpy as np
 
 from ..explain.registry import make_explainer
 from ..data import decode_image, fit_size
+from ..models.ood import WARNING as OOD_WARNING
 from ..tasks import Task, get_task
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024        # the largest Kermany JPEG is ~3 MB; a 16-bit 3k×3k DICOM ~18 MB
@@ -34,6 +35,9 @@ class Prediction:
     uncertainty: float                  # MC-dropout standard deviation of that probability (0 without dropout)
     entropy: float                      # predictive entropy of the MC mean, nats
     referred: bool = False              # uncertainty above the referral threshold: a reader should look
+    ood_score: float | None = None      # out-of-distribution score (models/ood.py); None = no detector saved
+    out_of_distribution: bool = False   # above the detector's threshold: do not trust this prediction
+    warning: str | None = None          # what to tell the reader when out of distribution
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -50,6 +54,7 @@ class Predictor:
     mc_passes: int = 20
     refer_above: float = 0.15           # MC std of the predicted-class probability that triggers "refer"
     mc_rows: int = 80                   # rows per MC forward call: 4 images × 20 passes
+    ood: object = None                  # models.ood.OODDetector fitted after training (ood.npz), or None
     _mc: object = field(default=None, repr=False)
     _cams: dict = field(default_factory=dict, repr=False)
 
@@ -61,8 +66,10 @@ class Predictor:
         from ..models import load_trained_model
         model, card = load_trained_model(folder)
         wid = weights_sha256(Path(folder) / "model.weights.h5")
+        from ..models.ood import OODDetector
         calibrated = (Path(folder) / "calibration.json").is_file()
-        return cls(model, card, load_temperature(folder), wid, source=str(folder), calibrated=calibrated, **kw)
+        return cls(model, card, load_temperature(folder), wid, source=str(folder), calibrated=calibrated,
+                   ood=OODDetector.load(folder), **kw)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -83,7 +90,7 @@ class Predictor:
             from ..data import ImageReadError
             raise ImageReadError(name, f"refused: {len(data) / 1e6:.1f} MB exceeds the "
                                        f"{MAX_UPLOAD_BYTES / 1e6:.0f} MB upload limit")
-        return fit_size(decode_image(data, name, self.card.color), self.card.image_size)
+        return fit_size(decode_image(data, name, self.card.color), self.card.image_size, self.card.clahe)
 
     def _inputs(self, grays: np.ndarray):
         from ..data import to_model_input
@@ -114,13 +121,26 @@ class Predictor:
                 mean = apply_temperature(r["mean"], self.temperature, multilabel)
                 std, entropy = r["std"], predictive_entropy(mean, multilabel)
         decided = self.task.decide(proba, self.card.threshold if threshold is None else threshold)
+        ood = self.ood_scores(x)
         out = []
-        for p, s, e, d in zip(proba, std, entropy, decided):
+        for i, (p, s, e, d) in enumerate(zip(proba, std, entropy, decided)):
             k = int(p.argmax()) if multilabel else int(d)
-
-            out.append(Prediction({n: float(v) for n, v in zip(self.class_names, p)}, self.class_names[k],
-                                  float(p[k]), float(s[k]), float(e), bool(s[k] > self.refer_above)))
+            pred = Prediction({n: float(v) for n, v in zip(self.class_names, p)}, self.class_names[k],
+                              float(p[k]), float(s[k]), float(e), bool(s[k] > self.refer_above))
+            if ood is not None:
+                pred.ood_score, pred.out_of_distribution = float(ood[i]), bool(ood[i] > self.ood.threshold)
+                pred.warning = OOD_WARNING if pred.out_of_distribution else None
+            out.append(pred)
         return out
+
+    def ood_scores(self, x: np.ndarray) -> np.ndarray | None:
+        """Out-of-distribution scores of model inputs ``x`` (None without a fitted detector)."""
+        if self.ood is None:
+            return None
+        from ..models.ood import extract, feature_model
+        if "features" not in self._cams:
+            self._cams["features"] = feature_model(self.model, self.ood.layer)
+        return self.ood.score(extract(self._cams["features"], x))
 
     def explainer(self, method: str):
         """The (cached) explainer object of ``method`` for this model (from the explainer registry)."""

@@ -32,6 +32,7 @@ def report_fields(prediction, predictor, image_name: str) -> dict:
         "confidence (calibrated)": f"{prediction.confidence:.1%}",
         "uncertainty (MC-dropout sd)": f"{prediction.uncertainty:.3f}" + ("  → refer to a reader" if prediction.referred else ""),
         "probabilities": ", ".join(f"{k} {v:.1%}" for k, v in prediction.probabilities.items()),
+        "out of distribution": _ood_text(prediction, predictor),
         "model": f"{card.backbone}, {card.image_size}px, classes {', '.join(card.class_names)}",
         "weights sha256": predictor.weights_id,
         "weights source": predictor.source,
@@ -39,6 +40,13 @@ def report_fields(prediction, predictor, image_name: str) -> dict:
                        "1 (no calibration.json beside the weights: confidence not calibrated)",
         "generated (UTC)": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
     }
+
+
+def _ood_text(prediction, predictor) -> str:
+    if prediction.ood_score is None:
+        return "not checked (no ood.npz beside the weights: retrain to fit the detector)"
+    verdict = prediction.warning.upper() if prediction.out_of_distribution else "no: like the training films"
+    return f"{verdict} (score {prediction.ood_score:.1f}, threshold {predictor.ood.threshold:.1f})"
 
 
 def render_html(gray: np.ndarray, overlays: dict[str, np.ndarray], fields: dict) -> str:
