@@ -76,3 +76,26 @@ def test_sigkill_then_resume_finishes_with_planned_epochs(tmp_path):
     from xai_cxr.models import build_model
     build_model(ModelConfig(backbone="cxr-small", weights="none"), 32).load_weights(out / "model.weights.h5")
     assert not list(Path(out).glob("*.tmp*"))
+
+
+def test_cosine_schedule_with_adamw_trains_and_records_state_without_a_plateau_callback(tmp_path):
+    """Under the cosine schedule ReduceLROnPlateau is not used (it would fight the schedule), and the per-epoch
+    state is still written; the learning rate after 2 of 2 epochs has decayed to 0."""
+    import keras
+    import numpy as np
+    from xai_cxr.config import ModelConfig, TrainConfig
+    from xai_cxr.data import make_dataset
+    from xai_cxr.models import build_model
+    from xai_cxr.models.train import train_two_stage
+    images = np.random.default_rng(0).integers(0, 255, (16, 32, 32)).astype(np.uint8)
+    ds = make_dataset(images, np.arange(16) % 2, lambda x: x / 255.0, batch_size=8)
+    model = build_model(ModelConfig(backbone="cxr-res", weights="none"), 32)
+    cfg = TrainConfig(verbose=0, optimizer="adamw", schedule="cosine", warmup_epochs=1).with_epochs(2, 0)
+    history = train_two_stage(model, ds, ds, cfg, tmp_path, finetune_from=None)
+    assert len(history["stage1"]["loss"]) == 2
+    state = json.loads((tmp_path / "train_state" / "stage1.state.json").read_text())
+    assert len(state["epochs"]) == 2 and "rl_wait" not in state
+    assert isinstance(model.optimizer, keras.optimizers.AdamW)
+    opt = model.optimizer                          # 2 epochs × 2 steps: warm-up over 2 steps, decayed to 0 at 4
+    assert int(opt.iterations) == 4 and float(opt._learning_rate(opt.iterations)) == pytest.approx(0.0, abs=1e-12)
+    assert float(opt._learning_rate(2)) == pytest.approx(cfg.stage1.learning_rate)

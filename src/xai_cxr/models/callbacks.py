@@ -37,8 +37,9 @@ class AtomicBestCheckpoint(keras.callbacks.Callback):
         write_json_atomic({"best": self.best, "best_epoch": epoch}, self.state)
 
 class TrainingState(keras.callbacks.Callback):
-    """Per-epoch logs plus EarlyStopping / ReduceLROnPlateau counters, written atomically after every
-    epoch and restored on resume (after those callbacks have reset themselves in on_train_begin)."""
+    """Per-epoch logs plus EarlyStopping / ReduceLROnPlateau counters (``reduce_lr`` None under a cosine
+    schedule), written atomically after every epoch and restored on resume (after those callbacks have
+    reset themselves in on_train_begin)."""
 
     def __init__(self, path: Path, early_stopping, reduce_lr, resume=False):
         super().__init__()
@@ -50,8 +51,9 @@ class TrainingState(keras.callbacks.Callback):
         if self.saved:
             self.epochs = self.saved["epochs"]
             self.es.wait, self.es.best = self.saved["es_wait"], self.saved["es_best"]
-            self.rl.wait, self.rl.best = self.saved["rl_wait"], self.saved["rl_best"]
-            self.rl.cooldown_counter = self.saved["rl_cooldown"]
+            if self.rl is not None:
+                self.rl.wait, self.rl.best = self.saved["rl_wait"], self.saved["rl_best"]
+                self.rl.cooldown_counter = self.saved["rl_cooldown"]
 
     def on_epoch_begin(self, epoch, logs=None):
         self._t0 = time.perf_counter()
@@ -60,9 +62,10 @@ class TrainingState(keras.callbacks.Callback):
         entry = {k: float(v) for k, v in (logs or {}).items()}
         entry["epoch_seconds"] = time.perf_counter() - getattr(self, "_t0", time.perf_counter())
         self.epochs.append(entry)
-        write_json_atomic({"epochs": self.epochs, "es_wait": self.es.wait, "es_best": float(self.es.best),
-                            "rl_wait": self.rl.wait, "rl_best": float(self.rl.best),
-                            "rl_cooldown": self.rl.cooldown_counter}, self.path)
+        rl = {} if self.rl is None else {"rl_wait": self.rl.wait, "rl_best": float(self.rl.best),
+                                         "rl_cooldown": self.rl.cooldown_counter}
+        write_json_atomic({"epochs": self.epochs, "es_wait": self.es.wait, "es_best": float(self.es.best), **rl},
+                          self.path)
 
     def history(self):
         return {k: [e[k] for e in self.epochs if k in e] for k in (self.epochs[0] if self.epochs else {})}

@@ -203,10 +203,10 @@ def _fit_stage(model, fit_model, train_ds, val_ds, name: str, stage: StageConfig
     es = keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.early_stopping_patience)
     rl = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=cfg.reduce_lr_factor,
                                            patience=cfg.reduce_lr_patience, min_lr=cfg.min_lr)
-    state = TrainingState(state_dir / f"{name}.state.json", es, rl, resume=resume)
+    plateau = [rl] if cfg.schedule == "plateau" else []        # a cosine schedule owns the learning rate
+    state = TrainingState(state_dir / f"{name}.state.json", es, plateau[0] if plateau else None, resume=resume)
     # BackupAndRestore restores weights, optimizer state (incl. learning rate) and the epoch after a kill
     backup = keras.callbacks.BackupAndRestore(state_dir / name, double_checkpoint=True, delete_checkpoint=False)
-    plateau = [rl] if cfg.schedule == "plateau" else []        # a cosine schedule owns the learning rate
     budget = [] if deadline is None else [WallClockBudget(deadline)]
     fit_model.fit(train_ds, validation_data=val_ds, epochs=stage.epochs, class_weight=class_weight,
                   callbacks=[backup, ckpt, es, *plateau, NaNGuard(), state, *budget], verbose=cfg.verbose,
