@@ -195,3 +195,33 @@ def test_demo_on_phantoms_uses_vgg19_when_its_file_is_cached(standin_keras_home,
     monkeypatch.setenv("KERAS_HOME", str(standin_keras_home[0]))
     _, model, _, note = demo_configs(None)
     assert (model.backbone, model.weights) == ("vgg19", "imagenet") and "cxr-small" not in note
+
+
+def test_demo_on_real_data_offline_without_the_file_trains_the_from_scratch_recipe(tmp_path, monkeypatch):
+    """Kaggle layout, no VGG19 file, downloads off: the demo does not stop, it runs the measured cxr-res recipe;
+    with downloads allowed it keeps VGG19 (fetched like Keras)."""
+    from xai_cxr.data.phantom import PhantomConfig, write_phantom_dataset
+    from xai_cxr.pipeline import demo_configs
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    root = write_phantom_dataset(tmp_path / "chest_xray", PhantomConfig(image_size=32, n_train=2, n_test=2))
+    data, model, train, note = demo_configs(root, allow_download=False)
+    assert (model.backbone, model.weights) == ("cxr-res", "none") and "from scratch" in note
+    assert (data.image_size, data.clahe, data.validation, data.augment is not None) == (160, True, "holdout:0.1", True)
+    assert (train.optimizer, train.schedule, train.budget_minutes, train.stage1.learning_rate) == \
+        ("adamw", "cosine", 30.0, 1e-3)
+    _, model, _, _ = demo_configs(root, allow_download=True)
+    assert model.backbone == "vgg19"
+
+
+def test_cli_flags_left_unset_keep_the_recipe_and_given_flags_override_it(tmp_path):
+    from xai_cxr.cli import _configs, build_parser
+    from xai_cxr.pipeline import scratch_configs
+    data, model, train = scratch_configs(tmp_path)
+    args = build_parser().parse_args(["train", "--data-dir", str(tmp_path)])
+    d, _, t, _ = _configs(args, data, model, train)
+    assert (d.clahe, d.validation, d.augment is not None, t.optimizer, t.schedule) == \
+        (True, "holdout:0.1", True, "adamw", "cosine")
+    args = build_parser().parse_args(["train", "--data-dir", str(tmp_path), "--validation", "test",
+                                      "--optimizer", "adam", "--schedule", "plateau"])
+    d, _, t, _ = _configs(args, data, model, train)
+    assert (d.validation, t.optimizer, t.schedule) == ("test", "adam", "plateau")

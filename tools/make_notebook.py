@@ -27,7 +27,8 @@ on 2 CPU cores), so the heat maps can be *checked* against the truth.
 The switches a researcher needs. `QUICK = True` shrinks everything (a few dozen images, 64 px, one epoch per
 stage) to check that every cell runs; the numbers it prints mean nothing."""),
     code("""DATA_DIR = "chest_xray"   # Kaggle layout: train/ [val/] test/, each with NORMAL/ and PNEUMONIA/
-BACKBONE = "vgg19"        # "vgg19" (the seed; ImageNet weights downloaded once), "cxr-small" (no pretrained weights), "auto" (= vgg19)
+BACKBONE = "vgg19"        # "vgg19" (the seed; ImageNet weights downloaded once), "cxr-res" (no pretrained weights: the
+                          # measured from-scratch recipe, its own size/schedule/holdout), "cxr-small", "auto" (= vgg19)
 EPOCHS1 = 7               # stage 1: frozen backbone, head only
 EPOCHS2 = 14              # stage 2: block5_conv1 and above, at most (early stopping ends it sooner)
 IMAGE_SIZE = 256          # input side in px
@@ -60,7 +61,7 @@ The data folder is scanned into a manifest: one row per image, with the split, t
 parsed from Kermany's file names (`person1_bacteria_1.jpeg` → `person1`), which the honest holdout needs."""),
     code("""from xai_cxr.config import CamConfig, DataConfig, ModelConfig, TrainConfig
 from xai_cxr.data import find_data_root
-from xai_cxr.pipeline import demo_configs, has_split
+from xai_cxr.pipeline import demo_configs, has_split, scratch_configs
 from xai_cxr.tasks import get_task
 
 ON_PHANTOMS = not has_split(DATA_DIR)
@@ -69,9 +70,12 @@ if ON_PHANTOMS:       # no Kaggle data: the demo's phantoms at 128 px, its model
 else:
     root, found = find_data_root(DATA_DIR)
     note = found or f"data: {root}"
-    data_cfg = DataConfig(root=str(root), image_size=IMAGE_SIZE, validation=VALIDATION, seed=SEED)
-    model_cfg = ModelConfig(backbone=BACKBONE)
-    train_cfg = TrainConfig(seed=SEED).with_epochs(stage1=EPOCHS1, stage2=EPOCHS2)
+    if BACKBONE == "cxr-res":   # no ImageNet weights: the recipe measured in docs/results.md (160 px, CLAHE, ...)
+        data_cfg, model_cfg, train_cfg = scratch_configs(root, seed=SEED)
+    else:
+        data_cfg = DataConfig(root=str(root), image_size=IMAGE_SIZE, validation=VALIDATION, seed=SEED)
+        model_cfg = ModelConfig(backbone=BACKBONE)
+        train_cfg = TrainConfig(seed=SEED).with_epochs(stage1=EPOCHS1, stage2=EPOCHS2)
 if QUICK:
     data_cfg = replace(data_cfg, image_size=64, limit=48)
     train_cfg = train_cfg.with_epochs(stage1=1, stage2=1)
@@ -126,8 +130,9 @@ print("equal to scikit-learn's compute_class_weight('balanced') and to the weigh
 VGG19 (ImageNet weights) → global average pooling → Dropout 0.4 → Dense 256 (ReLU, L2 1e-4) → Dropout 0.3 →
 softmax. The ImageNet file is fetched the way Keras does it: `~/.keras/models/` when present, otherwise
 downloaded once (Keras's published hash checked); offline, a clear error with the URL stops this cell before any
-training. Without ImageNet weights, set `BACKBONE = "cxr-small"`: a compact BatchNorm CNN made for that case,
-trained whole in a single stage (freezing random features teaches nothing).
+training. Without ImageNet weights, set `BACKBONE = "cxr-res"`: a residual BatchNorm network made for that case,
+trained whole in a single stage (freezing random features teaches nothing) with the recipe measured in
+`docs/results.md` (160 px, CLAHE, augmentation, AdamW on a cosine schedule, patient holdout, 30-minute budget).
 
 Two stages, each with fresh EarlyStopping (patience 4), ReduceLROnPlateau (×0.5, patience 2) and a checkpoint of
 the lowest validation loss; loss = categorical cross-entropy with label smoothing 0.05, weighted by class:"""),

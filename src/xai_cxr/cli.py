@@ -58,7 +58,7 @@ def _add_data_flags(p) -> None:
     p.add_argument("--image-size", type=int, default=None, help="input side in px (default 256; demo 128)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--limit", type=int, default=None, help="at most N train images, stratified (quick runs); val/test stay whole")
-    p.add_argument("--validation", default="test", help="test (seed default) | val | holdout:0.1")
+    p.add_argument("--validation", default=None, help="test (seed default) | val | holdout:0.1")
     p.add_argument("--backbone", choices=["auto", *BACKBONES], default=None)
     p.add_argument("--weights", default=None,
                    help="imagenet | none | PATH (default: imagenet, downloaded once into ~/.keras/models like Keras)")
@@ -71,14 +71,14 @@ def _add_data_flags(p) -> None:
     p.add_argument("--epochs2", type=int, default=None, help="stage-2 epochs (default 14)")
     p.add_argument("--budget-minutes", type=float, default=None,
                    help="wall-clock training budget: stop after the last epoch that fits, keep the best epoch")
-    p.add_argument("--optimizer", choices=["adam", "adamw"], default="adam",
+    p.add_argument("--optimizer", choices=["adam", "adamw"], default=None,
                    help="adam (the seed) or adamw (decoupled weight decay, --weight-decay)")
-    p.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW's weight decay (default 1e-4)")
-    p.add_argument("--schedule", choices=["plateau", "cosine"], default="plateau",
+    p.add_argument("--weight-decay", type=float, default=None, help="AdamW's weight decay (default 1e-4)")
+    p.add_argument("--schedule", choices=["plateau", "cosine"], default=None,
                    help="plateau: ReduceLROnPlateau (the seed); cosine: 1 warm-up epoch, then cosine decay to 0")
     p.add_argument("--lr", type=float, default=None,
                    help="stage-1 learning rate (default 3e-4, the seed's)")
-    p.add_argument("--clahe", action="store_true",
+    p.add_argument("--clahe", action="store_true", default=None,
                    help="CLAHE-equalise every image after resizing (training, evaluation and serving alike)")
     p.add_argument("--task", choices=list(TASKS), default="binary",
                    help="; ".join(f"{t.name}: {t.help}" for t in TASKS.values()))
@@ -94,7 +94,7 @@ def _add_data_flags(p) -> None:
                         "(any folder-per-class data set); default NORMAL,PNEUMONIA")
     p.add_argument("--color", action="store_true",
                    help="keep images in colour (non-X-ray data sets); default: decode to grayscale")
-    p.add_argument("--augment", action="store_true",
+    p.add_argument("--augment", action="store_true", default=None,
                    help="small rotations/zoom/shifts/brightness/contrast on training batches (no flips)")
     p.add_argument("--cache-dir", default=None,
                    help="keep frozen-backbone features on disk here (keyed by images, weights, size; "
@@ -140,18 +140,17 @@ def _configs(args, data: DataConfig, model: ModelConfig, train: TrainConfig):
     if note:
         print("note:", note)
     args.data_dir = str(root)
-    data = replace(data, root=str(root), seed=args.seed,
-                   batch_size=args.batch_size, limit=args.limit, validation=args.validation,
-                   augment=AugmentConfig() if args.augment else None, task=args.task, labels_csv=args.labels_csv,
-                   color=args.color, clahe=args.clahe,
-                   class_names=_class_names(args),
-                   **({"image_size": args.image_size} if args.image_size else {}))
+    given = lambda **kw: {k: v for k, v in kw.items() if v is not None}   # noqa: E731  (unset flags keep the config's)
+    data = replace(data, root=str(root), seed=args.seed, batch_size=args.batch_size, limit=args.limit,
+                   task=args.task, labels_csv=args.labels_csv, color=args.color, class_names=_class_names(args),
+                   **given(image_size=args.image_size, validation=args.validation, clahe=args.clahe,
+                           augment=AugmentConfig() if args.augment else None))
     model = replace(model, **({"backbone": args.backbone} if args.backbone else {}),
                     **({"weights": args.weights} if args.weights else {}), allow_download=not args.no_download)
     train = replace(train.with_epochs(args.epochs1, args.epochs2), seed=args.seed, deterministic=args.deterministic,
                     feature_cache=not args.no_feature_cache, feature_cache_dir=args.cache_dir,
-                    budget_minutes=args.budget_minutes, optimizer=args.optimizer, weight_decay=args.weight_decay,
-                    schedule=args.schedule,
+                    **given(budget_minutes=args.budget_minutes, optimizer=args.optimizer,
+                            weight_decay=args.weight_decay, schedule=args.schedule),
                     multilabel_loss=args.loss, focal_gamma=args.focal_gamma, focal_alpha=args.focal_alpha,
                     verbose=1 if sys.stdout.isatty() else 2)   # progress bars only on a terminal
     if args.lr is not None:

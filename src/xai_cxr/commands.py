@@ -34,7 +34,7 @@ def cmd_demo(args):
     from .pipeline import demo_configs
     from .pipeline import has_split
     data, model, train, note = demo_configs(args.data_dir if args.data_dir != "chest_xray" or
-                                            has_split("chest_xray") else None, args.seed)
+                                            has_split("chest_xray") else None, args.seed, not args.no_download)
     print(note)
     args.data_dir = data.root
     data, model, train, cam = _configs(args, data, model, train)
