@@ -15,13 +15,9 @@ httpx = pytest.importorskip("httpx")
 from conftest import write_dicom  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def api(phantom_weights):
+def _serve(app):
+    """Run ``app`` with uvicorn on a free loopback port in a thread: (url, stop)."""
     import uvicorn
-    from xai_cxr.serve.inference import Predictor
-    from xai_cxr.serve.api import create_app
-    predictor = Predictor.from_weights_dir(phantom_weights, mc_passes=5)
-    app = create_app(predictor, max_batch=8, max_wait_ms=50, max_bytes=2_000_000)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -32,9 +28,64 @@ def api(phantom_weights):
         if server.started:
             break
         time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}", predictor, app
-    server.should_exit = True
-    thread.join(10)
+
+    def stop():
+        server.should_exit = True
+        thread.join(10)
+    return f"http://127.0.0.1:{port}", stop
+
+
+@pytest.fixture(scope="module")
+def api(phantom_weights):
+    from xai_cxr.serve.inference import Predictor
+    from xai_cxr.serve.api import create_app
+    predictor = Predictor.from_weights_dir(phantom_weights, mc_passes=5)
+    app = create_app(predictor, max_batch=8, max_wait_ms=50, max_bytes=2_000_000)
+    url, stop = _serve(app)
+    yield url, predictor, app
+    stop()
+
+
+def test_with_a_token_every_endpoint_but_health_needs_the_bearer(phantom_weights):
+    from xai_cxr.serve.api import create_app
+    from xai_cxr.serve.inference import Predictor
+    url, stop = _serve(create_app(Predictor.from_weights_dir(phantom_weights, mc_passes=1), token="s3cret"))
+    try:
+        files = {"file": ("a.png", _png(_xray()), "image/png")}
+        assert httpx.get(f"{url}/health", timeout=30).status_code == 200           # open: a load balancer probes it
+        for path in ("/predict", "/explain"):
+            missing = httpx.post(f"{url}{path}", files=files, timeout=30)
+            wrong = httpx.post(f"{url}{path}", files=files, headers={"Authorization": "Bearer nope"}, timeout=30)
+            assert missing.status_code == wrong.status_code == 401 and "bearer token" in missing.json()["detail"]
+            assert missing.headers["www-authenticate"] == "Bearer"
+        assert httpx.get(f"{url}/openapi.json", timeout=30).status_code == 401
+        ok = httpx.post(f"{url}/predict", files=files, headers={"Authorization": "Bearer s3cret"}, timeout=60)
+        assert ok.status_code == 200 and set(ok.json()["probabilities"]) == {"NORMAL", "PNEUMONIA"}
+        assert "out_of_distribution" in ok.json() and ok.json()["ood_score"] is not None
+    finally:
+        stop()
+
+
+def test_serve_binds_loopback_by_default_and_reads_the_token_from_the_environment(monkeypatch):
+    from xai_cxr.cli import build_parser
+    from xai_cxr.serve import api
+    args = build_parser().parse_args(["serve"])
+    assert args.host == "127.0.0.1" and args.token is None
+    seen = {}
+    monkeypatch.setenv(api.TOKEN_ENV, "from-env")
+    monkeypatch.setattr(api, "create_app", lambda *a, **k: seen.update(k) or "app")
+    monkeypatch.setattr("xai_cxr.serve.inference.load_predictor", lambda *a, **k: _FakePredictor())
+    monkeypatch.setattr("uvicorn.run", lambda app, **k: seen.update(k, app=app))
+    api.serve()
+    assert seen["token"] == "from-env" and seen["host"] == "127.0.0.1" and seen["app"] == "app"
+
+
+class _FakePredictor:
+    mc_passes = 1
+    source = "fake"
+
+    class card:
+        backbone = "cxr-small"
 
 
 def _png(img):

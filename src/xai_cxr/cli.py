@@ -258,6 +258,9 @@ def _add_serving(sub, cmd_report, cmd_serve, cmd_app) -> None:
     sv.add_argument("--max-wait-ms", type=float, default=10.0, help="how long a batch waits to fill")
     sv.add_argument("--mc-passes", type=int, default=20, help="MC-dropout passes per batch (1 = no uncertainty)")
     sv.add_argument("--phantom", action="store_true", help="serve the phantom model when WEIGHTS_DIR has no weights")
+    sv.add_argument("--token", default=None,
+                    help="require 'Authorization: Bearer TOKEN' on every endpoint but /health "
+                         "(default: $XAI_CXR_API_TOKEN; none = open, so bind 127.0.0.1)")
     sv.add_argument("--weights-dir", default="saved_weights")
     sv.set_defaults(func=cmd_serve, device="auto")
     ap = sub.add_parser("app", help="the Streamlit app (upload → prediction, confidence, overlays, report)")

@@ -256,7 +256,7 @@ def cmd_report(args):
 def cmd_serve(args):
     from .serve.api import serve
     serve(args.weights_dir, host=args.host, port=args.port, max_batch=args.max_batch,
-          max_wait_ms=args.max_wait_ms, allow_phantom=args.phantom, mc_passes=args.mc_passes)
+          max_wait_ms=args.max_wait_ms, allow_phantom=args.phantom, mc_passes=args.mc_passes, token=args.token)
 
 
 def cmd_app(args):

@@ -2,6 +2,7 @@
 exact, a wall-clock budget that stops at an epoch boundary, and a NaN guard that says what to try. Imported by ``train.train_two_stage`` (Keras is imported here)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -11,6 +12,27 @@ import keras
 import numpy as np
 
 from ..config import write_json_atomic
+
+
+def write_state(obj: dict, path: Path) -> None:
+    """Training state as JSON with the SHA-256 of its content, written atomically (temp file + rename)."""
+    body = json.dumps(obj, sort_keys=True)
+    write_json_atomic({"sha256": hashlib.sha256(body.encode()).hexdigest(), "state": obj}, path)
+
+
+def read_state(path: Path) -> dict:
+    """A state file written by ``write_state``, its checksum verified; a clear error names the file and the fix."""
+    try:
+        saved = json.loads(Path(path).read_text())
+        body = json.dumps(saved["state"], sort_keys=True)
+        ok = hashlib.sha256(body.encode()).hexdigest() == saved["sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path} cannot be read ({type(exc).__name__}): the training state is damaged; "
+                         f"start without --resume (or delete {Path(path).parent})") from exc
+    if not ok:
+        raise ValueError(f"{path} fails its checksum: the training state is damaged; start without --resume "
+                         f"(or delete {Path(path).parent})")
+    return saved["state"]
 
 
 class AtomicBestCheckpoint(keras.callbacks.Callback):
@@ -23,18 +45,24 @@ class AtomicBestCheckpoint(keras.callbacks.Callback):
         self.save_model = save_model        # the full model, when a sub-model sharing its layers is fitted
         self.best, self.best_epoch = float("inf"), None
         if resume and self.state.exists():
-            saved = json.loads(self.state.read_text())
+            saved = read_state(self.state)
             self.best, self.best_epoch = saved["best"], saved["best_epoch"]
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
         if value is None or not value < self.best:
             return
-        self.best, self.best_epoch = float(value), epoch
         tmp = self.path.with_name(self.path.name.replace(".weights.h5", ".tmp.weights.h5"))
-        (self.save_model or self.model).save_weights(tmp)
-        os.replace(tmp, self.path)
-        write_json_atomic({"best": self.best, "best_epoch": epoch}, self.state)
+        try:
+            (self.save_model or self.model).save_weights(tmp)
+            os.replace(tmp, self.path)
+        except OSError as exc:                  # e.g. the disk filled up half-way: the previous best stays
+            tmp.unlink(missing_ok=True)
+            raise OSError(exc.errno, f"could not save the checkpoint {self.path} ({exc.strerror or exc}); the "
+                                     f"previous best weights (epoch {self.best_epoch and self.best_epoch + 1}) are "
+                                     "intact. Free disk space and rerun with --resume") from exc
+        self.best, self.best_epoch = float(value), epoch
+        write_state({"best": self.best, "best_epoch": epoch}, self.state)
 
 class TrainingState(keras.callbacks.Callback):
     """Per-epoch logs plus EarlyStopping / ReduceLROnPlateau counters (``reduce_lr`` None under a cosine
@@ -45,7 +73,10 @@ class TrainingState(keras.callbacks.Callback):
         super().__init__()
         self.path, self.es, self.rl = Path(path), early_stopping, reduce_lr
         self.epochs = []
-        self.saved = json.loads(self.path.read_text()) if resume and self.path.exists() else None
+        self.saved = read_state(self.path) if resume and self.path.exists() else None
+        if self.saved:
+            print(f"resume: {self.path.name} (checksum ok): {len(self.saved['epochs'])} finished epoch(s) restored, "
+                  f"early stopping at {self.saved['es_wait']} epoch(s) without improvement")
 
     def on_train_begin(self, logs=None):
         if self.saved:
@@ -64,8 +95,7 @@ class TrainingState(keras.callbacks.Callback):
         self.epochs.append(entry)
         rl = {} if self.rl is None else {"rl_wait": self.rl.wait, "rl_best": float(self.rl.best),
                                          "rl_cooldown": self.rl.cooldown_counter}
-        write_json_atomic({"epochs": self.epochs, "es_wait": self.es.wait, "es_best": float(self.es.best), **rl},
-                          self.path)
+        write_state({"epochs": self.epochs, "es_wait": self.es.wait, "es_best": float(self.es.best), **rl}, self.path)
 
     def history(self):
         return {k: [e[k] for e in self.epochs if k in e] for k in (self.epochs[0] if self.epochs else {})}

@@ -6,7 +6,6 @@ model holds that stage's best weights (lowest validation loss), which are also o
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from dataclasses import replace
@@ -154,6 +153,7 @@ def train_two_stage(model, train_ds, val_ds, cfg: TrainConfig, out_dir: str | Pa
     ensure_free_space(out_dir, 4 * model.count_params() * 8 + 50 * 2**20)
     ckpt_path = out_dir / "model.weights.h5"
     from . import callbacks
+    from .callbacks import read_state, write_state
     deadline = None if cfg.budget_minutes is None else callbacks.now() + 60 * cfg.budget_minutes
     history: dict[str, dict[str, list[float]]] = {}
     for name, stage in stages_for(cfg, finetune_from):
@@ -164,7 +164,7 @@ def train_two_stage(model, train_ds, val_ds, cfg: TrainConfig, out_dir: str | Pa
             break
         done = state_dir / f"{name}.done.json"
         if resume and done.exists():
-            history[name] = json.loads(done.read_text())["history"]
+            history[name] = read_state(done)["history"]
             model.load_weights(state_dir / f"{name}.weights.h5")
             print(f"[{name}] finished in an earlier run; continuing after it")
             continue
@@ -177,7 +177,7 @@ def train_two_stage(model, train_ds, val_ds, cfg: TrainConfig, out_dir: str | Pa
         tmp = state_dir / f"{name}.tmp.weights.h5"
         model.save_weights(tmp)
         os.replace(tmp, state_dir / f"{name}.weights.h5")
-        write_json_atomic({"history": history[name]}, done)
+        write_state({"history": history[name]}, done)
     write_json_atomic(history, out_dir / "history.json")
     return history
 

@@ -3,10 +3,15 @@
 Concurrent requests are queued and run as one batch on the model (up to ``max_batch`` images, waiting at most
 ``max_wait_ms`` for a batch to fill), in one worker thread so the model is never called concurrently.
 Uploads above ``MAX_UPLOAD_BYTES`` are refused with 413 before they are read; undecodable files, DICOMs without
-pixels and decompression bombs with 422 and the reason; the service keeps serving."""
+pixels and decompression bombs with 422 and the reason; the service keeps serving.
+
+Access: ``serve`` binds 127.0.0.1 unless told otherwise; with a token (``--token`` or ``XAI_CXR_API_TOKEN``)
+every endpoint but ``/health`` needs ``Authorization: Bearer <token>`` (401 otherwise)."""
 
 import asyncio
 import base64
+import hmac
+import os
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -76,11 +81,39 @@ class Batcher:
         return out
 
 
-def create_app(predictor: Predictor, max_batch: int = 16, max_wait_ms: float = 10.0,
-               max_bytes: int = MAX_UPLOAD_BYTES):
-    """The FastAPI application around one loaded ``predictor``."""
-    from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
+TOKEN_ENV = "XAI_CXR_API_TOKEN"
+OPEN_PATHS = ("/health",)
+
+
+def _add_guards(app, max_bytes: int, token: str | None) -> None:
+    """Middleware: the bearer token (when set) on every path but /health, then the body-size limit."""
     from fastapi.responses import JSONResponse
+
+    @app.middleware("http")
+    async def limit_size(request, call_next):
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > max_bytes + 64 * 1024):
+            return JSONResponse({"detail": f"request body {length} bytes exceeds the {max_bytes / 1e6:.0f} MB limit"
+                                 if length.isdigit() else "invalid Content-Length"},
+                                status_code=413 if length.isdigit() else 400)
+        return await call_next(request)
+
+    if token:
+        expected = f"Bearer {token}".encode()
+
+        @app.middleware("http")                      # added last = runs first: no body is read without the token
+        async def require_token(request, call_next):
+            if request.url.path not in OPEN_PATHS and not hmac.compare_digest(
+                    request.headers.get("authorization", "").encode(), expected):
+                return JSONResponse({"detail": "missing or wrong bearer token (Authorization: Bearer <token>)"},
+                                    status_code=401, headers={"WWW-Authenticate": "Bearer"})
+            return await call_next(request)
+
+
+def create_app(predictor: Predictor, max_batch: int = 16, max_wait_ms: float = 10.0,
+               max_bytes: int = MAX_UPLOAD_BYTES, token: str | None = None):
+    """The FastAPI application around one loaded ``predictor``; ``token`` guards every path but /health."""
+    from fastapi import FastAPI, File, HTTPException, Query, UploadFile
     from ..data import ImageReadError
 
     batcher = Batcher(predictor, max_batch, max_wait_ms)
@@ -96,14 +129,7 @@ def create_app(predictor: Predictor, max_batch: int = 16, max_wait_ms: float = 1
                   description="Research use only, not a diagnosis. Chest X-ray classification with calibrated "
                               "confidence, MC-dropout uncertainty and Grad-CAM overlays.")
     app.state.batcher = batcher
-
-    @app.middleware("http")
-    async def limit_size(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and int(length) > max_bytes + 64 * 1024:      # multipart framing allowance
-            return JSONResponse({"detail": f"request body {int(length) / 1e6:.1f} MB exceeds the "
-                                           f"{max_bytes / 1e6:.0f} MB limit"}, status_code=413)
-        return await call_next(request)
+    _add_guards(app, max_bytes, token)
 
     async def _gray(file: UploadFile) -> np.ndarray:
         data = await file.read(max_bytes + 1)
@@ -140,10 +166,17 @@ def create_app(predictor: Predictor, max_batch: int = 16, max_wait_ms: float = 1
 
 
 def serve(weights_dir="saved_weights", host: str = "127.0.0.1", port: int = 8000, max_batch: int = 16,
-          max_wait_ms: float = 10.0, allow_phantom: bool = False, mc_passes: int = 20) -> None:
+          max_wait_ms: float = 10.0, allow_phantom: bool = False, mc_passes: int = 20, token: str | None = None) -> None:
     import uvicorn
     from .inference import load_predictor
+    token = token or os.environ.get(TOKEN_ENV) or None
     predictor = load_predictor(weights_dir, allow_phantom)
     predictor.mc_passes = mc_passes
     print(f"serving {predictor.card.backbone} ({predictor.source}) on http://{host}:{port}  — docs at /docs")
-    uvicorn.run(create_app(predictor, max_batch, max_wait_ms), host=host, port=port, log_level="warning")
+    if token:
+        print("every endpoint but /health needs 'Authorization: Bearer <token>'")
+    elif host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: {host} is reachable from other machines and no --token / {TOKEN_ENV} is set: "
+              "anyone who can reach the port can use the API")
+    uvicorn.run(create_app(predictor, max_batch, max_wait_ms, token=token), host=host, port=port,
+                log_level="warning")
