@@ -275,6 +275,9 @@ def main(argv=None) -> int:
     from .models import WeightsNotFoundError
     args = build_parser().parse_args(argv)
     _setup_device(args.device, getattr(args, "verbose", False))
+    if args.command in ("train", "demo"):
+        from .runtime import multi_worker_strategy
+        args.strategy = multi_worker_strategy()      # TF_CONFIG with several workers; before any other TF op
     if getattr(args, "precision", "float32") != "float32":
         from .models.train import set_precision
         set_precision(args.precision)

@@ -18,15 +18,25 @@ def _run(args, data, model, train, cam):
     from .config import write_json_atomic
     from .pipeline import run
     from .studies import bbox_localization
-    result = run(data, model, train, cam, args.weights_dir, args.results_dir, args.resume)
-    if args.mlflow:
+    strategy = getattr(args, "strategy", None)
+    weights_dir, results_dir = args.weights_dir, args.results_dir
+    if strategy is not None:
+        from .runtime import cluster_from_env
+        cluster = cluster_from_env()
+        print(f"multi-worker training: {cluster['workers']} workers, this is {cluster['task'][0]} "
+              f"{cluster['task'][1]}{' (chief: writes the weights and results)' if cluster['chief'] else ''}")
+        if not cluster["chief"]:                     # the others train in lockstep and write to a scratch folder
+            weights_dir = str(Path(weights_dir) / f"_worker{cluster['task'][1]}")
+            results_dir = str(Path(results_dir) / f"_worker{cluster['task'][1]}")
+    result = run(data, model, train, cam, weights_dir, results_dir, args.resume, strategy)
+    if args.mlflow and weights_dir == args.weights_dir:
         from .tracking import log_run
         log_run({"data": data, "model": model, "train": train, "cam": cam}, result["metrics"], result["history"],
                 args.weights_dir, args.results_dir, args.mlflow_store)
     if args.bbox_csv:
         scores = bbox_localization(result["model"], result["prepared"].test, args.bbox_csv, data.class_names,
                                    result["card"].target_layer)
-        write_json_atomic(scores, Path(args.results_dir) / "bbox_localization.json")
+        write_json_atomic(scores, Path(results_dir) / "bbox_localization.json")
         print(json.dumps(scores, indent=2))
 
 

@@ -45,3 +45,35 @@ def describe_devices() -> str:
             kind = "CUDA" + (f", compute capability {cc[0]}.{cc[1]}" if cc else "")
         lines.append(f"GPU {i}: {details.get('device_name', gpu.name)} ({kind})")
     return "\n".join(lines)
+
+
+def cluster_from_env(env=None) -> dict | None:
+    """The multi-worker cluster of ``TF_CONFIG`` (TensorFlow's own variable, set on every worker) as
+    {"workers": n, "task": (type, index), "chief": bool}, or None when unset or a single worker. The chief is
+    the "chief" task, or worker 0 when the cluster has none (TensorFlow's convention)."""
+    import json
+    raw = (os.environ if env is None else env).get("TF_CONFIG")
+    if not raw:
+        return None
+    try:
+        cfg = json.loads(raw)
+        cluster, task = cfg["cluster"], cfg["task"]
+        kind, index = task["type"], int(task["index"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"TF_CONFIG is not valid JSON with 'cluster' and 'task' ({exc}); see "
+                         "https://www.tensorflow.org/guide/distributed_training#setting_up_the_tf_config_"
+                         "environment_variable") from exc
+    n = sum(len(v) for k, v in cluster.items() if k in ("chief", "worker"))
+    if n <= 1:
+        return None
+    chief = kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster)
+    return {"workers": n, "task": (kind, index), "chief": chief}
+
+
+def multi_worker_strategy():
+    """``tf.distribute.MultiWorkerMirroredStrategy`` when TF_CONFIG describes several workers, else None. Must
+    run before any other TensorFlow op (collectives are configured at start-up): the CLI calls it first."""
+    if cluster_from_env() is None:
+        return None
+    import tensorflow as tf
+    return tf.distribute.MultiWorkerMirroredStrategy()

@@ -50,8 +50,9 @@ def set_precision(policy: str = "float32") -> None:
 
 def distribution_strategy(devices: list[str] | None = None):
     """``MirroredStrategy`` over ``devices``, or over all GPUs when several are visible; otherwise the
-    default (single-device) strategy. Several machines: build a ``MultiWorkerMirroredStrategy`` (TF_CONFIG
-    set on every worker) and pass it to ``pipeline.run(..., strategy=)`` instead; nothing else changes."""
+    default (single-device) strategy. Several machines: ``xai-cxr train`` builds a
+    ``MultiWorkerMirroredStrategy`` itself when TF_CONFIG lists several workers (``runtime.multi_worker_strategy``)
+    and passes it to ``pipeline.run(..., strategy=)``."""
     import tensorflow as tf
     if devices:
         return tf.distribute.MirroredStrategy(devices)
