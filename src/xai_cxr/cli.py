@@ -96,6 +96,9 @@ def _add_data_flags(p) -> None:
                    help="keep images in colour (non-X-ray data sets); default: decode to grayscale")
     p.add_argument("--augment", action="store_true", default=None,
                    help="small rotations/zoom/shifts/brightness/contrast on training batches (no flips)")
+    p.add_argument("--image-store", default=None,
+                   help="decode the images once into memory-mapped files in this folder and train from there "
+                        "(bounded RAM for 100k+ films; reused while files and settings are unchanged)")
     p.add_argument("--cache-dir", default=None,
                    help="keep frozen-backbone features on disk here (keyed by images, weights, size; "
                         "memory-mapped), reused by later runs; default: memory only")
@@ -111,7 +114,7 @@ def _add_data_flags(p) -> None:
 # flags of _add_common(data=True) that only a training run reads (audit accepts them with --confounder only)
 _TRAINING_DESTS = ("image_size", "batch_size", "limit", "validation", "backbone", "weights", "epochs1", "epochs2",
                    "budget_minutes", "optimizer", "weight_decay", "schedule", "lr", "clahe", "task", "bbox_csv", "loss", "focal_gamma", "focal_alpha", "classes", "color",
-                   "augment", "cache_dir", "no_feature_cache", "mlflow", "resume", "deterministic", "cam",
+                   "augment", "image_store", "cache_dir", "no_feature_cache", "mlflow", "resume", "deterministic", "cam",
                    "top_fraction", "results_dir")
 
 
@@ -142,6 +145,7 @@ def _configs(args, data: DataConfig, model: ModelConfig, train: TrainConfig):
     args.data_dir = str(root)
     given = lambda **kw: {k: v for k, v in kw.items() if v is not None}   # noqa: E731  (unset flags keep the config's)
     data = replace(data, root=str(root), seed=args.seed, batch_size=args.batch_size, limit=args.limit,
+                   image_store=args.image_store,
                    task=args.task, labels_csv=args.labels_csv, color=args.color, class_names=_class_names(args),
                    **given(image_size=args.image_size, validation=args.validation, clahe=args.clahe,
                            augment=AugmentConfig() if args.augment else None))

@@ -25,6 +25,7 @@ class DataConfig:
     workers: int = 4                    # decoder threads (OpenCV releases the GIL)
     color: bool = False                 # keep RGB (non-X-ray data sets); X-rays are decoded to grayscale
     clahe: bool = False                 # CLAHE after resizing (acquisition-shift lever; off = the seed's input)
+    image_store: str | None = None      # decode once into memory-mapped files here (bounded RAM); None = in memory
     augment: "AugmentConfig | None" = None  # on-the-fly train augmentation; None = off (the seed has none)
 
 

@@ -103,7 +103,12 @@ def prepare_data(cfg: DataConfig, progress: bool = True) -> Prepared:
     for name, part in (("train", train), ("val", val), ("test", test)):
         if name == "val" and cfg.validation == "test":
             continue
-        sets[name] = load_images(part, cfg.image_size, cfg.workers, progress, cfg.color, cfg.clahe)
+        if cfg.image_store:                       # large sets: decoded once to disk, read back memory-mapped
+            from .data.store import load_images_stored
+            sets[name] = load_images_stored(part, cfg.image_size, cfg.image_store, cfg.workers, cfg.color,
+                                            cfg.clahe, progress=progress)
+        else:
+            sets[name] = load_images(part, cfg.image_size, cfg.workers, progress, cfg.color, cfg.clahe)
     if cfg.validation == "test":
         sets["val"] = sets["test"]
     return Prepared(sets["train"], sets["val"], sets["test"], note, train_class_weights(sets["train"].labels, cfg))

@@ -259,18 +259,40 @@ def encode_labels(y, num_classes: int):
     return tf.cast(y, tf.float32) if y.shape.rank == 2 else tf.one_hot(y, num_classes)
 
 
+def _memmap_batches(images: np.ndarray, labels, batch_size: int, shuffle: bool, seed: int):
+    """Batches of a memory-mapped image array, read row by row from disk: only the batch is in RAM."""
+    import tensorflow as tf
+    lab = None if labels is None else label_array(labels)
+    index = tf.data.Dataset.range(len(images))
+    if shuffle:
+        index = index.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    shape = tf.TensorShape([None, *images.shape[1:]])
+
+    def gather(idx):
+        x = tf.numpy_function(lambda i: np.ascontiguousarray(images[np.sort(i)][np.argsort(np.argsort(i))]),
+                              [idx], tf.uint8)
+        x = tf.ensure_shape(x, shape)
+        if lab is None:
+            return x
+        return x, tf.gather(tf.constant(lab), idx)
+    return index.batch(batch_size).map(gather)
+
+
 def make_dataset(images: np.ndarray, labels: np.ndarray | None, preprocess, num_classes: int = 2,
                  batch_size: int = 32, shuffle: bool = False, seed: int = 42, augment=None):
     """tf.data pipeline over decoded uint8 images: [shuffle] → batch → [augment] → preprocess + one-hot
     → prefetch. ``augment`` (an ``AugmentConfig``) is for training data only."""
     import tensorflow as tf
-    if labels is None:
-        ds = tf.data.Dataset.from_tensor_slices(images)
+    if isinstance(images, np.memmap):              # a disk-backed store (store.py): gather rows per batch
+        ds = _memmap_batches(images, labels, batch_size, shuffle, seed)
     else:
-        ds = tf.data.Dataset.from_tensor_slices((images, label_array(labels)))
-    if shuffle:
-        ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
+        if labels is None:
+            ds = tf.data.Dataset.from_tensor_slices(images)
+        else:
+            ds = tf.data.Dataset.from_tensor_slices((images, label_array(labels)))
+        if shuffle:
+            ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.batch(batch_size)
     if augment is not None:
         if labels is None:
             raise ValueError("augmentation is for training batches, which need labels")
