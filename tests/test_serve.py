@@ -148,3 +148,42 @@ def test_dicom_upload_is_accepted_and_bad_input_gets_a_clear_status(api, tmp_pat
     assert unknown.status_code == 422
     health = httpx.get(f"{url}/health", timeout=10).json()       # still serving after the bad requests
     assert health["status"] == "ok" and len(health["weights_sha256"]) == 64
+
+
+def _raw(url, request, trickle=None, timeout=20.0):
+    """Send bytes over a raw socket (one byte every ``trickle`` s if given); the HTTP status code or None."""
+    host, port = url.rsplit("//", 1)[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as s:
+        try:
+            for i in range(0, len(request), 1 if trickle else len(request)):
+                s.sendall(request[i:i + (1 if trickle else len(request))])
+                if trickle:
+                    time.sleep(trickle)
+            line = s.recv(200).decode(errors="replace").split("\r\n")[0]
+            return int(line.split()[1])
+        except (socket.timeout, OSError, IndexError, ValueError):
+            return None
+
+
+HEAD = "POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=XyZ\r\n"
+
+
+def test_malformed_multipart_and_a_chunked_body_without_length_get_a_4xx(api):
+    url, _, _ = api
+    body = b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\nabc'   # never closed
+    assert 400 <= _raw(url, (HEAD + f"Content-Length: {len(body)}\r\n\r\n").encode() + body) < 500
+    chunked = (HEAD + "Transfer-Encoding: chunked\r\n\r\n").encode() + b"5\r\nhello\r\n0\r\n\r\n"
+    assert 400 <= _raw(url, chunked) < 500
+    assert _raw(url, (HEAD + "Content-Length: lots\r\n\r\n").encode()) in (400, 413)
+
+
+def test_a_client_that_trickles_its_body_does_not_hold_up_other_requests(api):
+    url, _, _ = api
+    slow = threading.Thread(target=_raw, args=(url, (HEAD + "Content-Length: 5000\r\n\r\n").encode() + b"x" * 30),
+                            kwargs={"trickle": 0.2}, daemon=True)
+    slow.start()
+    time.sleep(0.5)
+    t0 = time.perf_counter()
+    r = httpx.post(f"{url}/predict", files={"file": ("a.png", _png(_xray()), "image/png")}, timeout=60)
+    assert r.status_code == 200 and time.perf_counter() - t0 < 10
+    assert slow.is_alive()                                   # still trickling: it was not waited for
