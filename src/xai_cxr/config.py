@@ -84,7 +84,8 @@ class TrainConfig:
     budget_minutes: float | None = None  # wall-clock training budget: stop after the last epoch that fits
     optimizer: str = "adam"             # "adam" (the seed) | "adamw" (decoupled weight decay)
     weight_decay: float = 1e-4          # AdamW only
-    schedule: str = "plateau"           # "plateau" (ReduceLROnPlateau, the seed) | "cosine" (warm-up + cosine decay)
+    schedule: str = "plateau"           # "plateau" (ReduceLROnPlateau + early stopping, the seed) | "cosine" (warm-up +
+                                        # cosine decay over the planned epochs, no early stopping; best epoch kept)
     warmup_epochs: int = 1              # cosine only: linear warm-up from 0 to the stage's learning rate
 
     def with_epochs(self, stage1: int | None = None, stage2: int | None = None) -> "TrainConfig":

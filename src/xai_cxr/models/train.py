@@ -201,7 +201,9 @@ def _fit_stage(model, fit_model, train_ds, val_ds, name: str, stage: StageConfig
     print(f"[{name}] lr={stage.learning_rate:g} clipnorm={stage.clipnorm} epochs<={stage.epochs} "
           f"trainable params={n_train:,}")
     ckpt = AtomicBestCheckpoint(ckpt_path, state_dir / f"{name}.best.json", resume=resume, save_model=model)
-    es = keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.early_stopping_patience)
+    # a cosine schedule runs to its end (its low-learning-rate epochs are the point); early stopping would cut it
+    patience = cfg.early_stopping_patience if cfg.schedule == "plateau" else stage.epochs
+    es = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience)
     rl = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=cfg.reduce_lr_factor,
                                            patience=cfg.reduce_lr_patience, min_lr=cfg.min_lr)
     plateau = [rl] if cfg.schedule == "plateau" else []        # a cosine schedule owns the learning rate
