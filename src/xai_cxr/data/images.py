@@ -51,6 +51,12 @@ def _dicom_to_gray(data: bytes, name) -> np.ndarray:
     if "PixelData" not in ds:
         raise ImageReadError(name, "DICOM file has no pixel data (a structured report or a header-only file?)")
     try:
+        _check_dicom_size(ds, name)
+    except ImageReadError:
+        raise
+    except Exception as exc:        # pydicom meets a damaged header lazily: unknown VR, a UID that is no syntax
+        raise ImageReadError(name, f"DICOM header could not be read ({type(exc).__name__}: {exc})") from exc
+    try:
         arr = apply_voi_lut(apply_modality_lut(ds.pixel_array, ds), ds).astype(np.float32)
     except Exception as exc:        # e.g. a compressed transfer syntax without its decoder installed
         raise ImageReadError(name, f"DICOM pixel data could not be decoded ({exc}); install pylibjpeg "
@@ -60,6 +66,29 @@ def _dicom_to_gray(data: bytes, name) -> np.ndarray:
     if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         arr = arr.max() - arr
     return arr
+
+
+def _check_dicom_size(ds, name) -> None:
+    """Refuse, before any pixel is decoded, a DICOM whose header claims more than ``MAX_PIXELS`` pixels or, for
+    uncompressed pixel data, more bytes than the file holds (a damaged or hostile header would otherwise make the
+    decoder allocate gigabytes first)."""
+    try:
+        rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        samples, bits = int(ds.get("SamplesPerPixel", 1) or 1), int(ds.get("BitsAllocated", 8) or 8)
+    except (TypeError, ValueError) as exc:
+        raise ImageReadError(name, f"DICOM header has unreadable image dimensions ({exc})") from exc
+    if rows * cols * frames > MAX_PIXELS:
+        raise ImageReadError(name, f"refused: DICOM header claims {cols}×{rows}×{frames} pixels, over the "
+                                   f"{MAX_PIXELS:,}-pixel limit")
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    compressed = bool(syntax is not None and getattr(syntax, "is_compressed", False))
+    if not compressed:
+        need = rows * cols * frames * samples * bits // 8
+        have = len(ds.PixelData or b"")
+        if have < need:
+            raise ImageReadError(name, f"DICOM pixel data holds {have:,} bytes but the header "
+                                       f"({cols}×{rows}, {bits} bit) needs {need:,}: a damaged file")
 
 
 def _check_header_size(data: bytes, name) -> None:
