@@ -112,7 +112,6 @@ def check(name: str, data: bytes) -> dict:
 def run(seed_dir: str, n: int, seed: int = 0, time_limit: float = 2.0) -> dict:
     """Mutate every file of ``seed_dir`` into ``n`` cases, decode each, summarise: counts by outcome, the
     slowest case, peak RSS, and every failure (a wrong outcome or a case slower than ``time_limit``)."""
-    import resource
     from pathlib import Path
     seeds = {p.name: p.read_bytes() for p in sorted(Path(seed_dir).iterdir()) if p.is_file()}
     results = [check(name, data) for name, data in mutants(seeds, n, seed)]
@@ -123,7 +122,18 @@ def run(seed_dir: str, n: int, seed: int = 0, time_limit: float = 2.0) -> dict:
         counts[key] = counts.get(key, 0) + 1
     slowest = max(results, key=lambda r: r["seconds"])
     return {"cases": len(results), "seed_files": sorted(seeds), "counts": counts, "failures": failures,
-            "slowest": slowest, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "slowest": slowest, "peak_rss_mb": peak_rss_mb()}
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM). Not ``getrusage``'s ru_maxrss: Linux keeps that across
+    ``execve``, so a child started from a big process (pytest with TensorFlow loaded) would report its parent's."""
+    from pathlib import Path
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 if __name__ == "__main__":
