@@ -57,6 +57,7 @@ class Predictor:
     ood: object = None                  # models.ood.OODDetector fitted after training (ood.npz), or None
     _mc: object = field(default=None, repr=False)
     _cams: dict = field(default_factory=dict, repr=False)
+    _features: object = field(default=None, repr=False)    # x → penultimate features, for the OOD score
 
     @classmethod
     def from_weights_dir(cls, folder: str | Path, **kw) -> "Predictor":
@@ -78,11 +79,6 @@ class Predictor:
     @property
     def task(self) -> Task:
         return get_task(self.card.task)
-
-    @property
-    def positive_index(self) -> int | None:
-        """The class whose probability meets the decision threshold (None: K > 2 classes or multi-label)."""
-        return self.task.positive_index(self.class_names)
 
     def load(self, data: bytes, name: str = "<upload>") -> np.ndarray:
         """Bytes of one PNG/JPEG/DICOM → (S, S) uint8 at the model's input size (ImageReadError if bad)."""
@@ -138,9 +134,9 @@ class Predictor:
         if self.ood is None:
             return None
         from ..models.ood import extract, feature_model
-        if "features" not in self._cams:
-            self._cams["features"] = feature_model(self.model, self.ood.layer)
-        return self.ood.score(extract(self._cams["features"], x))
+        if self._features is None:
+            self._features = feature_model(self.model, self.ood.layer)
+        return self.ood.score(extract(self._features, x))
 
     def explainer(self, method: str):
         """The (cached) explainer object of ``method`` for this model (from the explainer registry)."""
