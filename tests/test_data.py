@@ -276,3 +276,19 @@ def test_tta_averages_exactly_the_listed_views(tmp_path):
     assert not np.allclose(plain, res["proba"], atol=1e-6)
     with pytest.raises(ValueError, match="unknown test-time transform"):
         stream_predict(model, manifest, 40, unit, tta=("flip",))
+
+
+def test_random_gamma_is_one_power_curve_per_image_within_its_range_and_identity_at_inference():
+    """Each augmented image is 255·(x/255)^γ for a single γ of its own (recovered from one pixel, checked on
+    all of them by numpy) with |log γ| ≤ factor; the images get different γ; inference leaves x alone."""
+    import tensorflow as tf
+    from xai_cxr.data.gamma import RandomGamma
+    ramp = np.linspace(0, 255, 32 * 32, dtype=np.float32).reshape(1, 32, 32, 1)
+    x = np.repeat(ramp, 6, axis=0)
+    y = RandomGamma(0.4, seed=3)(tf.constant(x), training=True).numpy()
+    u = x[0, 16, 0, 0] / 255.0                                   # a mid-grey pixel
+    gammas = np.log(y[:, 16, 0, 0] / 255.0) / np.log(u)
+    expected = 255.0 * (x / 255.0) ** gammas[:, None, None, None]
+    np.testing.assert_allclose(y, expected, atol=0.05)
+    assert np.all(np.abs(np.log(gammas)) <= 0.4 + 1e-5) and len(np.unique(gammas.round(4))) == 6
+    np.testing.assert_array_equal(RandomGamma(0.4, seed=3)(tf.constant(x), training=False).numpy(), x)

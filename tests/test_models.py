@@ -191,3 +191,42 @@ def test_cosine_schedule_warms_up_then_decays_to_zero_at_the_last_epoch():
     expected = [0.0, 5e-4, 1e-3, 0.5 * (1 + np.cos(np.pi * 20 / 40)) * 1e-3, 0.0]
     np.testing.assert_allclose(by_step, expected, atol=1e-9)
     assert type(opt).__name__ == "AdamW" and float(opt.weight_decay) == pytest.approx(1e-3)
+
+
+def test_ema_checkpoint_keeps_the_moving_average_of_the_best_epoch_not_the_live_weights(tmp_path, monkeypatch):
+    """With --ema the weights kept are the exponential moving average, computed here by hand from the live
+    weights after every step (avg = w after the first step, then m·avg + (1-m)·w), at the best holdout epoch."""
+    import keras
+    from xai_cxr.config import TrainConfig
+    from xai_cxr.data import make_dataset
+    from xai_cxr.models import callbacks
+    from xai_cxr.models.train import train_two_stage
+    live = []
+
+    class Recorder(callbacks.NaNGuard):                         # rides on a callback the stage always has
+        def on_train_batch_end(self, batch, logs=None):
+            super().on_train_batch_end(batch, logs)
+            live.append([w.numpy().copy() for w in self.model.trainable_weights])
+    monkeypatch.setattr(callbacks, "NaNGuard", Recorder)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (32, 32, 32)).astype(np.uint8)
+    labels = np.arange(32) % 2
+    ds = make_dataset(images, labels, lambda x: x / 255.0, batch_size=8)
+    keras.utils.set_random_seed(0)
+    model = build_model(ModelConfig(backbone="cxr-small", weights="none"), 32)
+    m = 0.9
+    cfg = TrainConfig(verbose=0, ema_momentum=m).with_epochs(3, 0)
+    history = train_two_stage(model, ds, ds, cfg, tmp_path, finetune_from=None)
+    steps = len(live) // 3
+    avg = [w.copy() for w in live[0]]
+    by_epoch = []
+    for t, weights in enumerate(live):
+        if t:
+            avg = [m * a + (1 - m) * w for a, w in zip(avg, weights)]
+        if (t + 1) % steps == 0:
+            by_epoch.append(avg)
+    best = int(np.argmin(history["stage1"]["val_loss"]))
+    kept = [w.numpy() for w in model.trainable_weights]
+    for k, e, w in zip(kept, by_epoch[best], live[(best + 1) * steps - 1]):
+        np.testing.assert_allclose(k, e, atol=1e-5)
+    assert any(not np.allclose(k, w, atol=1e-4) for k, w in zip(kept, live[(best + 1) * steps - 1]))

@@ -10,7 +10,7 @@ import os
 import sys
 from dataclasses import replace
 
-from .config import AugmentConfig, CamConfig, DataConfig, ModelConfig, TrainConfig
+from .config import AUGMENT_PRESETS, CamConfig, DataConfig, ModelConfig, TrainConfig
 from .data.images import TTA_TRANSFORMS
 from .tasks import TASKS
 
@@ -74,6 +74,9 @@ def _add_data_flags(p) -> None:
     p.add_argument("--optimizer", choices=["adam", "adamw"], default=None,
                    help="adam (the seed) or adamw (decoupled weight decay, --weight-decay)")
     p.add_argument("--weight-decay", type=float, default=None, help="AdamW's weight decay (default 1e-4)")
+    p.add_argument("--ema", type=float, default=None, metavar="MOMENTUM",
+                   help="keep an exponential moving average of the weights (e.g. 0.99); validation and the best "
+                        "checkpoint use it")
     p.add_argument("--schedule", choices=["plateau", "cosine"], default=None,
                    help="plateau: ReduceLROnPlateau (the seed); cosine: 1 warm-up epoch, then cosine decay to 0")
     p.add_argument("--lr", type=float, default=None,
@@ -94,8 +97,9 @@ def _add_data_flags(p) -> None:
                         "(any folder-per-class data set); default NORMAL,PNEUMONIA")
     p.add_argument("--color", action="store_true",
                    help="keep images in colour (non-X-ray data sets); default: decode to grayscale")
-    p.add_argument("--augment", action="store_true", default=None,
-                   help="small rotations/zoom/shifts/brightness/contrast on training batches (no flips)")
+    p.add_argument("--augment", nargs="?", const="standard", choices=sorted(AUGMENT_PRESETS), default=None,
+                   help="augment training batches (no flips): 'standard' (the default when the flag is bare) = "
+                        "small rotations/zoom/shifts/brightness/contrast; 'strong' adds gamma and widens the jitter")
     p.add_argument("--image-store", default=None,
                    help="decode the images once into memory-mapped files in this folder and train from there "
                         "(bounded RAM for 100k+ films; reused while files and settings are unchanged)")
@@ -148,13 +152,13 @@ def _configs(args, data: DataConfig, model: ModelConfig, train: TrainConfig):
                    image_store=args.image_store,
                    task=args.task, labels_csv=args.labels_csv, color=args.color, class_names=_class_names(args),
                    **given(image_size=args.image_size, validation=args.validation, clahe=args.clahe,
-                           augment=AugmentConfig() if args.augment else None))
+                           augment=AUGMENT_PRESETS.get(args.augment)))
     model = replace(model, **({"backbone": args.backbone} if args.backbone else {}),
                     **({"weights": args.weights} if args.weights else {}), allow_download=not args.no_download)
     train = replace(train.with_epochs(args.epochs1, args.epochs2), seed=args.seed, deterministic=args.deterministic,
                     feature_cache=not args.no_feature_cache, feature_cache_dir=args.cache_dir,
                     **given(budget_minutes=args.budget_minutes, optimizer=args.optimizer,
-                            weight_decay=args.weight_decay, schedule=args.schedule),
+                            weight_decay=args.weight_decay, schedule=args.schedule, ema_momentum=args.ema),
                     multilabel_loss=args.loss, focal_gamma=args.focal_gamma, focal_alpha=args.focal_alpha,
                     verbose=1 if sys.stdout.isatty() else 2)   # progress bars only on a terminal
     if args.lr is not None:

@@ -38,7 +38,14 @@ class AugmentConfig:
     translate: float = 0.05             # ± fraction of height/width
     brightness: float = 0.1             # ± fraction of the 0-255 range
     contrast: float = 0.1               # ± factor
+    gamma: float = 0.0                  # ± log of a gamma factor: x ↦ 255·(x/255)^γ, γ = e^u (exposure curve); 0 = off
     horizontal_flip: bool = False
+
+
+# `--augment [standard|strong]`: "strong" widens the photometric jitter (gamma, contrast, brightness) and the
+# random zoom/shift, aimed at the acquisition shift between Kermany's train and test films (issue #16's lever).
+AUGMENT_PRESETS = {"standard": AugmentConfig(),
+                   "strong": AugmentConfig(zoom=0.15, translate=0.08, brightness=0.15, contrast=0.3, gamma=0.4)}
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,8 @@ class TrainConfig:
     weight_decay: float = 1e-4          # AdamW only
     schedule: str = "plateau"           # "plateau" (ReduceLROnPlateau + early stopping, the seed) | "cosine" (warm-up +
                                         # cosine decay over the planned epochs, no early stopping; best epoch kept)
+    ema_momentum: float | None = None   # average the weights (Keras use_ema, e.g. 0.99); validation and the best
+                                        # checkpoint use the average; None = off
     warmup_epochs: int = 1              # cosine only: linear warm-up from 0 to the stage's learning rate
 
     def with_epochs(self, stage1: int | None = None, stage2: int | None = None) -> "TrainConfig":

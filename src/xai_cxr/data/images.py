@@ -261,6 +261,9 @@ def augmenter(cfg, seed: int = 42):
              layers.RandomTranslation(cfg.translate, cfg.translate, fill_mode="constant", seed=seed + 2),
              layers.RandomBrightness(cfg.brightness, value_range=(0, 255), seed=seed + 3),
              layers.RandomContrast(cfg.contrast, value_range=(0, 255), seed=seed + 4)]
+    if cfg.gamma:
+        from .gamma import RandomGamma
+        stack.append(RandomGamma(cfg.gamma, seed=seed + 6))
     if cfg.horizontal_flip:
         stack.append(layers.RandomFlip("horizontal", seed=seed + 5))
     return keras.Sequential(stack, name="augment")

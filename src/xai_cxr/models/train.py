@@ -86,11 +86,12 @@ def make_optimizer(stage: StageConfig, cfg: TrainConfig, steps_per_epoch: int | 
     """Adam (the seed) or AdamW with decoupled weight decay, with the stage's clipnorm and learning rate."""
     import keras
     lr = learning_rate(stage, cfg, steps_per_epoch)
+    ema = {"use_ema": True, "ema_momentum": cfg.ema_momentum} if cfg.ema_momentum else {}
     if cfg.optimizer == "adamw":
-        return keras.optimizers.AdamW(learning_rate=lr, weight_decay=cfg.weight_decay, clipnorm=stage.clipnorm)
+        return keras.optimizers.AdamW(learning_rate=lr, weight_decay=cfg.weight_decay, clipnorm=stage.clipnorm, **ema)
     if cfg.optimizer != "adam":
         raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose adam or adamw")
-    return keras.optimizers.Adam(learning_rate=lr, clipnorm=stage.clipnorm)
+    return keras.optimizers.Adam(learning_rate=lr, clipnorm=stage.clipnorm, **ema)
 
 
 def weighted_bce(pos_weight):
@@ -211,8 +212,11 @@ def _fit_stage(model, fit_model, train_ds, val_ds, name: str, stage: StageConfig
     # BackupAndRestore restores weights, optimizer state (incl. learning rate) and the epoch after a kill
     backup = keras.callbacks.BackupAndRestore(state_dir / name, double_checkpoint=True, delete_checkpoint=False)
     budget = [] if deadline is None else [WallClockBudget(deadline)]
+    # with an EMA the averaged weights are swapped in for validation and at each epoch's end, so the checkpoint
+    # after it keeps the average; the backup before it keeps the live weights
+    ema = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if cfg.ema_momentum else []
     fit_model.fit(train_ds, validation_data=val_ds, epochs=stage.epochs, class_weight=class_weight,
-                  callbacks=[backup, ckpt, es, *plateau, NaNGuard(), state, *budget], verbose=cfg.verbose,
+                  callbacks=[backup, *ema, ckpt, es, *plateau, NaNGuard(), state, *budget], verbose=cfg.verbose,
                   shuffle=False)
     if ckpt.best_epoch is not None:
         model.load_weights(ckpt_path)
