@@ -73,9 +73,6 @@ def test_tf_config_is_read_with_tensorflows_chief_convention():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="known failure, 2026-11-26: with Keras 3.15 / TF 2.21, model.fit under "
-                   "MultiWorkerMirroredStrategy stops with 'ValueError: Attempt to convert a value (PerReplica…)' on "
-                   "both workers; multi-worker training does not work yet (issue #17 stays open)")
 def test_two_workers_on_localhost_end_identical_and_equal_to_one_process(tmp_path):
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)

@@ -76,4 +76,56 @@ def multi_worker_strategy():
     if cluster_from_env() is None:
         return None
     import tensorflow as tf
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    fix_keras_multi_worker_fit()
+    return strategy
+
+
+def fix_keras_multi_worker_fit():
+    """Two fixes that make Keras 3's ``model.fit`` run under ``MultiWorkerMirroredStrategy`` (keras-team/keras#20585,
+    tensorflow/tensorflow#72388; still broken in Keras 3.15 with TensorFlow 2.21):
+
+    1. the symbolic build before the first step hands the whole (x, y) batch to ``strategy.reduce``, which the
+       collective strategy cannot convert ("Attempt to convert a value (PerReplica…)"); only shapes and dtypes are
+       needed there, so the build gets this worker's local batch;
+    2. the step's logs are averaged over workers with ``reduce(MEAN, axis=0)``, which fails on the scalar loss and
+       metrics ("Invalid reduction dimension 0"); scalars are averaged with ``axis=None``.
+
+    Called only when a multi-worker strategy is built; a no-op when Keras's internals have moved (the failure it
+    fixes would then show, or be fixed upstream). Tested by two workers on 127.0.0.1 (tests/test_multiworker.py)."""
+    try:
+        import keras.src.backend.tensorflow.trainer as tft
+        trainer, reduce_per_replica = tft.TensorFlowTrainer, tft.reduce_per_replica
+        is_multi_worker = tft._collective_all_reduce_multi_worker
+    except (ImportError, AttributeError):
+        return
+    if getattr(reduce_per_replica, "_xai_cxr_fixed", False):
+        return
+    import tensorflow as tf
+    symbolic_build = trainer._maybe_symbolic_build
+
+    def local(strategy, v):
+        return strategy.experimental_local_results(v)[0] if isinstance(v, tf.distribute.DistributedValues) else v
+
+    def maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if self._distribute_strategy is None or iterator is None or not is_multi_worker(self._distribute_strategy):
+            return symbolic_build(self, iterator, data_batch)
+        for _, _, it in iterator:
+            data_batch = tf.nest.map_structure(lambda v: local(self._distribute_strategy, v), next(it))
+            break
+        with self._distribute_strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    def reduce_scalars_fixed(values, strategy, reduction="auto"):
+        if reduction not in ("auto", "mean") or not is_multi_worker(strategy):
+            return reduce_per_replica(values, strategy, reduction)
+
+        def one(v):
+            if local(strategy, v).shape.rank == 0:
+                return strategy.reduce("MEAN", v, axis=None)
+            return reduce_per_replica(v, strategy, reduction)
+        return tf.nest.map_structure(one, values)
+
+    reduce_scalars_fixed._xai_cxr_fixed = True
+    trainer._maybe_symbolic_build = maybe_symbolic_build
+    tft.reduce_per_replica = reduce_scalars_fixed
