@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import socket
 import sys
 import threading
@@ -87,7 +88,8 @@ def soak(url: str, pid: int, n: int, clients: int) -> dict:
                                                        for r in bad),
             "latency_s": {q: float(np.percentile(lat, int(q[1:]))) for q in ("p50", "p95", "p99")},
             "rss_mb": {"start": rss[0], "after_first_200": rss[1] if len(rss) > 1 else rss[0], "end": rss[-1],
-                       "growth_after_warmup": rss[-1] - (rss[1] if len(rss) > 1 else rss[0])}}
+                       "growth_after_warmup": rss[-1] - (rss[1] if len(rss) > 1 else rss[0]),
+                       "every_200_requests": [round(v, 1) for v in rss]}}
 
 
 def raw(port: int, request: bytes, trickle: float | None = None, read_timeout: float = 30.0) -> str:
@@ -135,18 +137,25 @@ def main(argv=None) -> int:
     p.add_argument("--requests", type=int, default=2000)
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--mc-passes", type=int, default=5)
+    p.add_argument("--malloc-arena-max", type=int, default=None,
+                   help="run the server with glibc's MALLOC_ARENA_MAX (per-thread malloc arenas grow RSS "
+                        "without a leak)")
+    p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
+    if args.malloc_arena_max:
+        os.environ["MALLOC_ARENA_MAX"] = str(args.malloc_arena_max)    # inherited by the server process
     port = _free_port()
     proc = start_server(16, port, args.mc_passes)
     url = f"http://127.0.0.1:{port}"
     try:
         result = {"date": dt.date.today().isoformat(),
-                  "command": f"python benchmarks/api_soak.py --requests {args.requests} --clients {args.clients}",
+                  "command": " ".join(["python benchmarks/api_soak.py", *(argv if argv is not None else sys.argv[1:])]),
+                  "malloc_arena_max": args.malloc_arena_max,
                   "soak": soak(url, proc.pid, args.requests, args.clients), "hostile": hostile(url, port)}
     finally:
         proc.terminate()
         proc.wait(30)
-    RESULTS.write_text(json.dumps(result, indent=2))
+    args.out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
     s = result["soak"]
     ok = s["lost"] == 0 and s["good_ok"] == s["good"] and s["bad_4xx_with_reason"] == s["bad"] \
