@@ -55,3 +55,32 @@ def test_cache_dir_keeps_frozen_features_on_disk_and_reuses_them(standin_keras_h
     assert entries, "no features written to --cache-dir"
     assert main(args) == 0                                   # a second run finds the same keyed entries
     assert sorted(p.parent.name for p in (tmp_path / "cache").rglob("features.npy")) == entries
+
+
+def test_operating_point_is_chosen_on_validation_stored_in_the_card_and_evaluate_agrees(tmp_path, capsys):
+    """--operating-point picks the threshold on the holdout's calibrated probabilities (recomputed here from the
+    saved model and temperature), the card keeps it, and `xai-cxr evaluate` at the card's threshold reproduces the
+    training run's test metrics."""
+    from xai_cxr.config import DataConfig
+    from xai_cxr.data import make_dataset
+    from xai_cxr.evaluate import operating_threshold, predict_proba
+    from xai_cxr.models import BACKBONES, load_trained_model
+    from xai_cxr.models.calibration import apply_temperature, load_temperature
+    from xai_cxr.pipeline import prepare_data
+    root = write_phantom_dataset(tmp_path / "d", PhantomConfig(image_size=32, n_train=16, n_test=6))
+    w, r = tmp_path / "w", tmp_path / "r"
+    assert main(["train", "--data-dir", str(root), "--validation", "holdout:0.25", "--operating-point",
+                 "sensitivity:0.9", *TINY, "--weights-dir", str(w), "--results-dir", str(r)]) == 0
+    trained = json.loads((r / "metrics.json").read_text())
+    model, card = load_trained_model(w)
+    prep = prepare_data(DataConfig(root=str(root), image_size=32, validation="holdout:0.25"), progress=False)
+    val = predict_proba(model, make_dataset(prep.val.images, None, BACKBONES[card.backbone].preprocess))
+    expected = operating_threshold(prep.val.labels, apply_temperature(val, load_temperature(w))[:, 1],
+                                   "sensitivity:0.9")
+    assert card.threshold == pytest.approx(expected, abs=1e-6)
+    assert trained["operating_point"]["threshold"] == pytest.approx(expected, abs=1e-6)
+    assert set(trained["at_threshold_0.5"]) >= {"accuracy", "specificity"}
+    assert main(["evaluate", "--data-dir", str(root), "--weights-dir", str(w), "--results-dir",
+                 str(tmp_path / "e")]) == 0
+    again = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert again["confusion_matrix"] == trained["confusion_matrix"] and again["threshold"] == pytest.approx(expected)

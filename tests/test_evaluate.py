@@ -60,3 +60,21 @@ def test_multiclass_metrics_match_numpy_by_hand():
     assert b["confusion_matrix"][1][1] == int(((y > 0) & (proba[:, 0] <= 0.5)).sum())
     assert m["accuracy_ci95"][0] <= m["accuracy"] <= m["accuracy_ci95"][1]
     assert "VIRUS" in format_metrics(m) and "any pneumonia vs normal" in format_metrics(m)
+
+
+def test_operating_threshold_rules_match_hand_counts():
+    """Six positives and four negatives: keeping 5/6 positives (sensitivity ≥ 0.8) allows a threshold up to the
+    5th-highest positive score; specificity ≥ 0.75 needs 3 of 4 negatives below it; Youden's J peaks where
+    sensitivity + specificity is largest (counted by hand below). Sensitivity 0.5 falls inside a run of positives
+    with no negative between them (a collinear stretch of the ROC that roc_curve drops by default)."""
+    from xai_cxr.evaluate import operating_threshold
+    y = np.array([1, 1, 1, 1, 1, 1, 0, 0, 0, 0])
+    p = np.array([0.95, 0.9, 0.8, 0.7, 0.6, 0.2, 0.65, 0.3, 0.1, 0.05])
+    assert operating_threshold(y, p, "sensitivity:0.8") == pytest.approx(0.6)       # 5 of 6 at ≥ 0.6
+    assert operating_threshold(y, p, "sensitivity:1.0") == pytest.approx(0.2)
+    assert operating_threshold(y, p, "sensitivity:0.5") == pytest.approx(0.8)       # 3 of 6 at ≥ 0.8
+    assert operating_threshold(y, p, "specificity:0.75") == pytest.approx(0.6)      # 0.3, 0.1, 0.05 below it
+    # J at 0.7: 4/6 + 4/4 - 1 = 0.667; at 0.6: 5/6 + 3/4 - 1 = 0.583; at 0.2: 1 + 2/4 - 1 = 0.5
+    assert operating_threshold(y, p, "youden") == pytest.approx(0.7)
+    with pytest.raises(ValueError, match="sensitivity:<0-1>"):
+        operating_threshold(y, p, "sensitivity:high")

@@ -77,6 +77,10 @@ def _add_data_flags(p) -> None:
     p.add_argument("--ema", type=float, default=None, metavar="MOMENTUM",
                    help="keep an exponential moving average of the weights (e.g. 0.99); validation and the best "
                         "checkpoint use it")
+    p.add_argument("--operating-point", default=None, metavar="RULE",
+                   help="two classes: choose the decision threshold on the validation split after calibration — "
+                        "sensitivity:0.95 (highest threshold keeping 95%% sensitivity), specificity:0.9, or youden; "
+                        "stored in the model card (evaluate, app, API use it); default 0.5")
     p.add_argument("--schedule", choices=["plateau", "cosine"], default=None,
                    help="plateau: ReduceLROnPlateau (the seed); cosine: 1 warm-up epoch, then cosine decay to 0")
     p.add_argument("--lr", type=float, default=None,
@@ -117,7 +121,7 @@ def _add_data_flags(p) -> None:
 
 # flags of _add_common(data=True) that only a training run reads (audit accepts them with --confounder only)
 _TRAINING_DESTS = ("image_size", "batch_size", "limit", "validation", "backbone", "weights", "epochs1", "epochs2",
-                   "budget_minutes", "optimizer", "weight_decay", "schedule", "lr", "clahe", "task", "bbox_csv", "loss", "focal_gamma", "focal_alpha", "classes", "color",
+                   "budget_minutes", "optimizer", "ema", "operating_point", "weight_decay", "schedule", "lr", "clahe", "task", "bbox_csv", "loss", "focal_gamma", "focal_alpha", "classes", "color",
                    "augment", "image_store", "cache_dir", "no_feature_cache", "mlflow", "resume", "deterministic", "cam",
                    "top_fraction", "results_dir")
 
@@ -158,7 +162,8 @@ def _configs(args, data: DataConfig, model: ModelConfig, train: TrainConfig):
     train = replace(train.with_epochs(args.epochs1, args.epochs2), seed=args.seed, deterministic=args.deterministic,
                     feature_cache=not args.no_feature_cache, feature_cache_dir=args.cache_dir,
                     **given(budget_minutes=args.budget_minutes, optimizer=args.optimizer,
-                            weight_decay=args.weight_decay, schedule=args.schedule, ema_momentum=args.ema),
+                            weight_decay=args.weight_decay, schedule=args.schedule, ema_momentum=args.ema,
+                            operating_point=args.operating_point),
                     multilabel_loss=args.loss, focal_gamma=args.focal_gamma, focal_alpha=args.focal_alpha,
                     verbose=1 if sys.stdout.isatty() else 2)   # progress bars only on a terminal
     if args.lr is not None:

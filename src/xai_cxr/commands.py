@@ -81,6 +81,7 @@ def cmd_evaluate(args):
     from .evaluate import format_metrics
     from .models import BACKBONES, load_trained_model
     from .data.stream import stream_predict
+    from .models.calibration import apply_temperature, load_temperature
     from .models.ood import OODDetector, feature_model
     model, card = load_trained_model(args.weights_dir)
     task = get_task(card.task)
@@ -90,7 +91,9 @@ def cmd_evaluate(args):
     out = stream_predict(model, df[df.split == "test"], card.image_size, BACKBONES[card.backbone].preprocess,
                          progress=True, color=card.color, batch_size=args.batch_size, clahe=card.clahe, tta=args.tta,
                          feature_net=feature_model(model, ood.layer) if ood else None)
-    m = task.metrics(out["labels"], out["proba"], card.class_names, card.threshold, seed=args.seed)
+    # the card's threshold applies to calibrated probabilities (as in the app and API; at 0.5 nothing changes)
+    proba = apply_temperature(out["proba"], load_temperature(args.weights_dir), task.multilabel)
+    m = task.metrics(out["labels"], proba, card.class_names, card.threshold, seed=args.seed)
     if ood:
         flagged = ood.flag(out["features"])
         m["out_of_distribution"] = {"threshold": ood.threshold, "test_flagged": int(flagged.sum()),

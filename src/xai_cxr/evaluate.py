@@ -10,6 +10,28 @@ def predict_proba(model, dataset) -> np.ndarray:
     return model.predict(dataset, verbose=0)
 
 
+def operating_threshold(y_true, p_pos, rule: str) -> float:
+    """The decision threshold on the positive-class probability that ``rule`` picks on validation data:
+    "sensitivity:0.95" = the highest threshold whose sensitivity is at least 0.95 (a screening tool fixes the
+    share of disease it may miss), "specificity:0.9" = the lowest whose specificity is at least 0.9, "youden" =
+    the one maximising sensitivity + specificity - 1. Thresholds are taken from scikit-learn's ``roc_curve``."""
+    from sklearn.metrics import roc_curve
+    fpr, tpr, thr = roc_curve(np.asarray(y_true), np.asarray(p_pos), drop_intermediate=False)   # every score
+    thr = np.minimum(thr, 1.0)                            # roc_curve's first threshold is +inf
+    name, _, value = rule.partition(":")
+    if name == "youden" and not value:
+        return float(thr[np.argmax(tpr - fpr)])
+    try:
+        target = float(value)
+    except ValueError:
+        target = float("nan")
+    if name not in ("sensitivity", "specificity") or not 0 < target <= 1:
+        raise ValueError(f"operating point {rule!r}: use sensitivity:<0-1>, specificity:<0-1> or youden")
+    if name == "sensitivity":
+        return float(thr[np.argmax(tpr >= target)])       # tpr rises as the threshold falls: the first is highest
+    return float(thr[np.nonzero(1 - fpr >= target)[0][-1]])
+
+
 def binary_metrics(y_true, p_pos, threshold: float = 0.5) -> dict:
     """Point metrics for the positive class (index 1) at ``threshold`` on its probability."""
     from sklearn import metrics as skm

@@ -242,6 +242,7 @@ def calibrate(model, prep: Prepared, data_cfg: DataConfig, test_proba, weights_d
     val_proba = test_proba if prep.val is prep.test else \
         predict_proba(model, make_dataset(prep.val.images, None, spec.preprocess, batch_size=data_cfg.batch_size))
     rep = calibration_report(prep.val.labels, val_proba, prep.test.labels, test_proba, multilabel)
+    val_calibrated = apply_temperature(val_proba, rep["temperature"], multilabel)
     rep["fitted_on"] = f"validation ({data_cfg.validation})"
     if data_cfg.validation == "test":
         rep["note"] = ("the validation data is the test split here, so the test ECE after scaling is optimistic; "
@@ -251,7 +252,31 @@ def calibrate(model, prep: Prepared, data_cfg: DataConfig, test_proba, weights_d
         save_figure(plot_reliability(prep.test.labels, test_proba,
                                      apply_temperature(test_proba, rep["temperature"])),
                     results_dir / "reliability.png")
-    return rep
+    return rep, val_calibrated
+
+
+def apply_operating_point(rule: str, metrics: dict, prep: Prepared, data_cfg: DataConfig, val_calibrated,
+                          test_proba, temperature: float, weights_dir: Path) -> dict:
+    """Choose the decision threshold by ``rule`` on the validation split's calibrated probabilities (the ones the
+    app, API and report show), store it in the card, and return the test metrics at that threshold, with the
+    metrics at 0.5 kept under "at_threshold_0.5"."""
+    from .evaluate import evaluate_predictions, operating_threshold
+    from .models.calibration import apply_temperature
+    if get_task(data_cfg.task).multilabel or len(data_cfg.class_names) != 2:
+        raise ValueError(f"--operating-point {rule}: for two-class tasks only")
+    t = operating_threshold(prep.val.labels, val_calibrated[:, 1], rule)
+    card = ModelCard.load(weights_dir)
+    replace(card, threshold=t).save(weights_dir)
+    out = evaluate_predictions(prep.test.labels, apply_temperature(test_proba, temperature), data_cfg.class_names,
+                               threshold=t, seed=data_cfg.seed, task=data_cfg.task)
+    keep = ("accuracy", "recall", "specificity", "precision", "f1", "confusion_matrix")
+    out = {**metrics, **out, "at_threshold_0.5": {k: metrics[k] for k in keep if k in metrics}}
+    out["operating_point"] = {"rule": rule, "threshold": t, "on": "calibrated probability of "
+                              f"{data_cfg.class_names[1]}", "chosen_on": f"validation ({data_cfg.validation})"}
+    if data_cfg.validation == "test":
+        out["operating_point"]["note"] = "chosen on the test split itself: the test metrics at it are optimistic"
+    print(f"operating point {rule}: threshold {t:.3f} on the calibrated probability (chosen on validation)")
+    return out
 
 
 def fit_out_of_distribution(model, prep: Prepared, weights_dir: Path, quantile: float = 0.99) -> dict:
@@ -362,7 +387,11 @@ def run(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, ca
                    validation=data_cfg.validation, validation_note=prep.validation_note,
                    training_minutes=training_minutes, budget_minutes=train_cfg.budget_minutes,
                    epochs_run={stage: len(h.get("loss", [])) for stage, h in history.items()})
-    metrics["calibration"] = calibrate(model, prep, data_cfg, proba, weights_dir, results_dir)
+    metrics["calibration"], val_calibrated = calibrate(model, prep, data_cfg, proba, weights_dir, results_dir)
+    if train_cfg.operating_point:
+        metrics = apply_operating_point(train_cfg.operating_point, metrics, prep, data_cfg, val_calibrated, proba,
+                                        metrics["calibration"]["temperature"], weights_dir)
+        card = ModelCard.load(weights_dir)
     metrics["out_of_distribution"] = fit_out_of_distribution(model, prep, weights_dir)
     save_figure(sample_figure(model, prep.test, data_cfg, cam_cfg, target_layer), results_dir / "sample_results.png")
     pg = None if get_task(data_cfg.task).multilabel else lesion_pointing_game(model, prep.test, data_cfg, cam_cfg,

@@ -1,0 +1,71 @@
+"""What `--operating-point RULE` does to already trained models: the decision threshold chosen on each run's own
+validation split (its seeded patient-grouped holdout, calibrated with the run's temperature), then the test split
+evaluated at 0.5 and at that threshold. The same computation `xai-cxr train --operating-point` makes at the end of
+training (`pipeline.apply_operating_point`), applied after the fact to the weights of `benchmarks/accuracy.py`.
+
+    python benchmarks/operating_point.py --rule sensitivity:0.95 \
+        --runs benchmarks/runs/cxr-res/seed42 benchmarks/runs/cxr-res/seed1 benchmarks/runs/cxr-res/seed2
+
+Writes benchmarks/results/operating_point.json.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "kermany224" / "chest_xray"
+RESULTS = Path(__file__).resolve().parent / "results" / "operating_point.json"
+KEYS = ("accuracy", "recall", "specificity", "roc_auc")
+
+
+def evaluate_run(run: Path, rule: str, data: Path) -> dict:
+    from xai_cxr.config import DataConfig
+    from xai_cxr.data import make_dataset
+    from xai_cxr.evaluate import evaluate_predictions, operating_threshold, predict_proba
+    from xai_cxr.models import BACKBONES, load_trained_model
+    from xai_cxr.models.calibration import apply_temperature, load_temperature
+    from xai_cxr.pipeline import prepare_data
+    weights = run / "weights"
+    model, card = load_trained_model(weights)
+    saved = json.loads((weights / "run_config.json").read_text())["DataConfig"]
+    cfg = DataConfig(root=str(data), image_size=card.image_size, validation=saved["validation"], clahe=card.clahe,
+                     seed=card.seed)
+    prep = prepare_data(cfg, progress=False)
+    pre, temperature = BACKBONES[card.backbone].preprocess, load_temperature(weights)
+    val = apply_temperature(predict_proba(model, make_dataset(prep.val.images, None, pre, batch_size=64)), temperature)
+    test = apply_temperature(predict_proba(model, make_dataset(prep.test.images, None, pre, batch_size=64)),
+                             temperature)
+    t = operating_threshold(prep.val.labels, val[:, 1], rule)
+    at = {name: evaluate_predictions(prep.test.labels, test, card.class_names, threshold=thr)
+          for name, thr in (("0.5", 0.5), (rule, t))}
+    return {"run": str(run), "seed": card.seed, "threshold": t,
+            **{f"{k}@{name}": float(m[k]) for name, m in at.items() for k in KEYS}}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rule", default="sensitivity:0.95")
+    p.add_argument("--runs", type=Path, nargs="+", required=True)
+    p.add_argument("--data-dir", type=Path, default=DATA)
+    args = p.parse_args(argv)
+    if not args.data_dir.is_dir():
+        sys.exit(f"no Kermany copy at {args.data_dir} (see ../shared/data/README.md)")
+    rows = [evaluate_run(r, args.rule, args.data_dir) for r in args.runs]
+    summary = {k: {"mean": float(np.mean([r[k] for r in rows])), "sd": float(np.std([r[k] for r in rows], ddof=1))
+                   if len(rows) > 1 else 0.0} for k in rows[0] if "@" in k or k == "threshold"}
+    table = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    table[args.rule] = {"date": dt.date.today().isoformat(), "command": " ".join(
+        ["python benchmarks/operating_point.py", *(argv if argv is not None else sys.argv[1:])]),
+        "runs": rows, "summary": summary}
+    RESULTS.write_text(json.dumps(table, indent=2))
+    print(json.dumps(table[args.rule], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
