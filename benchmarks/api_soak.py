@@ -87,9 +87,23 @@ def soak(url: str, pid: int, n: int, clients: int) -> dict:
             "bad": len(bad), "bad_4xx_with_reason": sum(400 <= (r["status"] or 0) < 500 and bool(r["detail"])
                                                        for r in bad),
             "latency_s": {q: float(np.percentile(lat, int(q[1:]))) for q in ("p50", "p95", "p99")},
-            "rss_mb": {"start": rss[0], "after_first_200": rss[1] if len(rss) > 1 else rss[0], "end": rss[-1],
-                       "growth_after_warmup": rss[-1] - (rss[1] if len(rss) > 1 else rss[0]),
-                       "every_200_requests": [round(v, 1) for v in rss]}}
+            "rss_mb": rss_summary(rss, n)}
+
+
+def rss_summary(trace: list[float], n: int) -> dict:
+    """Server RSS from its trace (before any request, then after requests 1, 201, 401, …, then at the end).
+    Warm-up = the first 20% of the requests (at least 400: the first /explain calls and every batch size build
+    their graphs and buffers there); growth = end − RSS at the end of warm-up; slope = least-squares MB per 1,000
+    requests over the second half."""
+    k = np.array([0] + [1 + 200 * j for j in range(len(trace) - 2)] + [n], float)   # requests done at each sample
+    v = np.array(trace, float)
+    warm = max(400, n // 5)
+    at_warm = float(v[np.argmin(np.abs(k - warm))])
+    half = k >= n / 2
+    slope = float(np.polyfit(k[half], v[half], 1)[0] * 1000) if half.sum() >= 2 else float("nan")
+    return {"start": float(v[0]), "after_warmup": at_warm, "warmup_requests": warm, "end": float(v[-1]),
+            "growth_after_warmup": float(v[-1]) - at_warm, "mb_per_1000_requests_second_half": slope,
+            "every_200_requests": [round(x, 1) for x in trace]}
 
 
 def raw(port: int, request: bytes, trickle: float | None = None, read_timeout: float = 30.0) -> str:

@@ -187,3 +187,14 @@ def test_a_client_that_trickles_its_body_does_not_hold_up_other_requests(api):
     r = httpx.post(f"{url}/predict", files={"file": ("a.png", _png(_xray()), "image/png")}, timeout=60)
     assert r.status_code == 200 and time.perf_counter() - t0 < 10
     assert slow.is_alive()                                   # still trickling: it was not waited for
+
+
+def test_serve_caps_malloc_arenas_unless_the_user_set_them(monkeypatch):
+    """glibc's per-thread arenas made the API's RSS creep under load (benchmarks/api_soak.py); `serve` caps them
+    with mallopt on Linux and leaves a user's MALLOC_ARENA_MAX alone."""
+    import sys
+    from xai_cxr.runtime import limit_malloc_arenas
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert limit_malloc_arenas() is False
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    assert limit_malloc_arenas() is sys.platform.startswith("linux")

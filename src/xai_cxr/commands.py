@@ -267,7 +267,9 @@ def cmd_report(args):
 
 
 def cmd_serve(args):
+    from .runtime import limit_malloc_arenas
     from .serve.api import serve
+    limit_malloc_arenas()                       # before the request threads start: RSS stays flat under load
     serve(args.weights_dir, host=args.host, port=args.port, max_batch=args.max_batch,
           max_wait_ms=args.max_wait_ms, allow_phantom=args.phantom, mc_passes=args.mc_passes, token=args.token)
 
@@ -276,6 +278,7 @@ def cmd_app(args):
     import subprocess
     app = Path(__file__).parent / "serve" / "app.py"
     os.environ["XAI_CXR_WEIGHTS_DIR"] = str(Path(args.weights_dir).resolve())
+    os.environ.setdefault("MALLOC_ARENA_MAX", "2")     # a long-running server: see runtime.limit_malloc_arenas
     cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port),
            "--server.headless", "true", "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer",
            "--server.maxUploadSize", "20", "--server.address", args.address]
