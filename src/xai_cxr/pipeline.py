@@ -28,13 +28,15 @@ def has_split(root: str | Path, split: str = "train") -> bool:
 def scratch_configs(root: str | Path, seed: int = 42, budget_minutes: float | None = 30.0):
     """The best recipe measured without pretrained weights (docs/results.md): ``cxr-res`` at 160 px, trained whole
     with AdamW (lr 1e-3) on a warm-up + cosine schedule over 20 epochs, augmentation and CLAHE, a patient-grouped
-    holdout for validation, stopped by the wall-clock budget. bfloat16 is left to ``--precision`` (it pays only
-    on CPUs with AVX512-BF16/AMX)."""
+    holdout for validation, stopped by the wall-clock budget; the decision threshold is the holdout's 95%-sensitivity
+    operating point (two-class tasks). bfloat16 is left to ``--precision`` (it pays only on CPUs with
+    AVX512-BF16/AMX)."""
     from .config import AugmentConfig
     data = DataConfig(root=str(root), image_size=160, validation="holdout:0.1", augment=AugmentConfig(), clahe=True,
                       seed=seed)
     model = ModelConfig(backbone="cxr-res", weights="none")
-    train = replace(TrainConfig(seed=seed, optimizer="adamw", schedule="cosine", budget_minutes=budget_minutes),
+    train = replace(TrainConfig(seed=seed, optimizer="adamw", schedule="cosine", budget_minutes=budget_minutes,
+                                operating_point="sensitivity:0.95"),
                     stage1=StageConfig(epochs=20, learning_rate=1e-3))
     return data, model, train
 
@@ -263,7 +265,9 @@ def apply_operating_point(rule: str, metrics: dict, prep: Prepared, data_cfg: Da
     from .evaluate import evaluate_predictions, operating_threshold
     from .models.calibration import apply_temperature
     if get_task(data_cfg.task).multilabel or len(data_cfg.class_names) != 2:
-        raise ValueError(f"--operating-point {rule}: for two-class tasks only")
+        print(f"note: operating point {rule} not applied: it is for two-class tasks (this one has "
+              f"{len(data_cfg.class_names)} {'labels' if get_task(data_cfg.task).multilabel else 'classes'})")
+        return metrics
     t = operating_threshold(prep.val.labels, val_calibrated[:, 1], rule)
     card = ModelCard.load(weights_dir)
     replace(card, threshold=t).save(weights_dir)
