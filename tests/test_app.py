@@ -148,3 +148,25 @@ def test_app_renders_in_headless_chromium_and_shows_a_prediction(app_env, tmp_pa
     finally:
         os.killpg(proc.pid, signal.SIGTERM)           # `xai-cxr app` and the streamlit server it started
         proc.wait(10)
+
+
+def test_an_operating_point_in_the_card_is_the_sliders_default_and_decides(phantom_weights, tmp_path, monkeypatch):
+    """A card whose threshold came from --operating-point (here 0.97, above the old slider's 0.95 end) opens with
+    that threshold and decides by it."""
+    from dataclasses import replace
+    from streamlit.runtime.caching import cache_data, cache_resource
+    from xai_cxr.models import ModelCard
+    from xai_cxr.serve.inference import Predictor
+    weights = tmp_path / "weights"
+    shutil.copytree(phantom_weights, weights)
+    replace(ModelCard.load(weights), threshold=0.97).save(weights)
+    monkeypatch.setenv("XAI_CXR_WEIGHTS_DIR", str(weights))
+    cache_resource.clear()
+    cache_data.clear()
+    img, png = _xray_png(seed=3)
+    p_pos = Predictor.from_weights_dir(weights).predict(img[None], mc=False)[0].probabilities["PNEUMONIA"]
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    assert not at.exception and at.slider(key="threshold").value == pytest.approx(0.97)
+    at.file_uploader(key="uploads").upload("chest.png", png, "image/png").run()
+    assert not at.exception
+    assert _metric(at, "Prediction") == ("PNEUMONIA" if p_pos >= 0.97 else "NORMAL")

@@ -103,8 +103,10 @@ def main():
         methods = st.multiselect("Explanations", list(EXPLAINERS), default=["gradcam"],
                                  help=f"fast: {', '.join(FAST)}; Score-CAM, LIME and SHAP take longer")
         fraction = st.slider("Share of heat painted red", 0.01, 0.30, 0.05, 0.01, key="fraction")
-        threshold = st.slider("Decision threshold (positive class)", 0.05, 0.95, float(card.threshold), 0.01,
-                              key="threshold")
+        # the card's threshold may be an operating point chosen on validation (e.g. 0.95): the range must hold it
+        threshold = st.slider("Decision threshold (positive class)", 0.01, 0.99,
+                              min(max(float(card.threshold), 0.01), 0.99), 0.01, key="threshold",
+                              help="default: the model card's (0.5, or the operating point chosen on validation)")
     uploads = st.file_uploader("Chest X-rays (PNG, JPEG or DICOM)", type=["png", "jpg", "jpeg", "dcm"],
                                accept_multiple_files=True, key="uploads")
     sample_set = samples(card.image_size)
