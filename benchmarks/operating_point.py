@@ -52,6 +52,7 @@ def main(argv=None) -> int:
     p.add_argument("--rule", default="sensitivity:0.95")
     p.add_argument("--runs", type=Path, nargs="+", required=True)
     p.add_argument("--data-dir", type=Path, default=DATA)
+    p.add_argument("--name", default=None, help="the entry in the JSON (default: the rule)")
     args = p.parse_args(argv)
     if not args.data_dir.is_dir():
         sys.exit(f"no Kermany copy at {args.data_dir} (see ../shared/data/README.md)")
@@ -59,11 +60,12 @@ def main(argv=None) -> int:
     summary = {k: {"mean": float(np.mean([r[k] for r in rows])), "sd": float(np.std([r[k] for r in rows], ddof=1))
                    if len(rows) > 1 else 0.0} for k in rows[0] if "@" in k or k == "threshold"}
     table = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    table[args.rule] = {"date": dt.date.today().isoformat(), "command": " ".join(
+    name = args.name or args.rule
+    table[name] = {"rule": args.rule, "date": dt.date.today().isoformat(), "command": " ".join(
         ["python benchmarks/operating_point.py", *(argv if argv is not None else sys.argv[1:])]),
         "runs": rows, "summary": summary}
     RESULTS.write_text(json.dumps(table, indent=2))
-    print(json.dumps(table[args.rule], indent=2))
+    print(json.dumps(table[name], indent=2))
     return 0
 
 
