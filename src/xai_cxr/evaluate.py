@@ -166,7 +166,8 @@ def _format_core(m: dict) -> str:
     return (f"accuracy {m['accuracy']:.3f} [{lo:.3f}, {hi:.3f}]  ROC-AUC {m['roc_auc']:.3f} [{alo:.3f}, {ahi:.3f}]\n"
             f"precision {m['precision']:.3f}  recall/sensitivity {m['recall']:.3f}  "
             f"specificity {m['specificity']:.3f}  F1 {m['f1']:.3f}\n"
-            f"confusion matrix (rows true, cols pred): TN {tn}  FP {fp} | FN {fn}  TP {tp}  (n={m['n_images']})")
+            f"confusion matrix (rows true, cols pred): TN {tn}  FP {fp} | FN {fn}  TP {tp}  (n={m['n_images']})"
+            + (f"\nat the decision threshold {m['threshold']:.3f} (not 0.5)" if m.get("threshold", 0.5) != 0.5 else ""))
 
 
 def _format_multiclass(m: dict) -> str:
