@@ -59,10 +59,11 @@ def run_seed(recipe: str, seed: int, data: Path, out: Path) -> dict:
             "date": dt.date.today().isoformat()}
 
 
-def summarize(runs: list[dict]) -> dict:
+def summarize(runs: list[dict], keys=KEYS) -> dict:
+    """Mean, sample sd and count of each key over the runs (runs without the key are left out)."""
     import numpy as np
     out = {}
-    for k in KEYS:
+    for k in keys:
         v = np.array([r[k] for r in runs if r.get(k) is not None], float)
         out[k] = {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "n": int(len(v))}
     return out

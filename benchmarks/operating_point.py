@@ -16,7 +16,8 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).parent))
+from accuracy import summarize  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "kermany224" / "chest_xray"
 RESULTS = Path(__file__).resolve().parent / "results" / "operating_point.json"
@@ -57,8 +58,7 @@ def main(argv=None) -> int:
     if not args.data_dir.is_dir():
         sys.exit(f"no Kermany copy at {args.data_dir} (see ../shared/data/README.md)")
     rows = [evaluate_run(r, args.rule, args.data_dir) for r in args.runs]
-    summary = {k: {"mean": float(np.mean([r[k] for r in rows])), "sd": float(np.std([r[k] for r in rows], ddof=1))
-                   if len(rows) > 1 else 0.0} for k in rows[0] if "@" in k or k == "threshold"}
+    summary = summarize(rows, [k for k in rows[0] if "@" in k or k == "threshold"])
     table = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     name = args.name or args.rule
     table[name] = {"rule": args.rule, "date": dt.date.today().isoformat(), "command": " ".join(
