@@ -292,3 +292,22 @@ def test_random_gamma_is_one_power_curve_per_image_within_its_range_and_identity
     np.testing.assert_allclose(y, expected, atol=0.05)
     assert np.all(np.abs(np.log(gammas)) <= 0.4 + 1e-5) and len(np.unique(gammas.round(4))) == 6
     np.testing.assert_array_equal(RandomGamma(0.4, seed=3)(tf.constant(x), training=False).numpy(), x)
+
+
+def test_aspect_augmentation_changes_the_width_alone_within_its_range():
+    """`--augment aspect`: a centred white bar keeps its height exactly; its width is zoomed by 1/(1 ± 0.3),
+    both narrower and wider across draws (the squash-shortcut lever of issue #16)."""
+    import tensorflow as tf
+    from xai_cxr.config import AUGMENT_PRESETS, AugmentConfig
+    from xai_cxr.data.images import augmenter
+    only = AugmentConfig(rotation_deg=0, zoom=0, translate=0, brightness=0, contrast=0,
+                         aspect=AUGMENT_PRESETS["aspect"].aspect)
+    img = np.zeros((64, 64, 64, 1), np.float32)
+    img[:, 20:44, 24:40] = 255                                                  # 24 tall, 16 wide
+    out = np.asarray(augmenter(only, seed=3)(tf.constant(img), training=True))[..., 0] > 127
+    heights = out.any(axis=2).sum(axis=1)
+    widths = out.any(axis=1).sum(axis=1)
+    np.testing.assert_array_equal(heights, 24)
+    assert widths.min() >= np.floor(16 / 1.3) and widths.max() <= np.ceil(16 / 0.7)
+    assert widths.min() < 15 and widths.max() > 17                              # narrower and wider both drawn
+    assert AugmentConfig().aspect == 0                                          # off unless asked for

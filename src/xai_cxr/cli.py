@@ -103,7 +103,8 @@ def _add_data_flags(p) -> None:
                    help="keep images in colour (non-X-ray data sets); default: decode to grayscale")
     p.add_argument("--augment", nargs="?", const="standard", choices=sorted(AUGMENT_PRESETS), default=None,
                    help="augment training batches (no flips): 'standard' (the default when the flag is bare) = "
-                        "small rotations/zoom/shifts/brightness/contrast; 'strong' adds gamma and widens the jitter")
+                        "small rotations/zoom/shifts/brightness/contrast; 'strong' adds gamma and widens the jitter; "
+                        "'aspect' = standard + a random ±30%% zoom of the width alone (the chest made wider or narrower)")
     p.add_argument("--image-store", default=None,
                    help="decode the images once into memory-mapped files in this folder and train from there "
                         "(bounded RAM for 100k+ films; reused while files and settings are unchanged)")

@@ -39,13 +39,18 @@ class AugmentConfig:
     brightness: float = 0.1             # ± fraction of the 0-255 range
     contrast: float = 0.1               # ± factor
     gamma: float = 0.0                  # ± log of a gamma factor: x ↦ 255·(x/255)^γ, γ = e^u (exposure curve); 0 = off
+    aspect: float = 0.0                 # ± zoom of the width alone (the chest made wider or narrower); 0 = off
     horizontal_flip: bool = False
 
 
-# `--augment [standard|strong]`: "strong" widens the photometric jitter (gamma, contrast, brightness) and the
+# `--augment [standard|strong|aspect]`: "strong" widens the photometric jitter (gamma, contrast, brightness) and the
 # random zoom/shift, aimed at the acquisition shift between Kermany's train and test films (issue #16's lever).
+# "aspect" adds a random change of the width alone: films of every aspect ratio were squashed to squares, and the
+# original aspect ratio predicts the label (docs/results.md, "The squash shortcut"), so the model must not learn
+# how wide a chest looks.
 AUGMENT_PRESETS = {"standard": AugmentConfig(),
-                   "strong": AugmentConfig(zoom=0.15, translate=0.08, brightness=0.15, contrast=0.3, gamma=0.4)}
+                   "strong": AugmentConfig(zoom=0.15, translate=0.08, brightness=0.15, contrast=0.3, gamma=0.4),
+                   "aspect": AugmentConfig(aspect=0.3)}
 
 
 @dataclass(frozen=True)

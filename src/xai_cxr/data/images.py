@@ -261,6 +261,8 @@ def augmenter(cfg, seed: int = 42):
              layers.RandomTranslation(cfg.translate, cfg.translate, fill_mode="constant", seed=seed + 2),
              layers.RandomBrightness(cfg.brightness, value_range=(0, 255), seed=seed + 3),
              layers.RandomContrast(cfg.contrast, value_range=(0, 255), seed=seed + 4)]
+    if cfg.aspect:                      # width only: height factor 0, width zoomed by 1 ± aspect
+        stack.append(layers.RandomZoom((0.0, 0.0), (-cfg.aspect, cfg.aspect), fill_mode="constant", seed=seed + 7))
     if cfg.gamma:
         from .gamma import RandomGamma
         stack.append(RandomGamma(cfg.gamma, seed=seed + 6))
