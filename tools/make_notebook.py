@@ -132,7 +132,9 @@ softmax. The ImageNet file is fetched the way Keras does it: `~/.keras/models/` 
 downloaded once (Keras's published hash checked); offline, a clear error with the URL stops this cell before any
 training. Without ImageNet weights, set `BACKBONE = "cxr-res"`: a residual BatchNorm network made for that case,
 trained whole in a single stage (freezing random features teaches nothing) with the recipe measured in
-`docs/results.md` (160 px, CLAHE, augmentation, AdamW on a cosine schedule, patient holdout, 30-minute budget).
+`docs/results.md` (160 px, CLAHE, augmentation including a random change of the width — the 224-px Kaggle copies
+squash every film to a square, and how wide a chest looks then predicts the label — AdamW on a cosine schedule,
+patient holdout, 30-minute budget).
 
 Two stages, each with fresh EarlyStopping (patience 4), ReduceLROnPlateau (×0.5, patience 2) and a checkpoint of
 the lowest validation loss; loss = categorical cross-entropy with label smoothing 0.05, weighted by class:"""),
