@@ -45,7 +45,7 @@ RECIPES = {
     "cxr-res-aspect-op95": ["--backbone", "cxr-res", "--image-size", "160", "--precision", "mixed_bfloat16",
                             "--augment", "aspect", "--clahe", "--optimizer", "adamw", "--schedule", "cosine",
                             "--lr", "1e-3", "--epochs1", "20", "--operating-point", "sensitivity:0.95"],
-    # fixed 2026-11-26 ~16:47 UTC, before seed 2's result existed: with --augment aspect the holdout loss rises over
+    # fixed 2026-11-26 16:38 UTC (commit 2c5a253), before seed 2's result existed: with --augment aspect the holdout loss rises over
     # the last epochs (the holdout still carries the squash cue the model is kept from using), so the best-holdout
     # epoch is a mid-schedule one; keep the last epoch of the cosine schedule and decide at 0.5. Seeds 42 and 1
     # were looked at on the test split before this was fixed (last-epoch weights from their resume backups).

@@ -159,6 +159,31 @@ def test_budget_stops_after_the_last_epoch_that_fits_and_keeps_the_best_epoch(tm
     assert again == pytest.approx(min(val), rel=1e-4)
 
 
+def test_keep_last_saves_the_final_epoch_not_the_best(tmp_path):
+    """``keep="last"``: the kept file holds the final epoch's weights — equal to the resume backup Keras's
+    BackupAndRestore wrote after that epoch — and the model is left at them, even when an earlier epoch had the
+    lower validation loss."""
+    from xai_cxr.config import TrainConfig
+    from xai_cxr.data import make_dataset
+    from xai_cxr.models.train import train_two_stage
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (16, 32, 32)).astype(np.uint8)
+    ds = make_dataset(images, np.arange(16) % 2, lambda x: x / 255.0, batch_size=8)
+    val = make_dataset(images[:8], 1 - np.arange(8) % 2, lambda x: x / 255.0, batch_size=8)   # labels flipped:
+    model = build_model(ModelConfig(backbone="cxr-small", weights="none"), 32)            # its loss rises
+    cfg = TrainConfig(verbose=0, schedule="cosine", keep="last").with_epochs(4, 0)
+    history = train_two_stage(model, ds, val, cfg, tmp_path, finetune_from=None)
+    assert len(history["stage1"]["val_loss"]) == 4
+    assert int(np.argmin(history["stage1"]["val_loss"])) != 3          # the best epoch is not the last one
+    backup = build_model(ModelConfig(backbone="cxr-small", weights="none"), 32)
+    backup.load_weights(tmp_path / "train_state" / "stage1" / "latest.weights.h5")
+    kept = build_model(ModelConfig(backbone="cxr-small", weights="none"), 32)
+    kept.load_weights(tmp_path / "model.weights.h5")
+    for a, b, c in zip(kept.get_weights(), backup.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+
+
 def test_cxr_res_trains_a_step_saves_reloads_to_the_same_predictions_and_has_residual_cam_layer(tmp_path):
     import keras
     from xai_cxr.explain.cam import GradCAM

@@ -207,8 +207,8 @@ def test_demo_on_real_data_offline_without_the_file_trains_the_from_scratch_reci
     data, model, train, note = demo_configs(root, allow_download=False)
     assert (model.backbone, model.weights) == ("cxr-res", "none") and "from scratch" in note
     assert (data.image_size, data.clahe, data.validation, data.augment.aspect) == (160, True, "holdout:0.1", 0.3)
-    assert (train.optimizer, train.schedule, train.budget_minutes, train.stage1.learning_rate, train.operating_point) \
-        == ("adamw", "cosine", 30.0, 1e-3, "sensitivity:0.95")
+    assert (train.optimizer, train.schedule, train.budget_minutes, train.stage1.learning_rate, train.keep,
+            train.operating_point) == ("adamw", "cosine", 30.0, 1e-3, "last", None)
     _, model, _, _ = demo_configs(root, allow_download=True)
     assert model.backbone == "vgg19"
 

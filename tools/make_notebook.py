@@ -167,15 +167,15 @@ plot_history(history);"""),
     md("""## 4. Evaluation on the test split
 
 Accuracy, sensitivity (recall of pneumonia), specificity, F1 and ROC-AUC, with 95% bootstrap confidence
-intervals (1,000 resamples of the test films), at the 0.5 threshold — or, with `BACKBONE = "cxr-res"`, at the
-recipe's operating point: the threshold that keeps 95% sensitivity on the *holdout* (after temperature scaling),
-chosen before the test split is looked at and saved in `model_config.json` (docs/results.md measures what it does)."""),
+intervals (1,000 resamples of the test films), at the 0.5 threshold. With `train_cfg.operating_point` set (e.g.
+`"sensitivity:0.95"`), the threshold is instead chosen on the *holdout* after temperature scaling, before the test
+split is looked at, and saved in `model_config.json` (docs/results.md measures what it does)."""),
     code("""from pathlib import Path
 from xai_cxr.config import write_json_atomic
 from xai_cxr.evaluate import format_metrics, plot_confusion, plot_roc
 from xai_cxr.pipeline import apply_operating_point, calibrate, evaluate_on_test
 metrics, proba = evaluate_on_test(model, prep.test, data_cfg, prep.skipped)
-if train_cfg.operating_point:            # the cxr-res recipe: calibrate on the holdout, then pick the threshold there
+if train_cfg.operating_point:            # calibrate on the holdout, then pick the threshold there
     metrics["calibration"], val_calibrated = calibrate(model, prep, data_cfg, proba, Path("saved_weights"),
                                                        Path("sample_results"))
     metrics = apply_operating_point(train_cfg.operating_point, metrics, prep, data_cfg, val_calibrated, proba,

@@ -74,6 +74,9 @@ def _add_data_flags(p) -> None:
     p.add_argument("--optimizer", choices=["adam", "adamw"], default=None,
                    help="adam (the seed) or adamw (decoupled weight decay, --weight-decay)")
     p.add_argument("--weight-decay", type=float, default=None, help="AdamW's weight decay (default 1e-4)")
+    p.add_argument("--keep", choices=["best", "last"], default=None,
+                   help="weights kept at the end of a stage: best (lowest validation loss; default) or last (the "
+                        "final epoch, e.g. the end of a cosine schedule)")
     p.add_argument("--ema", type=float, default=None, metavar="MOMENTUM",
                    help="keep an exponential moving average of the weights (e.g. 0.99); validation and the best "
                         "checkpoint use it")
@@ -122,7 +125,7 @@ def _add_data_flags(p) -> None:
 
 # flags of _add_common(data=True) that only a training run reads (audit accepts them with --confounder only)
 _TRAINING_DESTS = ("image_size", "batch_size", "limit", "validation", "backbone", "weights", "epochs1", "epochs2",
-                   "budget_minutes", "optimizer", "ema", "operating_point", "weight_decay", "schedule", "lr", "clahe", "task", "bbox_csv", "loss", "focal_gamma", "focal_alpha", "classes", "color",
+                   "budget_minutes", "optimizer", "ema", "operating_point", "keep", "weight_decay", "schedule", "lr", "clahe", "task", "bbox_csv", "loss", "focal_gamma", "focal_alpha", "classes", "color",
                    "augment", "image_store", "cache_dir", "no_feature_cache", "mlflow", "resume", "deterministic", "cam",
                    "top_fraction", "results_dir")
 
@@ -164,7 +167,7 @@ def _configs(args, data: DataConfig, model: ModelConfig, train: TrainConfig):
                     feature_cache=not args.no_feature_cache, feature_cache_dir=args.cache_dir,
                     **given(budget_minutes=args.budget_minutes, optimizer=args.optimizer,
                             weight_decay=args.weight_decay, schedule=args.schedule, ema_momentum=args.ema,
-                            operating_point=args.operating_point),
+                            operating_point=args.operating_point, keep=args.keep),
                     multilabel_loss=args.loss, focal_gamma=args.focal_gamma, focal_alpha=args.focal_alpha,
                     verbose=1 if sys.stdout.isatty() else 2)   # progress bars only on a terminal
     if args.lr is not None:

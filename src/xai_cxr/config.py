@@ -101,6 +101,8 @@ class TrainConfig:
     ema_momentum: float | None = None   # average the weights (Keras use_ema, e.g. 0.99); validation and the best
                                         # checkpoint use the average; None = off
     warmup_epochs: int = 1              # cosine only: linear warm-up from 0 to the stage's learning rate
+    keep: str = "best"                  # weights kept at a stage's end: "best" (lowest validation loss, the seed's
+                                        # checkpoint) | "last" (the final epoch: a cosine schedule's end)
     operating_point: str | None = None  # two classes: decision threshold chosen on validation after calibration,
                                         # "sensitivity:0.95" | "specificity:0.9" | "youden"; None = 0.5
 

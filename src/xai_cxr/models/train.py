@@ -218,7 +218,13 @@ def _fit_stage(model, fit_model, train_ds, val_ds, name: str, stage: StageConfig
     fit_model.fit(train_ds, validation_data=val_ds, epochs=stage.epochs, class_weight=class_weight,
                   callbacks=[backup, *ema, ckpt, es, *plateau, NaNGuard(), state, *budget], verbose=cfg.verbose,
                   shuffle=False)
-    if ckpt.best_epoch is not None:
+    if cfg.keep == "last":              # the live weights of the final epoch replace the best epoch's file
+        tmp = ckpt_path.with_name(ckpt_path.name.replace(".weights.h5", ".tmp.weights.h5"))
+        model.save_weights(tmp)
+        os.replace(tmp, ckpt_path)
+        best = f"; the best holdout epoch was {ckpt.best_epoch + 1}" if ckpt.best_epoch is not None else ""
+        print(f"[{name}] kept the last epoch ({len(state.history().get('loss', []))}){best} → {ckpt_path}")
+    elif ckpt.best_epoch is not None:
         model.load_weights(ckpt_path)
         print(f"[{name}] best epoch {ckpt.best_epoch + 1} (val_loss {ckpt.best:.4f}) → {ckpt_path}")
     return state.history()
