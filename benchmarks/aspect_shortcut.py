@@ -10,7 +10,9 @@ a model free of the shortcut keeps its predictions; one that uses it calls narro
     python benchmarks/aspect_shortcut.py --runs benchmarks/runs/cxr-res/seed42 \
         benchmarks/runs/cxr-res-aspect-op95/seed42
 
-Writes benchmarks/results/aspect_shortcut.json (raw probabilities, threshold 0.5, no calibration).
+`--last-epoch` probes each run's last-epoch weights (`weights/train_state/stage1/latest.weights.h5`, what
+`--keep last` keeps) instead of its best holdout epoch's. Writes benchmarks/results/aspect_shortcut.json (raw
+probabilities, threshold 0.5, no calibration).
 """
 from __future__ import annotations
 
@@ -52,7 +54,7 @@ def aspect_auc(root: Path) -> dict:
                for k, name in enumerate(("NORMAL", "PNEUMONIA"))}}
 
 
-def probe(run: Path, data: Path) -> dict:
+def probe(run: Path, data: Path, last_epoch: bool = False) -> dict:
     from sklearn.metrics import roc_auc_score
     from xai_cxr.config import DataConfig
     from xai_cxr.data import make_dataset
@@ -60,6 +62,8 @@ def probe(run: Path, data: Path) -> dict:
     from xai_cxr.models import BACKBONES, load_trained_model
     from xai_cxr.pipeline import prepare_data
     model, card = load_trained_model(run / "weights")
+    if last_epoch:
+        model.load_weights(run / "weights" / "train_state" / "stage1" / "latest.weights.h5")
     cfg = DataConfig(root=str(data), image_size=card.image_size, validation="holdout:0.1", clahe=card.clahe,
                      seed=card.seed)
     test = prepare_data(cfg, progress=False).test
@@ -71,7 +75,8 @@ def probe(run: Path, data: Path) -> dict:
                      "specificity": float((p[y == 0] < 0.5).mean()), "sensitivity": float((p[y == 1] >= 0.5).mean()),
                      "roc_auc": float(roc_auc_score(y, p))})
     by = {r["width_factor"]: r for r in rows}
-    return {"run": str(run), "seed": card.seed, "rows": rows,
+    return {"run": str(run), "seed": card.seed, "weights": "last epoch" if last_epoch else "best holdout epoch",
+            "rows": rows,
             "specificity_drop_at_0.9": by[1.0]["specificity"] - by[0.9]["specificity"]}
 
 
@@ -81,15 +86,17 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=Path, nargs="+", required=True)
     p.add_argument("--data-dir", type=Path, default=SHARED / "kermany224" / "chest_xray")
+    p.add_argument("--last-epoch", action="store_true", help="probe the last epoch's weights, not the best's")
+    p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     if not args.data_dir.is_dir():
         sys.exit(f"no Kermany copy at {args.data_dir} (see ../shared/data/README.md)")
     out = {"date": dt.date.today().isoformat(),
            "command": " ".join(["python benchmarks/aspect_shortcut.py", *(argv if argv is not None else sys.argv[1:])]),
            "original_aspect_sample": aspect_auc(SHARED / "kermany-original-sample" / "chest_xray" / "train"),
-           "runs": [probe(r, args.data_dir) for r in args.runs]}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(out, indent=2))
+           "runs": [probe(r, args.data_dir, args.last_epoch) for r in args.runs]}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2))
     print(json.dumps(out, indent=2))
     return 0
 
