@@ -90,13 +90,15 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 2])
     p.add_argument("--data-dir", type=Path, default=DATA)
     p.add_argument("--out", type=Path, default=Path("benchmarks/runs"))
+    p.add_argument("--name", help="the JSON entry's name (default: the recipe), e.g. for the same recipe on a "
+                                  "slowed machine (`taskset -c 1 python benchmarks/accuracy.py ...`)")
     args = p.parse_args(argv)
     if not args.data_dir.is_dir():
         sys.exit(f"no Kermany copy at {args.data_dir} (see ../shared/data/README.md)")
     table = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    entry = table.setdefault(args.recipe, {"flags": " ".join(COMMON + RECIPES[args.recipe]), "runs": []})
+    entry = table.setdefault(args.name or args.recipe, {"flags": " ".join(COMMON + RECIPES[args.recipe]), "runs": []})
     for seed in args.seeds:
-        result = run_seed(args.recipe, seed, args.data_dir, args.out / args.recipe / f"seed{seed}")
+        result = run_seed(args.recipe, seed, args.data_dir, args.out / (args.name or args.recipe) / f"seed{seed}")
         entry["runs"] = [r for r in entry["runs"] if r["seed"] != seed] + [result]
         entry["summary"] = summarize(entry["runs"])
         RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -255,3 +255,60 @@ def test_ema_checkpoint_keeps_the_moving_average_of_the_best_epoch_not_the_live_
     for k, e, w in zip(kept, by_epoch[best], live[(best + 1) * steps - 1]):
         np.testing.assert_allclose(k, e, atol=1e-5)
     assert any(not np.allclose(k, w, atol=1e-4) for k, w in zip(kept, live[(best + 1) * steps - 1]))
+
+
+def test_planned_cosine_equals_keras_cosine_decay_until_replanned():
+    """Unplanned, the movable schedule is Keras's own CosineDecay with warm-up, step for step; after ``plan(n)``
+    it is the same curve squeezed to end at step n (0 there and after)."""
+    import keras
+    from xai_cxr.models.schedule import PlannedCosine
+    ours = PlannedCosine(1e-3, 10, 200)
+    keras_ = keras.optimizers.schedules.CosineDecay(0.0, 190, warmup_target=1e-3, warmup_steps=10)
+    steps = [0, 3, 10, 11, 57, 120, 199, 200, 250]
+    np.testing.assert_allclose([float(ours(s)) for s in steps], [float(keras_(s)) for s in steps], atol=1e-9)
+    ours.plan(110)
+    squeezed = keras.optimizers.schedules.CosineDecay(0.0, 100, warmup_target=1e-3, warmup_steps=10)
+    np.testing.assert_allclose([float(ours(s)) for s in steps], [float(squeezed(s)) for s in steps], atol=1e-9)
+    assert float(ours(110)) == 0.0
+
+
+@pytest.mark.parametrize("done, longest, remaining, expected", [
+    (1, 10.0, 25.0, 3),       # two more 10-s epochs fit in 25 s
+    (1, 10.0, 5.0, 1),        # none fits: stop now
+    (1, 10.0, 1e6, 20),       # never more than planned
+    (4, 0.0, 0.0, 20),        # no timing yet: the plan stands
+])
+def test_plan_epochs_counts_the_epochs_that_fit(done, longest, remaining, expected):
+    from xai_cxr.models.schedule import plan_epochs
+    assert plan_epochs(done, longest, remaining, 20) == expected
+
+
+def test_budget_replans_the_cosine_so_the_last_epoch_run_gets_the_floor_and_keep_last_keeps_it(tmp_path, monkeypatch):
+    """A slow machine on a fake clock: epochs of 10 s, a 35-s budget, 20 planned cosine epochs. After epoch 1 the
+    planner sees 25 s left → 3 epochs in all; the schedule's end moves to epoch 3, training stops there, the rate of
+    the last step is 4% of the peak (not the ~0.9·peak of epoch 3 of 20), and ``keep="last"`` keeps it."""
+    import itertools
+    from xai_cxr.config import TrainConfig
+    from xai_cxr.data import make_dataset
+    from xai_cxr.models import callbacks
+    from xai_cxr.models.train import train_two_stage
+    ticks = itertools.chain([0.0], itertools.chain.from_iterable((10.0 * k, 10.0 * (k + 1)) for k in range(100)))
+    monkeypatch.setattr(callbacks, "now", lambda: next(ticks))
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (16, 32, 32)).astype(np.uint8)
+    ds = make_dataset(images, np.arange(16) % 2, lambda x: x / 255.0, batch_size=4)       # 4 steps per epoch
+    model = build_model(ModelConfig(backbone="cxr-small", weights="none"), 32)
+    cfg = TrainConfig(verbose=0, schedule="cosine", keep="last", budget_minutes=35 / 60).with_epochs(20, 0)
+    history = train_two_stage(model, ds, ds, cfg, tmp_path, finetune_from=None)
+    assert len(history["stage1"]["loss"]) == 3
+    schedule = model.optimizer._learning_rate
+    assert schedule.planned_steps == 3 * 4
+    last_step_rate = float(schedule(3 * 4 - 1))                         # step 11: 7 of 8 decay steps done
+    np.testing.assert_allclose(last_step_rate, 0.5 * (1 + np.cos(np.pi * 7 / 8)) * schedule.peak, rtol=1e-5)
+    assert last_step_rate < 0.05 * schedule.peak and float(schedule(3 * 4)) == 0.0
+    unplanned = 0.5 * (1 + np.cos(np.pi * (3 * 4 - 1 - 4) / (20 * 4 - 4))) * schedule.peak
+    assert unplanned > 0.9 * schedule.peak                              # what a cut schedule would have kept
+    kept = build_model(ModelConfig(backbone="cxr-small", weights="none"), 32)
+    kept.load_weights(tmp_path / "model.weights.h5")
+    for a, b in zip(kept.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)

@@ -70,16 +70,16 @@ def compile_for_stage(model, stage: StageConfig, cfg: TrainConfig, strategy=None
 def learning_rate(stage: StageConfig, cfg: TrainConfig, steps_per_epoch: int | None = None):
     """The stage's learning rate: a number (the seed; ReduceLROnPlateau lowers it), or with
     ``schedule="cosine"`` a linear warm-up over ``warmup_epochs`` to ``stage.learning_rate``, then a cosine
-    decay to 0 at the stage's last epoch (Loshchilov & Hutter 2017; Goyal et al. 2017 for the warm-up)."""
-    import keras
+    decay to 0 at the stage's last epoch (Loshchilov & Hutter 2017; Goyal et al. 2017 for the warm-up). The cosine
+    schedule's horizon can be shortened while training (``PlannedCosine.plan``): a wall-clock budget does so."""
     if cfg.schedule == "plateau":
         return stage.learning_rate
     if cfg.schedule != "cosine" or not steps_per_epoch:
         raise ValueError(f"schedule {cfg.schedule!r} needs 'plateau' or 'cosine' and a known number of steps "
                          f"per epoch (got {steps_per_epoch})")
+    from .schedule import PlannedCosine
     warmup = min(cfg.warmup_epochs, max(stage.epochs - 1, 0)) * steps_per_epoch
-    return keras.optimizers.schedules.CosineDecay(0.0, max(stage.epochs * steps_per_epoch - warmup, 1),
-                                                  warmup_target=stage.learning_rate, warmup_steps=warmup)
+    return PlannedCosine(stage.learning_rate, warmup, stage.epochs * steps_per_epoch)
 
 
 def make_optimizer(stage: StageConfig, cfg: TrainConfig, steps_per_epoch: int | None = None):
@@ -211,7 +211,14 @@ def _fit_stage(model, fit_model, train_ds, val_ds, name: str, stage: StageConfig
     state = TrainingState(state_dir / f"{name}.state.json", es, plateau[0] if plateau else None, resume=resume)
     # BackupAndRestore restores weights, optimizer state (incl. learning rate) and the epoch after a kill
     backup = keras.callbacks.BackupAndRestore(state_dir / name, double_checkpoint=True, delete_checkpoint=False)
-    budget = [] if deadline is None else [WallClockBudget(deadline)]
+    schedule = getattr(fit_model.optimizer, "_learning_rate", None)
+    if deadline is None:
+        budget = []
+    elif hasattr(schedule, "plan"):     # a cosine schedule: its end is moved to the last epoch that fits
+        from .schedule import BudgetPlanner
+        budget = [BudgetPlanner(deadline, schedule, _steps(train_ds) or 1, stage.epochs)]
+    else:
+        budget = [WallClockBudget(deadline)]
     # with an EMA the averaged weights are swapped in for validation and at each epoch's end, so the checkpoint
     # after it keeps the average; the backup before it keeps the live weights
     ema = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if cfg.ema_momentum else []
