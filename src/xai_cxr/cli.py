@@ -11,7 +11,7 @@ import sys
 from dataclasses import replace
 
 from .config import AUGMENT_PRESETS, CamConfig, DataConfig, ModelConfig, TrainConfig
-from .data.images import TTA_TRANSFORMS
+from .data.images import GEOMETRIES, TTA_TRANSFORMS
 from .tasks import TASKS
 
 
@@ -104,10 +104,15 @@ def _add_data_flags(p) -> None:
                         "(any folder-per-class data set); default NORMAL,PNEUMONIA")
     p.add_argument("--color", action="store_true",
                    help="keep images in colour (non-X-ray data sets); default: decode to grayscale")
-    p.add_argument("--augment", nargs="?", const="standard", choices=sorted(AUGMENT_PRESETS), default=None,
-                   help="augment training batches (no flips): 'standard' (the default when the flag is bare) = "
-                        "small rotations/zoom/shifts/brightness/contrast; 'strong' adds gamma and widens the jitter; "
-                        "'aspect' = standard + a random ±30%% zoom of the width alone (the chest made wider or narrower)")
+    p.add_argument("--augment", nargs="?", const="standard", choices=[*sorted(AUGMENT_PRESETS), "none"], default=None,
+                   help="augment training batches (no flips). Default 'aspect' = 'standard' + a random ±30%% zoom "
+                        "of the width alone (the chest made wider or narrower: the model must not learn the film's "
+                        "shape); 'standard' (the flag alone) = small rotations/zoom/shifts/brightness/contrast; "
+                        "'strong' adds gamma and widens the jitter; 'none' = off (frozen-feature cache on again)")
+    p.add_argument("--geometry", choices=list(GEOMETRIES), default=None,
+                   help="how a film becomes the square input, saved in the model card and applied by evaluate, "
+                        "explain, the app and the API: squash (default; keeps the whole chest), crop (centre "
+                        "square), pad (letterbox)")
     p.add_argument("--image-store", default=None,
                    help="decode the images once into memory-mapped files in this folder and train from there "
                         "(bounded RAM for 100k+ films; reused while files and settings are unchanged)")
@@ -125,7 +130,7 @@ def _add_data_flags(p) -> None:
 
 # flags of _add_common(data=True) that only a training run reads (audit accepts them with --confounder only)
 _TRAINING_DESTS = ("image_size", "batch_size", "limit", "validation", "backbone", "weights", "epochs1", "epochs2",
-                   "budget_minutes", "optimizer", "ema", "operating_point", "keep", "weight_decay", "schedule", "lr", "clahe", "task", "bbox_csv", "loss", "focal_gamma", "focal_alpha", "classes", "color",
+                   "budget_minutes", "optimizer", "ema", "operating_point", "keep", "weight_decay", "schedule", "lr", "clahe", "geometry", "task", "bbox_csv", "loss", "focal_gamma", "focal_alpha", "classes", "color",
                    "augment", "image_store", "cache_dir", "no_feature_cache", "mlflow", "resume", "deterministic", "cam",
                    "top_fraction", "results_dir")
 
@@ -160,7 +165,9 @@ def _configs(args, data: DataConfig, model: ModelConfig, train: TrainConfig):
                    image_store=args.image_store,
                    task=args.task, labels_csv=args.labels_csv, color=args.color, class_names=_class_names(args),
                    **given(image_size=args.image_size, validation=args.validation, clahe=args.clahe,
-                           augment=AUGMENT_PRESETS.get(args.augment)))
+                           geometry=args.geometry, augment=AUGMENT_PRESETS.get(args.augment)))
+    if args.augment == "none":
+        data = replace(data, augment=None)
     model = replace(model, **({"backbone": args.backbone} if args.backbone else {}),
                     **({"weights": args.weights} if args.weights else {}), allow_download=not args.no_download)
     train = replace(train.with_epochs(args.epochs1, args.epochs2), seed=args.seed, deterministic=args.deterministic,

@@ -89,7 +89,7 @@ def cmd_evaluate(args):
     require_splits(df, "test", root=args.data_dir)
     ood = OODDetector.load(args.weights_dir)
     out = stream_predict(model, df[df.split == "test"], card.image_size, BACKBONES[card.backbone].preprocess,
-                         progress=True, color=card.color, batch_size=args.batch_size, clahe=card.clahe, tta=args.tta,
+                         progress=True, color=card.color, batch_size=args.batch_size, clahe=card.clahe, geometry=card.geometry, tta=args.tta,
                          feature_net=feature_model(model, ood.layer) if ood else None)
     # the card's threshold applies to calibrated probabilities (as in the app and API; at 0.5 nothing changes)
     proba = apply_temperature(out["proba"], load_temperature(args.weights_dir), task.multilabel)
@@ -122,7 +122,7 @@ def cmd_explain(args):
     grays, names, skipped = [], [], []
     for path in args.images:
         try:
-            grays.append(load_image(path, card.image_size, card.color, card.clahe))
+            grays.append(load_image(path, card.image_size, card.color, card.clahe, card.geometry))
             names.append(Path(path))
         except (ImageReadError, OSError, cv2.error) as exc:
             skipped.append((path, str(exc)))
@@ -165,7 +165,8 @@ def cmd_audit(args):
     model, card = load_trained_model(args.weights_dir)
     df = get_task(card.task).scan(args.data_dir, card.class_names, card.seed, args.labels_csv)
     require_splits(df, "test", root=args.data_dir)
-    test = load_images(df[df.split == "test"], card.image_size, color=card.color, clahe=card.clahe)
+    test = load_images(df[df.split == "test"], card.image_size, color=card.color, clahe=card.clahe,
+                       geometry=card.geometry)
     masks = lesion_masks(test, card.image_size)
     cfg = AuditConfig(methods=tuple(args.methods or ()), n_images=args.n_images, steps=args.steps,
                       baseline=args.baseline, seed=args.seed, images=args.images, target=args.target)

@@ -14,7 +14,9 @@ from pathlib import Path
 @dataclass(frozen=True)
 class DataConfig:
     root: str = "chest_xray"            # folder holding train/ [val/] test/ with one sub-folder per class
-    image_size: int = 256               # square input side; images are squashed like the seed does
+    image_size: int = 256               # square input side
+    geometry: str = "squash"            # how a film becomes that square: "squash" | "crop" (centre square) | "pad"
+                                        # (letterbox); data.images.GEOMETRIES, docs/results.md "Input geometry"
     batch_size: int = 32
     validation: str = "test"            # "test" (seed: val has 16 images) | "val" | "holdout:0.1"
     limit: int | None = None            # cap on train images, stratified by class (quick runs); None = all
@@ -26,7 +28,9 @@ class DataConfig:
     color: bool = False                 # keep RGB (non-X-ray data sets); X-rays are decoded to grayscale
     clahe: bool = False                 # CLAHE after resizing (acquisition-shift lever; off = the seed's input)
     image_store: str | None = None      # decode once into memory-mapped files here (bounded RAM); None = in memory
-    augment: "AugmentConfig | None" = None  # on-the-fly train augmentation; None = off (the seed has none)
+    # on-the-fly train augmentation; None = off. Default: the "aspect" preset (the width jitter): squashed films
+    # of class-dependent shape otherwise teach how wide a chest looks (docs/results.md, "Input geometry")
+    augment: "AugmentConfig | None" = field(default_factory=lambda: AUGMENT_PRESETS["aspect"])
 
 
 @dataclass(frozen=True)

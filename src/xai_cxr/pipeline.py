@@ -64,7 +64,8 @@ def demo_configs(data_root: str | Path | None = None, seed: int = 42, allow_down
     else:
         pcfg = PhantomConfig(seed=seed)
         root = write_phantom_dataset(PHANTOM_ROOT, pcfg)
-        data = DataConfig(root=str(root), image_size=pcfg.image_size, seed=seed)
+        # phantoms are drawn square at one size: no film shape to unlearn, and the demo keeps to its time budget
+        data = DataConfig(root=str(root), image_size=pcfg.image_size, seed=seed, augment=None)
         note = (f"data: {2 * pcfg.n_train} train / {2 * pcfg.n_test} test synthetic phantoms at "
                 f"{pcfg.image_size}px in {root} (no chest_xray/train found; the real input size is 256px)")
         if imagenet_available("vgg19"):
@@ -109,9 +110,9 @@ def prepare_data(cfg: DataConfig, progress: bool = True) -> Prepared:
         if cfg.image_store:                       # large sets: decoded once to disk, read back memory-mapped
             from .data.store import load_images_stored
             sets[name] = load_images_stored(part, cfg.image_size, cfg.image_store, cfg.workers, cfg.color,
-                                            cfg.clahe, progress=progress)
+                                            cfg.clahe, progress=progress, geometry=cfg.geometry)
         else:
-            sets[name] = load_images(part, cfg.image_size, cfg.workers, progress, cfg.color, cfg.clahe)
+            sets[name] = load_images(part, cfg.image_size, cfg.workers, progress, cfg.color, cfg.clahe, cfg.geometry)
     if cfg.validation == "test":
         sets["val"] = sets["test"]
     return Prepared(sets["train"], sets["val"], sets["test"], note, train_class_weights(sets["train"].labels, cfg))
@@ -185,8 +186,8 @@ def save_description(weights_dir: str | Path, data_cfg: DataConfig, model_cfg: M
     """Write what rebuilds and uses the weights in ``weights_dir``: ``model_config.json`` (the card read by
     evaluate/explain/app/API) and ``run_config.json`` (every config of the run)."""
     card = ModelCard(model_cfg.backbone, data_cfg.image_size, tuple(data_cfg.class_names), task=data_cfg.task,
-                     color=data_cfg.color, seed=data_cfg.seed, clahe=data_cfg.clahe,
- target_layer=cam_cfg.target_layer or BACKBONES[model_cfg.backbone].target_layer,
+                     color=data_cfg.color, seed=data_cfg.seed, clahe=data_cfg.clahe, geometry=data_cfg.geometry,
+                     target_layer=cam_cfg.target_layer or BACKBONES[model_cfg.backbone].target_layer,
                      dense_units=model_cfg.dense_units, dropout=tuple(model_cfg.dropout), l2=model_cfg.l2)
     card.save(weights_dir)
     write_json_atomic(json.loads(to_json(data_cfg, model_cfg, train_cfg, cam_cfg)), Path(weights_dir) / "run_config.json")

@@ -109,7 +109,7 @@ def segmentation_stage(weights_dir: str | Path, data_root: str | Path, seg_cfg=N
     spec = BACKBONES[card.backbone]
     df = get_task(card.task).scan(data_root, card.class_names, card.seed)
     sets = {s: load_images(df[df.split == s], card.image_size, progress=False, color=card.color,
-                             clahe=card.clahe) for s in ("train", "test")}
+                             clahe=card.clahe, geometry=card.geometry) for s in ("train", "test")}
     masks = {s: lesion_masks(v, card.image_size) for s, v in sets.items()}
     if masks["train"] is None or masks["test"] is None:
         raise ValueError(f"{data_root} has no lesion masks (*_mask.png beside the images): nothing to segment")

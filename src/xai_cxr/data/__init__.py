@@ -1,7 +1,7 @@
 """Data: ``scan`` folder layouts into manifests and splits, ``images`` (decode once, tf.data), synthetic
 ``phantom`` films with lesion masks, planted ``confounders``, and ``stream``ed evaluation of large sets."""
 from .images import (  # noqa: F401
-    MAX_PIXELS, ImageReadError, is_dicom, decode_image, read_gray, fit_size, load_image, ImageSet,
+    MAX_PIXELS, ImageReadError, is_dicom, decode_image, read_gray, GEOMETRIES, fit_size, load_image, ImageSet,
     load_images, to_model_input, augmenter, augment_batch, label_array, encode_labels, make_dataset,
 )
 from .scan import (  # noqa: F401

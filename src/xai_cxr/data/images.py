@@ -1,7 +1,8 @@
 """Images: decode any file once (PNG/JPEG/TIFF/DICOM, any depth), hold them as uint8, build tf.data pipelines.
 
 Pixel convention: images are decoded to grayscale uint8 (any bit depth or channel count in, EXIF
-orientation applied), squashed to ``image_size`` squared, and kept in memory as uint8. The tf.data
+orientation applied), brought to ``image_size`` squared by the model's input geometry (``GEOMETRIES``: squashed,
+centre-cropped or letterboxed; saved in the model card, so training and serving agree), and kept in memory as uint8. The tf.data
 pipeline turns a batch into 3 identical channels of float32 in [0, 255] and applies the backbone's own
 ``preprocess`` (``vgg19.preprocess_input`` for VGG19). Decoding happens once, before tf.data, so a
 corrupt file is found, skipped and reported instead of killing an epoch half-way.
@@ -161,17 +162,45 @@ def equalize(img: np.ndarray) -> np.ndarray:
     return np.stack([clahe.apply(np.ascontiguousarray(img[..., c])) for c in range(img.shape[-1])], -1)
 
 
-def fit_size(img: np.ndarray, size: int, clahe: bool = False) -> np.ndarray:
-    """Squash a decoded image to (size, size), area-averaging when shrinking; then CLAHE when asked (at the
-    model's resolution, so training, evaluation and serving see the same equalisation)."""
-    interp = cv2.INTER_AREA if min(img.shape[:2]) >= size else cv2.INTER_LINEAR
-    out = cv2.resize(img, (size, size), interpolation=interp)
+# How a film of any shape becomes the square the network takes (``DataConfig.geometry``, saved in the model card):
+# "squash" resizes width and height independently (the 224-px Kermany copy was made so; the film's aspect ratio
+# survives as how wide the chest looks), "crop" takes the centre square first (torchxrayvision's convention: the
+# aspect survives as how much of the chest is cut off), "pad" letterboxes the whole film on black (the aspect
+# survives as the bars). docs/results.md, "Input geometry", measures what each leaves for a model to read.
+GEOMETRIES = ("squash", "crop", "pad")
+
+
+def _resize(img: np.ndarray, width: int, height: int) -> np.ndarray:
+    shrinking = img.shape[0] >= height and img.shape[1] >= width
+    return cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
+def fit_size(img: np.ndarray, size: int, clahe: bool = False, geometry: str = "squash") -> np.ndarray:
+    """A decoded image (H, W[, 3]) as (size, size[, 3]) by ``geometry`` (one of ``GEOMETRIES``), area-averaging
+    when shrinking; then CLAHE when asked (at the model's resolution, so training, evaluation and serving see the
+    same equalisation)."""
+    if geometry not in GEOMETRIES:
+        raise ValueError(f"unknown input geometry {geometry!r}; choose from {GEOMETRIES}")
+    h, w = img.shape[:2]
+    if geometry == "crop":
+        side = min(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+        out = _resize(img[top:top + side, left:left + side], size, size)
+    elif geometry == "pad":
+        scale = size / max(h, w)
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        out = np.zeros((size, size, *img.shape[2:]), img.dtype)
+        top, left = (size - nh) // 2, (size - nw) // 2
+        out[top:top + nh, left:left + nw] = _resize(img, nw, nh)
+    else:
+        out = _resize(img, size, size)
     return equalize(out) if clahe else out
 
 
-def load_image(path: str | Path, size: int, color: bool = False, clahe: bool = False) -> np.ndarray:
-    """Decode and squash one image to (size, size) uint8, or (size, size, 3) RGB with ``color``."""
-    return fit_size(read_gray(path, color), size, clahe)
+def load_image(path: str | Path, size: int, color: bool = False, clahe: bool = False,
+               geometry: str = "squash") -> np.ndarray:
+    """Decode one image and bring it to (size, size) uint8 by ``geometry``, or (size, size, 3) RGB with ``color``."""
+    return fit_size(read_gray(path, color), size, clahe, geometry)
 
 
 @dataclass
@@ -191,14 +220,14 @@ class ImageSet:
 
 
 def load_images(manifest: pd.DataFrame, size: int, workers: int = 4, progress: bool = True,
-                color: bool = False, clahe: bool = False) -> ImageSet:
+                color: bool = False, clahe: bool = False, geometry: str = "squash") -> ImageSet:
     """Decode every image of ``manifest`` once; unreadable files are dropped and listed in ``skipped``.
     Grayscale (N, S, S) by default; ``color`` keeps RGB (N, S, S, 3) for non-X-ray data sets."""
     from tqdm.auto import tqdm
 
     def one(path):
         try:
-            return load_image(path, size, color, clahe), None
+            return load_image(path, size, color, clahe, geometry), None
         except (ImageReadError, cv2.error, OSError, ValueError) as exc:
             return None, getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
 

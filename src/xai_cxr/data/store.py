@@ -23,8 +23,8 @@ from .images import ImageSet, load_images
 STORE_VERSION = 1          # bump when decoding changes, so old stores are not reused
 
 
-def store_key(paths, size: int, color: bool = False, clahe: bool = False) -> str:
-    h = hashlib.sha256(f"v{STORE_VERSION}|{size}|{color}|{clahe}".encode())
+def store_key(paths, size: int, color: bool = False, clahe: bool = False, geometry: str = "squash") -> str:
+    h = hashlib.sha256(f"v{STORE_VERSION}|{size}|{color}|{clahe}|{geometry}".encode())
     for p in paths:
         try:
             st = os.stat(p)
@@ -36,21 +36,21 @@ def store_key(paths, size: int, color: bool = False, clahe: bool = False) -> str
 
 def load_images_stored(manifest: pd.DataFrame, size: int, store_dir: str | Path, workers: int = 4,
                        color: bool = False, clahe: bool = False, chunk: int = 1024,
-                       progress: bool = True) -> ImageSet:
+                       progress: bool = True, geometry: str = "squash") -> ImageSet:
     """``load_images`` backed by ``store_dir``: reuse the stored decode when the key matches, else decode in
     chunks of ``chunk`` images into a new memory-mapped file (written under a temporary name, renamed when
     complete, so an interrupted decode is never reused). ``images`` is a read-only ``np.memmap``."""
     paths = manifest["path"].tolist()
-    folder = Path(store_dir) / store_key(paths, size, color, clahe)
+    folder = Path(store_dir) / store_key(paths, size, color, clahe, geometry)
     if not (folder / "index.json").is_file():
-        _build(manifest, size, folder, workers, color, clahe, chunk, progress)
+        _build(manifest, size, folder, workers, color, clahe, chunk, progress, geometry)
     index = json.loads((folder / "index.json").read_text())
     images = np.load(folder / "images.npy", mmap_mode="r")
     kept = manifest.iloc[index["kept"]].reset_index(drop=True)
     return ImageSet(images, kept, [tuple(s) for s in index["skipped"]])
 
 
-def _build(manifest, size, folder: Path, workers, color, clahe, chunk, progress) -> None:
+def _build(manifest, size, folder: Path, workers, color, clahe, chunk, progress, geometry="squash") -> None:
     from numpy.lib.format import open_memmap
     from tqdm.auto import tqdm
     tmp = folder.with_name(folder.name + ".tmp")
@@ -61,7 +61,7 @@ def _build(manifest, size, folder: Path, workers, color, clahe, chunk, progress)
     kept, skipped, n = [], [], 0
     for start in tqdm(range(0, len(manifest), chunk), desc="decoding to store", disable=not progress, leave=False):
         part = manifest.iloc[start:start + chunk]
-        decoded = load_images(part, size, workers, progress=False, color=color, clahe=clahe)
+        decoded = load_images(part, size, workers, progress=False, color=color, clahe=clahe, geometry=geometry)
         out[n:n + len(decoded.images)] = decoded.images
         rows = {p: i for i, p in enumerate(part["path"])}
         kept += [start + rows[p] for p in decoded.manifest["path"]]

@@ -11,7 +11,8 @@ from .images import tta_views
 
 def stream_predict(model, manifest: pd.DataFrame, image_size: int, preprocess, chunk: int = 256,
                    cam=None, workers: int = 4, progress: bool = False, color: bool = False, batch_size: int = 64,
-                   feature_net=None, clahe: bool = False, tta: tuple[str, ...] = ()):
+                   feature_net=None, clahe: bool = False, tta: tuple[str, ...] = (),
+                   geometry: str = "squash"):
     """Probabilities for every readable image of ``manifest``, chunk by chunk.
 
     With ``cam`` (a CAM object), also the hottest pixel (row, col) of each predicted-class map — the
@@ -25,7 +26,7 @@ def stream_predict(model, manifest: pd.DataFrame, image_size: int, preprocess, c
     proba, labels, paths, peaks, skipped, feats = [], [], [], [], [], []
     for start in tqdm(range(0, len(manifest), chunk), desc="streaming", disable=not progress, leave=False):
         part = load_images(manifest.iloc[start:start + chunk], image_size, workers, progress=False, color=color,
-                           clahe=clahe)
+                           clahe=clahe, geometry=geometry)
         skipped += part.skipped
         if not len(part.images):
             continue

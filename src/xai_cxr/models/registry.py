@@ -364,6 +364,8 @@ class ModelCard:
     color: bool = False
     seed: int = 42                      # the run's seed: evaluate/audit rebuild the same seeded test split
     clahe: bool = False                 # images are CLAHE-equalised after resizing (data.images.equalize)
+    geometry: str = "squash"            # how films were brought to image_size (data.images.GEOMETRIES); cards
+                                        # written before it existed were squashed
 
     def save(self, folder: str | Path) -> Path:
         return write_json_atomic(asdict(self), Path(folder) / "model_config.json")

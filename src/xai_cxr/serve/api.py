@@ -144,6 +144,7 @@ def create_app(predictor: Predictor, max_batch: int = 16, max_wait_ms: float = 1
     def health():
         card = predictor.card
         return {"status": "ok", "backbone": card.backbone, "image_size": card.image_size,
+                "geometry": card.geometry,
                 "classes": list(card.class_names), "weights_sha256": predictor.weights_id,
                 "source": predictor.source, "temperature": predictor.temperature,
                 "requests_batched": sum(batcher.batches), "batches": len(batcher.batches),

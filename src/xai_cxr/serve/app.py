@@ -96,7 +96,7 @@ def main():
     if problem:
         st.info(problem)
     card = predictor.card
-    st.caption(f"Model: {card.backbone} at {card.image_size}px · classes {', '.join(card.class_names)} · "
+    st.caption(f"Model: {card.backbone} at {card.image_size}px ({card.geometry}) · classes {', '.join(card.class_names)} · "
                f"weights sha256 {predictor.weights_id[:16]}… · temperature {predictor.temperature:.2f}")
 
     with st.sidebar:

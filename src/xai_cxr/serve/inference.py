@@ -86,7 +86,8 @@ class Predictor:
             from ..data import ImageReadError
             raise ImageReadError(name, f"refused: {len(data) / 1e6:.1f} MB exceeds the "
                                        f"{MAX_UPLOAD_BYTES / 1e6:.0f} MB upload limit")
-        return fit_size(decode_image(data, name, self.card.color), self.card.image_size, self.card.clahe)
+        return fit_size(decode_image(data, name, self.card.color), self.card.image_size, self.card.clahe,
+                        self.card.geometry)
 
     def _inputs(self, grays: np.ndarray):
         from ..data import to_model_input

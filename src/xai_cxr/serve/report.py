@@ -33,7 +33,7 @@ def report_fields(prediction, predictor, image_name: str) -> dict:
         "uncertainty (MC-dropout sd)": f"{prediction.uncertainty:.3f}" + ("  → refer to a reader" if prediction.referred else ""),
         "probabilities": ", ".join(f"{k} {v:.1%}" for k, v in prediction.probabilities.items()),
         "out of distribution": _ood_text(prediction, predictor),
-        "model": f"{card.backbone}, {card.image_size}px, classes {', '.join(card.class_names)}",
+        "model": f"{card.backbone}, {card.image_size}px ({card.geometry}), classes {', '.join(card.class_names)}",
         "weights sha256": predictor.weights_id,
         "weights source": predictor.source,
         "temperature": f"{predictor.temperature:.3f}" if predictor.calibrated else
