@@ -344,7 +344,9 @@ def test_cli_evaluate_streams_across_the_chunk_boundary_like_the_in_memory_path(
     model, card = load_trained_model(out / "weights")
     df = scan_dataset(root)
     test = load_images(df[df.split == "test"], card.image_size, progress=False)
-    in_memory, _ = evaluate_on_test(model, test, DataConfig(image_size=card.image_size))
+    in_memory, _ = evaluate_on_test(model, test, DataConfig(image_size=card.image_size, batch_size=50))
     assert streamed["n_images"] == 300
     assert streamed["confusion_matrix"] == in_memory["confusion_matrix"]
-    assert streamed["roc_auc"] == pytest.approx(in_memory["roc_auc"], abs=1e-6)
+    # chunks of 256 batch the films differently from one pass over 300: float rounding may swap a near-tied pair or
+    # two of the 150 × 150 (each pair moves the AUC by 1/22,500)
+    assert streamed["roc_auc"] == pytest.approx(in_memory["roc_auc"], abs=2.5 / (150 * 150))

@@ -97,7 +97,7 @@ def test_cosine_schedule_with_adamw_trains_and_records_state_without_a_plateau_c
     assert len(state["epochs"]) == 2 and "rl_wait" not in state
     assert isinstance(model.optimizer, keras.optimizers.AdamW)
     sched = model.optimizer._learning_rate         # 2 steps per epoch (16 images, batch 8), read off the dataset
-    assert (sched.warmup_steps, sched.decay_steps) == (2, 2)
+    assert (sched.warmup_steps, sched.planned_steps) == (2, 4)
     assert float(sched(4)) == pytest.approx(0.0, abs=1e-12)
 
 

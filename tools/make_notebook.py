@@ -35,7 +35,8 @@ IMAGE_SIZE = 256          # input side in px
 VALIDATION = "test"       # "test" like the seed (optimistic, see section 2) or "holdout:0.1" (patient-grouped, honest)
 RUN_EXTRAS = False        # other explainers, subtypes, segmentation, report (section 7)
 QUICK = False             # tiny run that checks the cells, not the science
-SEED = 42""", metadata={"tags": ["parameters"]}),
+SEED = 42
+SHORTCUT_SIZE, SHORTCUT_EPOCHS = 96, 10   # section 6b's two small planted-tag models""", metadata={"tags": ["parameters"]}),
     md("""## 0. The machine
 
 TensorFlow's C++ start-up log (CUDA probes, oneDNN notes) is hidden unless you set `TF_CPP_MIN_LOG_LEVEL`
@@ -261,27 +262,57 @@ regions, fig = where_it_looks(model, model_cfg.backbone, prep.test, data_cfg.cla
 display(fig)
 plt.close(fig)
 regions.round(3)"""),
-    md("""## 6b. Does my model cheat? A planted shortcut
+    md("""## 6b. What does my model read?
+
+A heat map shows where evidence *is*. It cannot show a cue made of the film's whole shape, or of what a region
+*lacks*, and such cues are real here: Kermany's original films differ in shape by class (NORMAL films are
+squarer), so a model trained on squashed films can learn how wide a chest looks instead of pneumonia; films carry
+markers and text in their corners. So the model you just trained is *probed*, not only explained:
+
+- **width**: every test film made narrower or wider about its centre (× 0.8 … 1.25, height kept). A model free of
+  the squash shortcut keeps its predictions; the threshold (mean P(pneumonia) of the normal films moving by at most
+  0.10) sits between the models measured with (≤ 0.03) and without (≥ 0.33) the width jitter that training now
+  uses by default (`--augment aspect`, docs/results.md "Input geometry");
+- **border and corners**: the outer ring, then each corner, blurred away (markers and text vanish, brightness
+  stays): how many decisions flip;
+- **the data alone**: how well file metadata (size, aspect, bit depth, file size, border brightness) predict the
+  label, cross-validated by patient. A high value warns that the *data* carry a shortcut, whether or not this
+  model took it.
+
+`xai-cxr audit` prints the same table for any saved model."""),
+    code("""from xai_cxr.explain.metrics.probes import data_baseline, model_predictor, what_the_model_reads
+from xai_cxr.explain.metrics.probes import to_markdown as probes_markdown
+from xai_cxr.models import ModelCard
+from xai_cxr.models.calibration import load_temperature
+card = ModelCard.load("saved_weights")
+reads = what_the_model_reads(model_predictor(model, model_cfg.backbone, load_temperature("saved_weights")),
+                             prep.test.images, prep.test.labels, 1, card.threshold, data_baseline(manifest, seed=SEED))
+Markdown(probes_markdown(reads))"""),
+    md("""### Would the maps show a shortcut? A planted tag
 
 The question explainability is asked in medicine is whether the maps would *reveal* a shortcut the model really
-uses. With no ground truth on real films, we plant one we control (Sun, Koch & Baumgartner, MICCAI 2023): the text
-tag "CXR-ROOM1" near the bottom-left corner on half of the PNEUMONIA training films. A small model trained on that
+uses. With no ground truth on real films, we plant one we control (Sun, Koch & Baumgartner, MICCAI 2023): the
+text tag "CXR-ROOM1" near the bottom-left corner on every PNEUMONIA training film. A small model trained on that
 copy is then shown NORMAL test films with the tag added; those that *flip* to PNEUMONIA were flipped by the tag,
 so a faithful map must put its top pixels on it (*confounder sensitivity*: the share of the tag's pixels in the
-map's top 10%). The same run at degree 0 (no tag in training) is the control: there the model has no reason to
-use the tag, and a map that still lands on it raises a false alarm (Adebayo et al., ICLR 2022).
+map's top 10%). The same run without the tag in training is the control: there the model has no reason to use
+the tag, and a map that still lands on it raises a false alarm (Adebayo et al., ICLR 2022). The lesson holds only
+if the tagged model really uses the tag and the control really does not: the cell says in words whether this run
+can tell.
 
-This trains two small `cxr-small` models at 64 px on up to 240 of your training films (about two minutes on a
-CPU): it checks the *explainers* on your films, not the model above. `xai-cxr audit --confounder tag
-hyperintensities obstruction --degree 0 0.2 0.5 1` runs the full study."""),
-    code("""from xai_cxr.explain.metrics.shortcut import to_markdown
+This trains two small `cxr-small` models on up to 240 of your training films (about two minutes on a CPU): it
+checks the *explainers* on your films, not the model above. `xai-cxr audit --confounder tag hyperintensities
+obstruction --degree 0 0.2 0.5 1` runs the full study."""),
+    code("""from xai_cxr.explain.metrics.shortcut import lesson, to_markdown
 from xai_cxr.studies import run_shortcut_audit
-small_data = replace(data_cfg, image_size=64, limit=48 if QUICK else 240, batch_size=16, validation="holdout:0.1")
-small_train = replace(TrainConfig(seed=SEED).with_epochs(stage1=1 if QUICK else 10, stage2=0), verbose=0)
+small_data = replace(data_cfg, image_size=SHORTCUT_SIZE, limit=48 if QUICK else 240, batch_size=16,
+                     validation="holdout:0.1", augment=None)
+small_train = replace(TrainConfig(seed=SEED).with_epochs(stage1=1 if QUICK else SHORTCUT_EPOCHS, stage2=0), verbose=0)
 shortcut = run_shortcut_audit(small_data, ModelConfig(backbone="cxr-small", weights="none"), small_train,
-                              CamConfig(n_samples=4), ["tag"], [0.0, 0.5], ("gradcam", "hirescam", "smoothgrad"),
+                              CamConfig(n_samples=4), ["tag"], [0.0, 1.0], ("gradcam", "hirescam", "smoothgrad"),
                               "sample_results/shortcut", "saved_weights/shortcut", "shortcut_copies",
                               n_images=20, quiet=True)
+print(lesson(shortcut))
 Markdown(to_markdown(shortcut))"""),
     md("""## 7. Extras (`RUN_EXTRAS = True`)
 

@@ -188,7 +188,27 @@ def cmd_audit(args):
     _audit_figures(model, card, test, masks, result["maps"], out, args.target_layer)
     regions_md = _where_it_looks(model, card, test, out, args.target_layer)
     print(md + "\n" + regions_md)
-    print(f"audit → {out}/audit.md, audit_*.csv, regions.csv, mean_maps.png, methods/*.png, galleries/*.png")
+    if len(card.class_names) == 2 and not get_task(card.task).multilabel:
+        print(_what_it_reads(model, card, test, df, out, args.weights_dir, args.seed))
+    print(f"audit → {out}/audit.md, audit_*.csv, regions.csv, mean_maps.png, methods/*.png, galleries/*.png, "
+          "what_it_reads_*.csv")
+
+
+def _what_it_reads(model, card, test, manifest, out: Path, weights_dir, seed: int) -> str:
+    """The shortcut probes (width, border, corners) on the test films and the metadata-only baseline on the
+    data's files → what_it_reads_*.csv and a section of audit.md; returns the markdown."""
+    from .explain.metrics.probes import data_baseline, model_predictor, to_markdown, what_the_model_reads
+    from .models.calibration import load_temperature
+    print("probing what the model reads (width, border, corners; metadata-only baseline) ...")
+    predict = model_predictor(model, card.backbone, load_temperature(weights_dir))
+    report = what_the_model_reads(predict, test.images, test.labels, 1, card.threshold,
+                                  data_baseline(manifest, seed=seed))
+    for name in ("verdict", "width", "regions"):
+        getattr(report, name).to_csv(out / f"what_it_reads_{name}.csv", index=False)
+    md = to_markdown(report)
+    with open(out / "audit.md", "a") as f:
+        f.write("\n### What does the model read? Shortcut probes (thresholds in docs/results.md)\n\n" + md)
+    return md
 
 
 def _audit_figures(model, card, test, masks, maps_by_method, out: Path, target_layer) -> None:

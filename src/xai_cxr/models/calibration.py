@@ -13,18 +13,20 @@ _EPS = 1e-7
 def to_logits(proba: np.ndarray, multilabel: bool = False) -> np.ndarray:
     """Logits that reproduce ``proba``: log p for softmax (equal to the true logits up to a per-row constant,
     which softmax ignores), log(p / (1 - p)) for sigmoid outputs."""
-    p = np.clip(np.asarray(proba, np.float64), _EPS, 1 - _EPS)
+    # clipped only where a log would be infinite (float32's smallest subnormal, float64's last step below 1): a
+    # coarser clip made distinct saturated outputs equal, and the ROC-AUC of the scaled probabilities then moved
+    p = np.clip(np.asarray(proba, np.float64), 1e-45, 1 - 2 ** -53)
     return np.log(p / (1 - p)) if multilabel else np.log(p)
 
 
 def apply_temperature(proba: np.ndarray, temperature: float, multilabel: bool = False) -> np.ndarray:
     """Probabilities of logits / T. T > 1 softens over-confident outputs; the predicted class never changes."""
     z = to_logits(proba, multilabel) / float(temperature)
-    if multilabel:
-        return (1 / (1 + np.exp(-z))).astype(np.float32)
+    if multilabel:                      # float64: a float32 result would merge outputs that T > 1 moved closer
+        return 1 / (1 + np.exp(-z))
     z -= z.max(axis=1, keepdims=True)
     e = np.exp(z)
-    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+    return e / e.sum(axis=1, keepdims=True)
 
 
 def _nll(proba: np.ndarray, y: np.ndarray, multilabel: bool) -> float:

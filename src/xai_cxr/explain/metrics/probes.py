@@ -147,6 +147,31 @@ def verdict(width: pd.DataFrame, regions: pd.DataFrame, metadata: dict | None = 
     return pd.DataFrame(rows)
 
 
+def model_predictor(model, backbone: str, temperature: float = 1.0, batch_size: int = 64):
+    """uint8 films (N, H, W) → the calibrated class probabilities the app and API show (the card's threshold
+    applies to these)."""
+    from ...models.calibration import apply_temperature
+    from .audit import predictor
+    from ...models import BACKBONES
+    raw = predictor(model, BACKBONES[backbone].preprocess, batch_size)
+    return lambda images: apply_temperature(raw(images), temperature)
+
+
+def data_baseline(manifest: pd.DataFrame, positive: int = 1, max_films: int = 2000, seed: int = 42) -> dict:
+    """``data.metadata.metadata_baseline`` on up to ``max_films`` films of a manifest (stratified sample, seeded),
+    grouped by patient where the manifest knows them."""
+    from ...data.metadata import film_metadata, metadata_baseline
+    df = manifest
+    if len(df) > max_films:
+        df = df.groupby("label_idx", group_keys=False).apply(
+            lambda g: g.sample(max(1, round(max_films * len(g) / len(manifest))), random_state=seed))
+    meta = film_metadata(df["path"])
+    groups = df["patient_id"].to_numpy() if "patient_id" in df else None
+    out = metadata_baseline(meta, (df["label_idx"].to_numpy() == positive).astype(int), groups, seed=seed)
+    out["unreadable"] = int(meta["error"].notna().sum())
+    return out
+
+
 def what_the_model_reads(predict, images: np.ndarray, labels: np.ndarray, positive: int = 1,
                          threshold: float = 0.5, metadata: dict | None = None) -> ProbeReport:
     """Run the width and region probes on decoded test films and return them with the verdict table."""

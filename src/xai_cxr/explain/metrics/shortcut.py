@@ -131,6 +131,40 @@ def to_markdown(results: list[ShortcutResult]) -> str:
     return "\n".join([head, "", wide.reset_index().to_markdown(index=False), "", *lines]) + "\n"
 
 
+USED = 0.5                    # a contaminated model "uses" its confounder when it flips at least half the negatives
+
+
+def lesson(results: list[ShortcutResult]) -> str:
+    """What a run of the planted-shortcut audit can teach, in words: does each contaminated model use its
+    confounder (flips at least ``USED`` of the negative films), and is each control quiet (no map more than
+    ``FALSE_ALARM_MARGIN`` above the random map's sensitivity)? Says plainly when the run cannot tell."""
+    lines = []
+    for r in results:
+        s, t = r.summary, r.table.set_index("method")
+        share = s["flips"] / max(s["negatives"], 1)
+        where = f"{s['confounder']} at {s['degree']:.0%}"
+        if s["degree"] > 0:
+            if share >= USED:
+                best = t.drop(index=["random", "centre"])["sensitivity_top10"]
+                lines.append(f"{where}: the model uses the {s['confounder']} ({s['flips']} of {s['negatives']} negative "
+                             f"films flip when it is added); the maps put {best.min():.2f}-{best.max():.2f} of its "
+                             f"pixels in their top 10% (random map {t.loc['random', 'sensitivity_top10']:.2f}).")
+            else:
+                lines.append(f"{where}: THIS RUN CANNOT TELL: the model trained with the {s['confounder']} flipped only "
+                             f"{s['flips']} of {s['negatives']} negative films, so it barely uses it and the maps have "
+                             "nothing to find. Train longer, at a larger size, or with it on more films.")
+        elif not control_is_clean(s):
+            lines.append(f"control ({s['confounder']} never in training): the clean model itself reacts to the "
+                         f"{s['confounder']} ({s['flips']} flips), so it is no false-alarm control.")
+        else:
+            alarms = [m for m, v in t["over_random"].items() if m not in ("random", "centre") and v > FALSE_ALARM_MARGIN]
+            lines.append(f"control ({s['confounder']} never in training): " + (
+                "FALSE ALARM: " + ", ".join(f"{m} (+{t.loc[m, 'over_random']:.2f})" for m in alarms) +
+                f" land on the {s['confounder']} although the model does not use it." if alarms else
+                f"quiet: no map lands on the {s['confounder']} more than {FALSE_ALARM_MARGIN} above a random map."))
+    return "\n".join(lines)
+
+
 def control_is_clean(summary: dict) -> bool:
     """A degree-0 run is a false-alarm control only if the confounder barely moves the clean model."""
     return summary["flips"] <= UNMOVED_FLIPS * max(summary["negatives"], 1)
