@@ -162,3 +162,25 @@ def test_cli_bad_confounder_input_is_a_clear_error(tmp_path, capsys):
     assert "['cat', 'dog']" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="only apply with --confounder"):       # training flags need --confounder
         main(["audit", "--epochs1", "3", "--data-dir", str(root)])
+
+
+def _result(degree, flips, over_random):
+    import pandas as pd
+    from xai_cxr.explain.metrics.shortcut import ShortcutResult
+    methods = list(over_random) + ["random", "centre"]
+    sens = [0.10 + over_random.get(m, 0.0) for m in methods[:-2]] + [0.10, 0.0]
+    table = pd.DataFrame({"method": methods, "sensitivity_top10": sens,
+                          "over_random": [v - 0.10 for v in sens]})
+    return ShortcutResult({"confounder": "tag", "degree": degree, "flips": flips, "negatives": 100}, table, {})
+
+
+def test_lesson_says_when_the_run_cannot_tell_and_names_false_alarms():
+    from xai_cxr.explain.metrics.shortcut import lesson
+    text = lesson([_result(0.0, 2, {"gradcam": 0.01, "smoothgrad": 0.13}), _result(1.0, 3, {"gradcam": 0.2})])
+    control, tagged = text.splitlines()
+    assert "quiet for gradcam" in control and "FALSE ALARM for smoothgrad (+0.13)" in control
+    assert "CANNOT TELL" in tagged and "only 3 of 100" in tagged
+    used = lesson([_result(1.0, 97, {"gradcam": 0.76})])
+    assert "uses the tag (97 of 100" in used and "0.86-0.86" in used and "CANNOT" not in used
+    reacting = lesson([_result(0.0, 30, {"gradcam": 0.5})])          # the clean model reacts: no control
+    assert "no false-alarm control" in reacting and "ALARM" not in reacting

@@ -157,11 +157,18 @@ def lesson(results: list[ShortcutResult]) -> str:
             lines.append(f"control ({s['confounder']} never in training): the clean model itself reacts to the "
                          f"{s['confounder']} ({s['flips']} flips), so it is no false-alarm control.")
         else:
-            alarms = [m for m, v in t["over_random"].items() if m not in ("random", "centre") and v > FALSE_ALARM_MARGIN]
-            lines.append(f"control ({s['confounder']} never in training): " + (
-                "FALSE ALARM: " + ", ".join(f"{m} (+{t.loc[m, 'over_random']:.2f})" for m in alarms) +
-                f" land on the {s['confounder']} although the model does not use it." if alarms else
-                f"quiet: no map lands on the {s['confounder']} more than {FALSE_ALARM_MARGIN} above a random map."))
+            methods = [m for m in t.index if m not in ("random", "centre")]
+            alarms = [m for m in methods if t.loc[m, "over_random"] > FALSE_ALARM_MARGIN]
+            quiet = [m for m in methods if m not in alarms]
+            text = f"control ({s['confounder']} never in training, {s['flips']} of {s['negatives']} flip): "
+            if quiet:
+                text += (f"quiet for {', '.join(quiet)} (at most {FALSE_ALARM_MARGIN} above a random map's "
+                         f"{t.loc['random', 'sensitivity_top10']:.2f})")
+            if alarms:
+                text += ("; " if quiet else "") + "FALSE ALARM for " + ", ".join(
+                    f"{m} (+{t.loc[m, 'over_random']:.2f})" for m in alarms) + \
+                    f": they mark the {s['confounder']} although the model does not use it"
+            lines.append(text + ".")
     return "\n".join(lines)
 
 
