@@ -94,8 +94,12 @@ for ax, (_, row) in zip(axes, manifest[manifest.split == "train"].groupby("label
 plt.show()"""),
     md("""## 2. Decode once, choose the validation data
 
-Images are decoded once to grayscale (unreadable files are skipped and listed, never fatal), squashed to a square
-like the seed, and kept as uint8; tf.data then batches them and applies the backbone's preprocessing.
+Images are decoded once to grayscale (unreadable files are skipped and listed, never fatal), brought to a square
+by `data_cfg.geometry` — `"squash"` by default, which keeps the whole chest (`"crop"` cuts off a class-dependent
+share of the width, `"pad"` leaves the film's shape as black bars; docs/results.md measures both) — and kept as
+uint8; tf.data then batches them and applies the backbone's preprocessing. Kermany's NORMAL and PNEUMONIA films
+differ in shape, so after a squash *how wide the chest looks* predicts the label: training batches therefore get
+a random ±30% change of the width (`data_cfg.augment`, on by default; section 6b checks what your model reads).
 
 **Validation data.** Kermany's `val/` split has 16 images, so — like the seed notebook — the **test split serves
 as validation** by default: early stopping and checkpoint selection see the test images, and the test metrics are
@@ -105,7 +109,8 @@ sides), and the test split stays unseen until section 4."""),
 prep = prepare_data(data_cfg)
 print(prep.validation_note)
 print(f"train {len(prep.train.images)}, validation {len(prep.val.images)}, test {len(prep.test.images)} images "
-      f"at {data_cfg.image_size} px; skipped: {prep.skipped or 'none'}")"""),
+      f"at {data_cfg.image_size} px ({data_cfg.geometry}); skipped: {prep.skipped or 'none'}")
+print("training augmentation:", data_cfg.augment or "off")"""),
     md("""**Class weights.** The Kaggle training split has about three pneumonia films for every normal one (1,341 :
 3,875). Unweighted, the loss is dominated by pneumonia and the model learns to say "pneumonia". Each class *c*
 gets the weight
@@ -156,8 +161,10 @@ for name, stage in stages_for(train_cfg, spec.finetune_from):
     print(f"{name}: Adam(learning_rate={stage.learning_rate:g}, clipnorm={stage.clipnorm}), up to {stage.epochs} epochs, "
           f"{n_params:,} trainable parameters")
     print("   trains:", ", ".join(trainable) if len(trainable) < 12 else f"all {len(trainable)} layers with weights")"""),
-    md("""Stage 1 trains only the head on frozen ImageNet features (the frozen backbone's features are computed once
-and reused every epoch, which makes this stage fast on a CPU). Stage 2 unfreezes `block5_conv1` and above at a
+    md("""Stage 1 trains only the head on frozen ImageNet features. Without augmentation the frozen backbone's features
+would be computed once and reused every epoch (fast on a CPU); the width jitter changes every image every epoch,
+so they are recomputed — seconds per epoch on a GPU, minutes on a CPU (`data_cfg = replace(data_cfg,
+augment=None)` trades the guard for the speed; section 6b then tells you whether the model reads the width). Stage 2 unfreezes `block5_conv1` and above at a
 learning rate 30× smaller, with gradient clipping, so the pretrained filters move only a little. The weights,
 `model_config.json` and `run_config.json` go to `saved_weights/`, which `xai-cxr evaluate`, `explain`, the app
 and the API read."""),

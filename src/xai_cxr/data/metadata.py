@@ -57,23 +57,25 @@ def film_metadata(paths) -> pd.DataFrame:
 
 
 def metadata_baseline(meta: pd.DataFrame, labels, groups=None, folds: int = 5, seed: int = 42,
-                      n_boot: int = 1000) -> dict:
+                      n_boot: int = 1000, features=FEATURES) -> dict:
     """ROC-AUC of a logistic regression on the metadata alone, out of fold (``folds`` stratified folds, grouped by
     ``groups`` — patient ids — so one patient's films never sit on both sides), with a 95% bootstrap interval over
-    films, and each feature's own AUC. Features that do not vary are left out. Binary labels (1 = positive)."""
+    films, and each feature's own AUC. Features that do not vary are left out. Binary labels (1 = positive).
+    ``features``: the columns of ``meta`` to use (default: ``FEATURES``, what ``film_metadata`` reads)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedGroupKFold
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     y = np.asarray(labels).astype(int)
-    ok = meta[list(FEATURES)].notna().all(1).to_numpy()
-    x = meta.loc[ok, list(FEATURES)].astype(float)
+    features = list(features)
+    ok = meta[features].notna().all(1).to_numpy()
+    x = meta.loc[ok, features].astype(float)
     y = y[ok]
     groups = np.arange(len(ok)) if groups is None else np.asarray(groups)
     groups = groups[ok]
-    varying = [c for c in FEATURES if x[c].nunique() > 1]
-    feature_auc = {c: float(roc_auc_score(y, x[c])) if c in varying else 0.5 for c in FEATURES}
+    varying = [c for c in features if x[c].nunique() > 1]
+    feature_auc = {c: float(roc_auc_score(y, x[c])) if c in varying else 0.5 for c in features}
     if not varying:
         return {"auc": 0.5, "ci95": [0.5, 0.5], "feature_auc": feature_auc, "n": int(len(y)), "features": []}
     k = min(folds, int(np.bincount(y).min()), len(np.unique(groups)))
