@@ -52,6 +52,11 @@ RECIPES = {
     "cxr-res-aspect-last": ["--backbone", "cxr-res", "--image-size", "160", "--precision", "mixed_bfloat16",
                             "--augment", "aspect", "--clahe", "--optimizer", "adamw", "--schedule", "cosine",
                             "--lr", "1e-3", "--epochs1", "20", "--keep", "last"],
+    # the same recipe without the width jitter (standard augmentation only): squash ± jitter side by side, and the
+    # model the shortcut probes must fail (docs/results.md, "Input geometry")
+    "cxr-res-no-jitter-last": ["--backbone", "cxr-res", "--image-size", "160", "--precision", "mixed_bfloat16",
+                               "--augment", "standard", "--clahe", "--optimizer", "adamw", "--schedule", "cosine",
+                               "--lr", "1e-3", "--epochs1", "20", "--keep", "last"],
     "cxr-res-no-clahe": ["--backbone", "cxr-res", "--image-size", "160", "--precision", "mixed_bfloat16",
                          "--augment", "--optimizer", "adamw", "--schedule", "cosine", "--lr", "1e-3",
                          "--epochs1", "20"],

@@ -108,11 +108,14 @@ def test_verdict_reads_the_thresholds():
     import pandas as pd
     width = pd.DataFrame({"width_factor": [0.8, 1.0, 1.25], "mean_p_positive_negatives": [0.30, 0.25, 0.20],
                           "mean_p_positive_all": [0.5] * 3, "specificity": [0.8] * 3, "sensitivity": [0.9] * 3})
-    regions = pd.DataFrame({"region": ["border"], "flips": [0.06], "mean_change": [0.01], "mean_abs_change": [0.01]})
+    regions = pd.DataFrame({"region": ["border", "top-left corner", "bottom-left corner"], "flips": [0.08, 0.06, 0.0],
+                            "mean_change": [0.1, 0.01, -0.02], "mean_abs_change": [0.12, 0.01, 0.06]})
     table = verdict(width, regions, {"auc": 0.87, "ci95": [0.79, 0.94], "feature_auc": {"aspect": 0.87}})
-    assert table.verdict.tolist()[0] == "pass"                       # 0.05 ≤ 0.10
-    assert table.verdict.tolist()[1].startswith("FAIL")              # 6% of films flip > 5%
-    assert table.verdict.tolist()[2].startswith("WARNING")           # AUC 0.87 > 0.70
+    v = table.verdict.tolist()
+    assert v[0] == "pass"                                            # 0.05 ≤ 0.10
+    assert v[1] == "pass"                                            # the border: 8% ≤ 10%, 0.12 ≤ 0.15
+    assert v[2].startswith("FAIL") and v[3].startswith("FAIL")       # corners: 6% > 5% flips; |Δ| 0.06 > 0.05
+    assert v[4].startswith("WARNING")                                # AUC 0.87 > 0.70
 
 
 # --- the metadata-only baseline ---
@@ -166,3 +169,15 @@ def test_metadata_baseline_keeps_a_patients_films_on_one_side(tmp_path):
     groups = np.tile(np.arange(n), 2)
     grouped = metadata_baseline(meta, labels, groups, n_boot=200)
     assert grouped["ci95"][0] < 0.5 < grouped["ci95"][1]
+
+
+def test_data_baseline_samples_at_most_max_films_stratified_and_groups_by_patient(tmp_path):
+    import pandas as pd
+    from xai_cxr.explain.metrics.probes import data_baseline
+    labels = np.r_[np.zeros(30, int), np.ones(10, int)]
+    rng = np.random.default_rng(0)
+    paths = _write_films(tmp_path, labels, list(zip(rng.integers(40, 60, 40), rng.integers(40, 60, 40))))
+    manifest = pd.DataFrame({"path": [str(p) for p in paths], "label_idx": labels,
+                             "patient_id": [f"p{i // 2}" for i in range(40)]})
+    out = data_baseline(manifest, max_films=20, seed=1)
+    assert out["n"] == 20 and out["unreadable"] == 0                 # 15 + 5: the 3 : 1 ratio kept
