@@ -29,8 +29,9 @@ def scratch_configs(root: str | Path, seed: int = 42, budget_minutes: float | No
     """The best recipe measured without pretrained weights (docs/results.md): ``cxr-res`` at 160 px, trained whole
     with AdamW (lr 1e-3) on a warm-up + cosine schedule over 20 epochs, augmentation with a random change of the
     width (``--augment aspect``: squashed films must not teach how wide a chest looks) and CLAHE, a patient-grouped
-    holdout for validation, stopped by the wall-clock budget; the last epoch of the schedule is kept (the holdout
-    still carries the squash cue, so its best epoch is a mid-schedule one) and the decision threshold is 0.5.
+    holdout for validation; a wall-clock budget re-plans the cosine so that it ends at the last epoch that fits (a
+    slow machine runs fewer, fully decayed epochs); the last epoch is kept (the holdout still carries the squash
+    cue, so its best epoch is a mid-schedule one) and the decision threshold is 0.5.
     bfloat16 is left to ``--precision`` (it pays only on CPUs with AVX512-BF16/AMX)."""
     from .config import AUGMENT_PRESETS
     data = DataConfig(root=str(root), image_size=160, validation="holdout:0.1", augment=AUGMENT_PRESETS["aspect"],
@@ -64,8 +65,7 @@ def demo_configs(data_root: str | Path | None = None, seed: int = 42, allow_down
     else:
         pcfg = PhantomConfig(seed=seed)
         root = write_phantom_dataset(PHANTOM_ROOT, pcfg)
-        # phantoms are drawn square at one size: no film shape to unlearn, and the demo keeps to its time budget
-        data = DataConfig(root=str(root), image_size=pcfg.image_size, seed=seed, augment=None)
+        data = DataConfig(root=str(root), image_size=pcfg.image_size, seed=seed)
         note = (f"data: {2 * pcfg.n_train} train / {2 * pcfg.n_test} test synthetic phantoms at "
                 f"{pcfg.image_size}px in {root} (no chest_xray/train found; the real input size is 256px)")
         if imagenet_available("vgg19"):
