@@ -167,7 +167,8 @@ def lesson(results: list[ShortcutResult]) -> str:
             if alarms:
                 text += ("; " if quiet else "") + "FALSE ALARM for " + ", ".join(
                     f"{m} (+{t.loc[m, 'over_random']:.2f})" for m in alarms) + \
-                    f": they mark the {s['confounder']} although the model does not use it"
+                    f": {'they mark' if len(alarms) > 1 else 'it marks'} the {s['confounder']} although the model " \
+                    "does not use it"
             lines.append(text + ".")
     return "\n".join(lines)
 
