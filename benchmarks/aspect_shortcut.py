@@ -28,14 +28,7 @@ SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 RESULTS = Path(__file__).resolve().parent / "results" / "aspect_shortcut.json"
 FACTORS = (0.8, 0.9, 1.0, 1.1, 1.25)
 
-
-def width_scaled(images: np.ndarray, factor: float) -> np.ndarray:
-    """(N, S, S) uint8 → the same films with the width scaled by ``factor`` about the centre (black fill)."""
-    import cv2
-    s = images.shape[2]
-    m = np.float32([[factor, 0, (1 - factor) * s / 2], [0, 1, 0]])
-    return np.stack([cv2.warpAffine(im, m, (s, images.shape[1]), flags=cv2.INTER_LINEAR,
-                                    borderMode=cv2.BORDER_CONSTANT, borderValue=0) for im in images])
+from xai_cxr.explain.metrics.probes import width_scaled  # noqa: E402  (the probe `xai-cxr audit` runs)
 
 
 def aspect_auc(root: Path) -> dict:

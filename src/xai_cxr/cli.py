@@ -185,7 +185,7 @@ def _configs(args, data: DataConfig, model: ModelConfig, train: TrainConfig):
 
 def build_parser() -> argparse.ArgumentParser:
     from .commands import (cmd_demo, cmd_compare, cmd_train, cmd_evaluate, cmd_explain, cmd_audit, cmd_segment,
-                           cmd_report, cmd_serve, cmd_app, cmd_phantoms)
+                           cmd_report, cmd_serve, cmd_app, cmd_phantoms, cmd_export)
     p = argparse.ArgumentParser(prog="xai-cxr", description="Explainable pneumonia detection on chest X-rays")
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="phantoms (or chest_xray/) → training → evaluation → sample_results.png")
@@ -223,6 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(sg, data=False, cam=(), results=False)
     sg.set_defaults(func=cmd_segment)
     _add_serving(sub, cmd_report, cmd_serve, cmd_app)
+    ex = sub.add_parser("export", help="the model as a TensorFlow SavedModel or an ONNX file (uint8 film in, calibrated "
+                                       "probabilities out), checked against the Keras model before it is kept")
+    ex.add_argument("weights_dir", help="a trained model's folder (model_config.json + model.weights.h5)")
+    ex.add_argument("--format", choices=["savedmodel", "onnx"], required=True)
+    ex.add_argument("--out", required=True, help="folder for the export, its card, export.json and README.md")
+    ex.set_defaults(func=cmd_export, device="cpu")
     g = sub.add_parser("phantoms", help="write a synthetic phantom data set with lesion masks")
     g.add_argument("--out", default="phantoms/chest_xray")
     g.add_argument("--image-size", type=int, default=128)

@@ -314,3 +314,14 @@ def cmd_phantoms(args):
     root = write_phantom_dataset(args.out, cfg)
     print(f"phantoms → {root}")
 
+
+
+def cmd_export(args):
+    from .serve.export import ExportError, export
+    try:
+        s = export(args.weights_dir, args.format, args.out)
+    except ExportError as exc:
+        sys.exit(f"error: {exc}")
+    print(f"{args.format} export → {Path(args.out) / s['file']} ({s['size_bytes'] / 1e6:.1f} MB); calibrated "
+          f"probabilities within {s['parity_max_abs_diff']:.1e} of the Keras model on {s['parity_films']} films "
+          f"(tolerance {s['parity_tolerance']:g}); card, export.json and README.md beside it")
