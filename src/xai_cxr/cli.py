@@ -213,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     x = sub.add_parser("explain", help="Grad-CAM overlays for image files")
     x.add_argument("images", nargs="+")
     x.add_argument("--out", default="sample_results/explain")
+    x.add_argument("--dicom-out", default=None, metavar="DIR",
+                   help="DICOM inputs only: also write each overlay as a DICOM Secondary Capture in the source's "
+                        "study (references its UIDs, copies no name or birth date) into DIR")
     _add_common(x, data=False, results=False)
     x.set_defaults(func=cmd_explain)
     _add_audit(sub, cmd_audit)
@@ -279,6 +282,9 @@ def _add_serving(sub, cmd_report, cmd_serve, cmd_app) -> None:
     r.add_argument("--methods", nargs="+", choices=list(EXPLAINERS), default=["gradcam"])
     r.add_argument("--mc-passes", type=int, default=20, help="MC-dropout passes for the uncertainty (1 = off)")
     r.add_argument("--phantom", action="store_true", help="use the phantom model when WEIGHTS_DIR has no weights")
+    r.add_argument("--dicom-out", default=None, metavar="DIR",
+                   help="a DICOM input only: also write the first method's overlay as a DICOM Secondary Capture in "
+                        "the source's study into DIR")
     _add_common(r, data=False, cam=("top_fraction",), results=False)
     r.set_defaults(func=cmd_report)
     sv = sub.add_parser("serve", help="HTTP API: /predict, /explain, /health (FastAPI + uvicorn)")

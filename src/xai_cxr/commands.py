@@ -117,6 +117,7 @@ def cmd_explain(args):
     from .explain.overlay import jet_overlay, red_overlay
     from .models.ood import WARNING as OOD_WARNING, OODDetector, image_features
     from .pipeline import explain_images
+    refs = _dicom_references(args.images) if args.dicom_out else {}
     model, card = load_trained_model(args.weights_dir)
     spec = BACKBONES[card.backbone]
     grays, names, skipped = [], [], []
@@ -139,6 +140,11 @@ def cmd_explain(args):
             dest = out / f"{name.stem}_{args.cam}.png"
             cv2.imwrite(str(dest), cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
             print(f"{name}: {card.class_names[p]} ({c:.1%}) → {dest}" + (f"  [{OOD_WARNING}]" if flag else ""))
+            if args.dicom_out and str(name) in refs:
+                from .serve.inference import weights_sha256
+                _write_dicom_overlay(refs[str(name)], red_overlay(g, h, args.top_fraction), card.class_names[p], c,
+                                     weights_sha256(Path(args.weights_dir) / "model.weights.h5"), args.cam,
+                                     Path(args.dicom_out) / f"{name.stem}_{args.cam}.dcm")
     for p, why in skipped:
         print(f"skipped {p}: {why}", file=sys.stderr)
     if skipped and not grays:
@@ -269,12 +275,38 @@ def cmd_segment(args):
     print(f"segmentation → {out}/segmentation.json, segmentation.png")
 
 
+def _dicom_references(images) -> dict:
+    """--dicom-out: the source UIDs of every input, read before any work; a PNG/JPEG or a DICOM without its UIDs
+    stops the command with the file and the reason."""
+    from .serve.dicom_out import DicomOutError, source_references
+    refs, problems = {}, []
+    for path in images:
+        try:
+            refs[str(Path(path))] = source_references(Path(path).read_bytes(), path)
+        except (DicomOutError, OSError) as exc:
+            problems.append(str(exc))
+    if problems:
+        sys.exit("error: --dicom-out refused:\n  " + "\n  ".join(problems))
+    return refs
+
+
+def _write_dicom_overlay(refs, overlay_rgb, label, confidence, weights_id, method, dest: Path) -> None:
+    from .config import atomic_path
+    from .serve.dicom_out import overlay_dataset, to_bytes
+    data = to_bytes(overlay_dataset(refs, overlay_rgb, label, confidence, weights_id, method))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dest) as tmp:
+        tmp.write_bytes(data)
+    print(f"  DICOM overlay (Secondary Capture in the source's study) → {dest}")
+
+
 def cmd_report(args):
     from .data import ImageReadError
     from .serve.inference import load_predictor
     from .serve.report import write_report
-    predictor = load_predictor(args.weights_dir, allow_phantom=args.phantom)
     path = Path(args.image)
+    refs = _dicom_references([args.image]) if args.dicom_out else {}
+    predictor = load_predictor(args.weights_dir, allow_phantom=args.phantom)
     try:
         gray = predictor.load(path.read_bytes(), path)
     except ImageReadError as exc:
@@ -285,6 +317,12 @@ def cmd_report(args):
     heats = {m: predictor.explain(gray[None], m, targets=target)[0] for m in args.methods}
     out = write_report(args.out, gray, heats, pred, predictor, path.name, args.top_fraction)
     print(f"{path.name}: {pred.label} ({pred.confidence:.1%}, MC sd {pred.uncertainty:.3f}) → {out}")
+    if args.dicom_out:
+        from .explain.overlay import red_overlay
+        method = args.methods[0]
+        _write_dicom_overlay(refs[str(path)], red_overlay(gray, heats[method], args.top_fraction), pred.label,
+                             pred.confidence, predictor.weights_id, method,
+                             Path(args.dicom_out) / f"{path.stem}_{method}.dcm")
 
 
 def cmd_serve(args):

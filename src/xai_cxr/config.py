@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -140,14 +141,26 @@ class AuditConfig:
     seed: int = 42
 
 
+@contextmanager
+def atomic_path(path: str | Path):
+    """Yield a temporary path beside ``path``; when the block ends without an error it replaces ``path`` in one
+    rename, so a reader never sees a half-written file (on an error the temporary file is removed)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_json_atomic(obj, path: str | Path) -> Path:
-    """Write ``obj`` as JSON through a temp file and a rename (creating the folder), so a crash never
-    leaves a half-written file."""
+    """Write ``obj`` as JSON through ``atomic_path`` (creating the folder), so a crash never leaves a half-written
+    file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2))
     return path
 
 

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from ..explain.registry import EXPLAINERS
@@ -131,14 +132,20 @@ def create_app(predictor: Predictor, max_batch: int = 16, max_wait_ms: float = 1
     app.state.batcher = batcher
     _add_guards(app, max_bytes, token)
 
-    async def _gray(file: UploadFile) -> np.ndarray:
+    async def _read(file: UploadFile) -> bytes:
         data = await file.read(max_bytes + 1)
         if len(data) > max_bytes:
             raise HTTPException(413, f"{file.filename}: larger than the {max_bytes / 1e6:.0f} MB limit")
+        return data
+
+    def _decode(data: bytes, name: str) -> np.ndarray:
         try:
-            return predictor.load(data, file.filename or "<upload>")
+            return predictor.load(data, name)
         except ImageReadError as exc:
             raise HTTPException(422, str(exc)) from exc
+
+    async def _gray(file: UploadFile) -> np.ndarray:
+        return _decode(await _read(file), file.filename or "<upload>")
 
     @app.get("/health")
     def health():
@@ -157,10 +164,26 @@ def create_app(predictor: Predictor, max_batch: int = 16, max_wait_ms: float = 1
 
     @app.post("/explain")
     async def explain(file: UploadFile = File(...), method: str = Query("gradcam"),
-                      fraction: float = Query(0.05, gt=0, le=1)):
+                      fraction: float = Query(0.05, gt=0, le=1), dicom: bool = Query(False)):
+        """``dicom=true`` (a DICOM upload only): the answer also carries ``overlay_dicom_base64``, the overlay as a
+        DICOM Secondary Capture in the upload's study (serve/dicom_out.py)."""
         if method not in EXPLAINERS:
             raise HTTPException(422, f"unknown method {method!r}; choose from {list(EXPLAINERS)}")
-        result = await batcher.submit(Job(await _gray(file), method, fraction))
+        data, name = await _read(file), file.filename or "<upload>"
+        refs = None
+        if dicom:
+            from .dicom_out import DicomOutError, source_references
+            try:
+                refs = source_references(data, name)
+            except DicomOutError as exc:
+                raise HTTPException(422, str(exc)) from exc
+        result = await batcher.submit(Job(_decode(data, name), method, fraction))
+        if refs is not None:
+            from .dicom_out import overlay_dataset, to_bytes
+            png = np.frombuffer(base64.b64decode(result["overlay_png_base64"]), np.uint8)
+            rgb = cv2.cvtColor(cv2.imdecode(png, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+            ds = overlay_dataset(refs, rgb, result["label"], result["confidence"], predictor.weights_id, method)
+            result["overlay_dicom_base64"] = base64.b64encode(to_bytes(ds)).decode()
         return {"file": file.filename, **result}
 
     return app
