@@ -120,3 +120,13 @@ def test_api_explain_returns_the_overlay_as_dicom_and_refuses_it_for_a_png(phant
     assert predictor.weights_id in back.ImageComments
     _assert_no_identity(back)
     assert refused.status_code == 422 and "DICOM output needs a DICOM input" in refused.json()["detail"]
+
+
+def test_cli_report_writes_its_first_methods_overlay_as_dicom(phantom_weights, tmp_path):
+    from xai_cxr.cli import main
+    src = _source(tmp_path / "film.dcm")
+    assert main(["report", str(src), "--weights-dir", str(phantom_weights), "--out", str(tmp_path / "r.html"),
+                 "--mc-passes", "1", "--dicom-out", str(tmp_path / "dcm")]) in (0, None)
+    back = pydicom.dcmread(tmp_path / "dcm" / "film_gradcam.dcm")
+    assert back.StudyInstanceUID == "1.2.826.0.1.3680043.8.498.1" and "gradcam" in back.ImageComments
+    _assert_no_identity(back)
