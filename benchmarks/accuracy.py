@@ -25,7 +25,7 @@ RECIPES = {
     # the best recipe found (see docs/results.md, "A model worth explaining without pretrained weights")
     "cxr-res": ["--backbone", "cxr-res", "--image-size", "160", "--precision", "mixed_bfloat16", "--augment",
                 "--clahe", "--optimizer", "adamw", "--schedule", "cosine", "--lr", "1e-3", "--epochs1", "20"],
-    # levers on top of the recipe, one at a time (issue #16's ablation)
+    # levers on top of the recipe, one at a time (the from-scratch recipe's ablation)
     "cxr-res-strong-aug": ["--backbone", "cxr-res", "--image-size", "160", "--precision", "mixed_bfloat16",
                            "--augment", "strong", "--clahe", "--optimizer", "adamw", "--schedule", "cosine",
                            "--lr", "1e-3", "--epochs1", "20"],

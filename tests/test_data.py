@@ -296,7 +296,7 @@ def test_random_gamma_is_one_power_curve_per_image_within_its_range_and_identity
 
 def test_aspect_augmentation_changes_the_width_alone_within_its_range():
     """`--augment aspect`: a centred white bar keeps its height exactly; its width is zoomed by 1/(1 ± 0.3),
-    both narrower and wider across draws (the squash-shortcut lever of issue #16)."""
+    both narrower and wider across draws (the squash-shortcut lever)."""
     import tensorflow as tf
     from xai_cxr.config import AUGMENT_PRESETS, AugmentConfig
     from xai_cxr.data.images import augmenter

@@ -27,12 +27,12 @@ on 2 CPU cores), so the heat maps can be *checked* against the truth.
 The switches a researcher needs. `QUICK = True` shrinks everything (a few dozen images, 64 px, one epoch per
 stage) to check that every cell runs; the numbers it prints mean nothing."""),
     code("""DATA_DIR = "chest_xray"   # Kaggle layout: train/ [val/] test/, each with NORMAL/ and PNEUMONIA/
-BACKBONE = "vgg19"        # "vgg19" (the seed; ImageNet weights downloaded once), "cxr-res" (no pretrained weights: the
+BACKBONE = "vgg19"        # "vgg19" (the reference design; ImageNet weights downloaded once), "cxr-res" (no pretrained weights: the
                           # measured from-scratch recipe, its own size/schedule/holdout), "cxr-small", "auto" (= vgg19)
 EPOCHS1 = 7               # stage 1: frozen backbone, head only
 EPOCHS2 = 14              # stage 2: block5_conv1 and above, at most (early stopping ends it sooner)
 IMAGE_SIZE = 256          # input side in px
-VALIDATION = "test"       # "test" like the seed (optimistic, see section 2) or "holdout:0.1" (patient-grouped, honest)
+VALIDATION = "test"       # "test" like the reference notebook (optimistic, see section 2) or "holdout:0.1" (patient-grouped, honest)
 RUN_EXTRAS = False        # other explainers, subtypes, segmentation, report (section 7)
 QUICK = False             # tiny run that checks the cells, not the science
 SEED = 42
@@ -101,7 +101,7 @@ uint8; tf.data then batches them and applies the backbone's preprocessing. Kerma
 differ in shape, so after a squash *how wide the chest looks* predicts the label: training batches therefore get
 a random ±30% change of the width (`data_cfg.augment`, on by default; section 6b checks what your model reads).
 
-**Validation data.** Kermany's `val/` split has 16 images, so — like the seed notebook — the **test split serves
+**Validation data.** Kermany's `val/` split has 16 images, so — like the reference notebook — the **test split serves
 as validation** by default: early stopping and checkpoint selection see the test images, and the test metrics are
 optimistic. `VALIDATION = "holdout:0.1"` holds out 10% of the training *patients* instead (no patient on both
 sides), and the test split stays unseen until section 4."""),

@@ -72,7 +72,7 @@ def _add_data_flags(p) -> None:
     p.add_argument("--budget-minutes", type=float, default=None,
                    help="wall-clock training budget: stop after the last epoch that fits, keep the best epoch")
     p.add_argument("--optimizer", choices=["adam", "adamw"], default=None,
-                   help="adam (the seed) or adamw (decoupled weight decay, --weight-decay)")
+                   help="adam (the reference design) or adamw (decoupled weight decay, --weight-decay)")
     p.add_argument("--weight-decay", type=float, default=None, help="AdamW's weight decay (default 1e-4)")
     p.add_argument("--keep", choices=["best", "last"], default=None,
                    help="weights kept at the end of a stage: best (lowest validation loss; default) or last (the "
@@ -85,9 +85,9 @@ def _add_data_flags(p) -> None:
                         "sensitivity:0.95 (highest threshold keeping 95%% sensitivity), specificity:0.9, or youden; "
                         "stored in the model card (evaluate, app, API use it); default 0.5")
     p.add_argument("--schedule", choices=["plateau", "cosine"], default=None,
-                   help="plateau: ReduceLROnPlateau (the seed); cosine: 1 warm-up epoch, then cosine decay to 0")
+                   help="plateau: ReduceLROnPlateau (the reference design); cosine: 1 warm-up epoch, then cosine decay to 0")
     p.add_argument("--lr", type=float, default=None,
-                   help="stage-1 learning rate (default 3e-4, the seed's)")
+                   help="stage-1 learning rate (default 3e-4, the reference design's)")
     p.add_argument("--clahe", action="store_true", default=None,
                    help="CLAHE-equalise every image after resizing (training, evaluation and serving alike)")
     p.add_argument("--task", choices=list(TASKS), default="binary",

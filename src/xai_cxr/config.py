@@ -1,4 +1,4 @@
-"""Configuration: one frozen dataclass per concern, defaults = the seed notebook's values.
+"""Configuration: one frozen dataclass per concern, defaults = the reference design's values (the notebook this project grew from: two-stage VGG19, 7 + 14 epochs, the test split as validation).
 
 The CLI and the notebook build these; library code receives them as arguments and reads no globals.
 Stage 2 of training is an override of a few stage-1 values (see ``TrainConfig``).
@@ -27,7 +27,7 @@ class DataConfig:
     seed: int = 42
     workers: int = 4                    # decoder threads (OpenCV releases the GIL)
     color: bool = False                 # keep RGB (non-X-ray data sets); X-rays are decoded to grayscale
-    clahe: bool = False                 # CLAHE after resizing (acquisition-shift lever; off = the seed's input)
+    clahe: bool = False                 # CLAHE after resizing (acquisition-shift lever; off = the reference design's input)
     image_store: str | None = None      # decode once into memory-mapped files here (bounded RAM); None = in memory
     # on-the-fly train augmentation; None = off. Default: the "aspect" preset (the width jitter): squashed films
     # of class-dependent shape otherwise teach how wide a chest looks (docs/results.md, "Input geometry")
@@ -49,7 +49,7 @@ class AugmentConfig:
 
 
 # `--augment [standard|strong|aspect]`: "strong" widens the photometric jitter (gamma, contrast, brightness) and the
-# random zoom/shift, aimed at the acquisition shift between Kermany's train and test films (issue #16's lever).
+# random zoom/shift, aimed at the acquisition shift between Kermany's train and test films (a lever against that shift).
 # "aspect" adds a random change of the width alone: films of every aspect ratio were squashed to squares, and the
 # original aspect ratio predicts the label (docs/results.md, "The squash shortcut"), so the model must not learn
 # how wide a chest looks.
@@ -99,14 +99,14 @@ class TrainConfig:
     feature_cache_dir: str | None = None  # also keep those features on disk, keyed, memory-mapped; None = memory
     verbose: int = 1                    # Keras progress bar (1) or one line per epoch (2)
     budget_minutes: float | None = None  # wall-clock training budget: stop after the last epoch that fits
-    optimizer: str = "adam"             # "adam" (the seed) | "adamw" (decoupled weight decay)
+    optimizer: str = "adam"             # "adam" (the reference design) | "adamw" (decoupled weight decay)
     weight_decay: float = 1e-4          # AdamW only
-    schedule: str = "plateau"           # "plateau" (ReduceLROnPlateau + early stopping, the seed) | "cosine" (warm-up +
+    schedule: str = "plateau"           # "plateau" (ReduceLROnPlateau + early stopping, the reference design) | "cosine" (warm-up +
                                         # cosine decay over the planned epochs, no early stopping; best epoch kept)
     ema_momentum: float | None = None   # average the weights (Keras use_ema, e.g. 0.99); validation and the best
                                         # checkpoint use the average; None = off
     warmup_epochs: int = 1              # cosine only: linear warm-up from 0 to the stage's learning rate
-    keep: str = "best"                  # weights kept at a stage's end: "best" (lowest validation loss, the seed's
+    keep: str = "best"                  # weights kept at a stage's end: "best" (lowest validation loss, the reference design's
                                         # checkpoint) | "last" (the final epoch: a cosine schedule's end)
     operating_point: str | None = None  # two classes: decision threshold chosen on validation after calibration,
                                         # "sensitivity:0.95" | "specificity:0.9" | "youden"; None = 0.5

@@ -374,7 +374,7 @@ def run(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, ca
     print(f"train {len(prep.train.images)}  val {len(prep.val.images)}  test {len(prep.test.images)} images "
           f"at {data_cfg.image_size}px; class weights {prep.class_weight}")
     print("note:", prep.validation_note)
-    seed_everything(train_cfg.seed, train_cfg.deterministic)       # initial weights depend on the seed too
+    seed_everything(train_cfg.seed, train_cfg.deterministic)       # initial weights depend on the random seed too
     strategy = strategy or distribution_strategy()
     if strategy.num_replicas_in_sync > 1:
         print(f"training on {strategy.num_replicas_in_sync} devices ({type(strategy).__name__})")

@@ -81,7 +81,7 @@ BY_FORMAT = {".png": (png_dims,), ".jpg": (jpeg_dims,), ".jpeg": (jpeg_dims,), "
 
 def mutants(seeds: dict[str, bytes], n: int, seed: int = 0):
     """``n`` mutated files (name, bytes), cycling through ``seeds`` {name: bytes}; seeded, so the same ``seed``
-    gives the same cases. Names carry the case number, the seed file and the mutation."""
+    gives the same cases. Names carry the case number, the source file and the mutation."""
     rng = np.random.default_rng(seed)
     names = sorted(seeds)
     for case in range(n):

@@ -318,12 +318,12 @@ def kfold_splits(train: pd.DataFrame, folds: int, seed: int = 42) -> list[tuple[
 def select_validation(df: pd.DataFrame, validation: str, seed: int = 42):
     """Return (train, validation, test, note) for ``validation`` = "test" | "val" | "holdout:F".
 
-    "test" reproduces the seed (Kermany's val split has only 16 images) and says that test metrics are
+    "test" reproduces the reference notebook (Kermany's val split has only 16 images) and says that test metrics are
     then optimistic, because the test split also chose the best epoch and the learning-rate schedule.
     """
     train, test = df[df.split == "train"], df[df.split == "test"]
     if validation == "test":
-        note = ("validation = the test split (as the seed notebook does; val has only 16 images): "
+        note = ("validation = the test split (as the reference notebook does; val has only 16 images): "
                 "early stopping and checkpoint selection see the test images, so test metrics are optimistic. "
                 "Use --validation holdout:0.1 for an unbiased estimate.")
         return train.reset_index(drop=True), test.reset_index(drop=True), test.reset_index(drop=True), note

@@ -74,7 +74,7 @@ def _cxr_small(inputs, weights):
     """Compact BatchNorm CNN: four blocks of two 3×3 convs, 32→256 filters (trains on a CPU in minutes).
 
     BatchNorm momentum 0.9, not Keras's 0.99: with a few hundred steps the moving statistics must converge,
-    otherwise training accuracy is high and inference accuracy is at chance (measured while planning).
+    otherwise training accuracy is high and inference accuracy is at chance (measured in a trial run).
     """
     from keras import layers
     x = inputs
@@ -260,7 +260,7 @@ def fetch_imagenet(backbone: str, allow_download: bool | None = None, origin: st
 
 
 def resolve_backbone(name: str) -> str:
-    """"auto" → "vgg19" (the seed's model); its ImageNet weights are fetched by ``resolve_weights``, which
+    """"auto" → "vgg19" (the reference design's model); its ImageNet weights are fetched by ``resolve_weights``, which
     stops with the fix when they cannot be had. Other names pass through."""
     return "vgg19" if name == "auto" else name
 

@@ -1,4 +1,4 @@
-"""Two-stage training (the seed's protocol): stage 1 trains the head on a frozen backbone, stage 2
+"""Two-stage training (the reference design's protocol): stage 1 trains the head on a frozen backbone, stage 2
 unfreezes the backbone from ``block5_conv1`` on at a small learning rate with gradient clipping.
 
 Each stage gets fresh EarlyStopping / ReduceLROnPlateau / checkpoint callbacks; after each stage the
@@ -68,7 +68,7 @@ def compile_for_stage(model, stage: StageConfig, cfg: TrainConfig, strategy=None
 
 
 def learning_rate(stage: StageConfig, cfg: TrainConfig, steps_per_epoch: int | None = None):
-    """The stage's learning rate: a number (the seed; ReduceLROnPlateau lowers it), or with
+    """The stage's learning rate: a number (the reference design; ReduceLROnPlateau lowers it), or with
     ``schedule="cosine"`` a linear warm-up over ``warmup_epochs`` to ``stage.learning_rate``, then a cosine
     decay to 0 at the stage's last epoch (Loshchilov & Hutter 2017; Goyal et al. 2017 for the warm-up). The cosine
     schedule's horizon can be shortened while training (``PlannedCosine.plan``): a wall-clock budget does so."""
@@ -83,7 +83,7 @@ def learning_rate(stage: StageConfig, cfg: TrainConfig, steps_per_epoch: int | N
 
 
 def make_optimizer(stage: StageConfig, cfg: TrainConfig, steps_per_epoch: int | None = None):
-    """Adam (the seed) or AdamW with decoupled weight decay, with the stage's clipnorm and learning rate."""
+    """Adam (the reference design) or AdamW with decoupled weight decay, with the stage's clipnorm and learning rate."""
     import keras
     lr = learning_rate(stage, cfg, steps_per_epoch)
     ema = {"use_ema": True, "ema_momentum": cfg.ema_momentum} if cfg.ema_momentum else {}
