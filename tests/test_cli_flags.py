@@ -84,3 +84,28 @@ def test_operating_point_is_chosen_on_validation_stored_in_the_card_and_evaluate
                  str(tmp_path / "e")]) == 0
     again = json.loads((tmp_path / "e" / "metrics.json").read_text())
     assert again["confusion_matrix"] == trained["confusion_matrix"] and again["threshold"] == pytest.approx(expected)
+
+
+def _train_configs(tmp_path, *flags):
+    """The configs `xai-cxr train` would run with these flags (parsed and mapped, nothing trained)."""
+    from xai_cxr.cli import _configs, build_parser
+    from xai_cxr.config import DataConfig, ModelConfig, TrainConfig
+    args = build_parser().parse_args(["train", "--data-dir", str(tmp_path), *flags])
+    return _configs(args, DataConfig(), ModelConfig(), TrainConfig())
+
+
+def test_train_defaults_to_squash_with_the_width_jitter_and_the_flags_change_them(tmp_path):
+    from xai_cxr.config import AUGMENT_PRESETS
+    data = _train_configs(tmp_path)[0]
+    assert data.geometry == "squash" and data.augment == AUGMENT_PRESETS["aspect"] and data.augment.aspect == 0.3
+    data = _train_configs(tmp_path, "--geometry", "pad", "--augment", "none")[0]
+    assert data.geometry == "pad" and data.augment is None
+    assert _train_configs(tmp_path, "--augment")[0].augment == AUGMENT_PRESETS["standard"]
+
+
+def test_demo_on_phantoms_and_the_recipe_train_with_the_width_jitter(tmp_path, monkeypatch):
+    from xai_cxr.config import AUGMENT_PRESETS
+    from xai_cxr.pipeline import demo_configs, scratch_configs
+    monkeypatch.chdir(tmp_path)
+    assert demo_configs(None)[0].augment == AUGMENT_PRESETS["aspect"]
+    assert scratch_configs(tmp_path)[0].augment == AUGMENT_PRESETS["aspect"]
