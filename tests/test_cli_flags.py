@@ -50,6 +50,9 @@ def test_cache_dir_keeps_frozen_features_on_disk_and_reuses_them(standin_keras_h
     args = ["train", "--data-dir", str(root), "--image-size", "32", "--epochs1", "1", "--epochs2", "0",
             "--batch-size", "4", "--device", "cpu", "--cache-dir", str(tmp_path / "cache"),
             "--weights-dir", str(tmp_path / "w"), "--results-dir", str(tmp_path / "r")]
+    assert main(args) == 0                                   # the default width jitter: no frozen features to cache
+    assert "feature cache bypassed" in capsys.readouterr().out and not (tmp_path / "cache").exists()
+    args += ["--augment", "none"]                            # without augmentation the cache is used
     assert main(args) == 0
     entries = sorted(p.parent.name for p in (tmp_path / "cache").rglob("features.npy"))
     assert entries, "no features written to --cache-dir"

@@ -146,7 +146,7 @@ def test_train_stops_on_missing_weights_before_decoding_any_image(tmp_path, monk
 
 
 @pytest.mark.slow
-def test_train_with_defaults_runs_the_seed_path_on_standin_weights(standin_keras_home, tmp_path, monkeypatch, capsys):
+def test_train_with_defaults_runs_the_reference_path_on_standin_weights(standin_keras_home, tmp_path, monkeypatch, capsys):
     """`xai-cxr train` with no model flags = VGG19 + ImageNet: stage 1 trains the head only, stage 2 unfreezes
     block5_conv1 on with clipnorm 1.0, Grad-CAM on block5_conv3. Trainable counts checked against VGG19's
     layer shapes worked out by hand."""
