@@ -310,8 +310,9 @@ can tell.
 This trains two small `cxr-small` models at 96 px on up to 240 of your training films (three to four minutes on a
 CPU): it checks the *explainers* on your films, not the model above. On the phantoms (2026-11-29) the tagged model
 flipped 100 of 100 normal films and Grad-CAM put 0.86 of the tag in its top 10%; in the control Grad-CAM stayed at
-a random map's level (0.10) while SmoothGrad, a gradient map, marked the tag's edges (+0.13): a false alarm. At
-64 px Grad-CAM's coarse map fell on the tag in the control too, hence 96 px here. `xai-cxr audit --confounder tag hyperintensities
+a random map's level (0.10) while SmoothGrad, a gradient map, marked the tag's edges (+0.13): a false alarm. On 240
+real films of the 224-px Kermany copy: 234 of 234 normal films flipped, Grad-CAM 0.94 on the tag, its control quiet,
+SmoothGrad +0.27. At 64 px Grad-CAM's coarse map fell on the tag in the control too, hence 96 px here. `xai-cxr audit --confounder tag hyperintensities
 obstruction --degree 0 0.2 0.5 1` runs the full study."""),
     code("""from xai_cxr.explain.metrics.shortcut import lesson, to_markdown
 from xai_cxr.studies import run_shortcut_audit
