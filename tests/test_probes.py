@@ -4,8 +4,8 @@ import cv2
 import numpy as np
 import pytest
 
-from xai_cxr.explain.metrics.probes import (blur_region, region_masks, region_probe, verdict, what_the_model_reads,
-                                            width_probe, width_scaled)
+from xai_cxr.explain.metrics.probes import (blur_region, region_masks, verdict, what_the_model_reads,
+                                            width_scaled)
 
 S = 64
 
