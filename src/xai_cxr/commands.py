@@ -132,6 +132,9 @@ def cmd_explain(args):
     if grays:
         cam = CamConfig(method=args.cam, target_layer=args.target_layer, top_fraction=args.top_fraction)
         heats, pred, conf = explain_images(model, np.stack(grays), spec.preprocess, cam, card.target_layer)
+        if args.dicom_out:
+            from .serve.inference import weights_sha256
+            weights_id = weights_sha256(Path(args.weights_dir) / "model.weights.h5")      # once, not per film
         ood = OODDetector.load(args.weights_dir)
         flags = ood.flag(image_features(model, np.stack(grays), spec.preprocess, ood.layer)) if ood \
             else [False] * len(grays)
@@ -141,10 +144,8 @@ def cmd_explain(args):
             cv2.imwrite(str(dest), cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
             print(f"{name}: {card.class_names[p]} ({c:.1%}) → {dest}" + (f"  [{OOD_WARNING}]" if flag else ""))
             if args.dicom_out and str(name) in refs:
-                from .serve.inference import weights_sha256
                 _write_dicom_overlay(refs[str(name)], red_overlay(g, h, args.top_fraction), card.class_names[p], c,
-                                     weights_sha256(Path(args.weights_dir) / "model.weights.h5"), args.cam,
-                                     Path(args.dicom_out) / f"{name.stem}_{args.cam}.dcm")
+                                     weights_id, args.cam, Path(args.dicom_out) / f"{name.stem}_{args.cam}.dcm")
     for p, why in skipped:
         print(f"skipped {p}: {why}", file=sys.stderr)
     if skipped and not grays:

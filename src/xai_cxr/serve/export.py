@@ -32,6 +32,7 @@ def serving_model(model, card, temperature: float = 1.0):
     ``model`` with its input preparation and the temperature folded in."""
     import keras
     import tensorflow as tf
+    from ..data import to_model_input
     from ..models import BACKBONES
     from ..tasks import get_task
     shape = (card.image_size, card.image_size, 3) if card.color else (card.image_size, card.image_size)
@@ -40,10 +41,6 @@ def serving_model(model, card, temperature: float = 1.0):
     multilabel = get_task(card.task).multilabel
     t = float(temperature)
 
-    def prepare(x):
-        x = tf.cast(x, tf.float32)
-        return preprocess(x if card.color else tf.repeat(x[..., None], 3, axis=-1))
-
     def calibrate(p):                      # probabilities of logits / T, as models.calibration.apply_temperature
         p = tf.clip_by_value(tf.cast(p, tf.float32), 1e-30, 1.0)
         if multilabel:
@@ -51,7 +48,7 @@ def serving_model(model, card, temperature: float = 1.0):
             return tf.sigmoid(logits / t)
         return tf.nn.softmax(tf.math.log(p) / t, axis=-1)
 
-    x = keras.layers.Lambda(prepare, name="prepare")(films)
+    x = keras.layers.Lambda(lambda f: to_model_input(f, preprocess), name="prepare")(films)   # as training does
     probabilities = keras.layers.Lambda(calibrate, name="calibrated")(model(x, training=False))
     return keras.Model(films, probabilities, name=f"{card.backbone}_calibrated")
 
