@@ -1,9 +1,10 @@
-"""The out-of-distribution score: Mahalanobis arithmetic against numpy/scipy, its threshold's meaning, and where
-the truth is known — a phantom model shown real films, and its own phantoms."""
+"""The out-of-distribution detector: Mahalanobis per branch against scipy, the z-score sum and its threshold by
+hand, the grid pooling and the energy score on tiny models with known weights, saving, and synthetic shifts where
+the truth is known (a phantom model shown inverted or textured phantoms, and its own held-out phantoms)."""
 import numpy as np
 import pytest
 
-from xai_cxr.models.ood import OODDetector, fit_ood
+from xai_cxr.models.ood import OODDetector, energy, fit_detector, fit_mahalanobis
 
 
 def _gaussians(rng, n, shift=0.0, d=8):
@@ -12,41 +13,148 @@ def _gaussians(rng, n, shift=0.0, d=8):
     return rng.normal(0, 1, (n, d)) + means[labels] + shift, labels
 
 
-def test_score_is_squared_mahalanobis_to_the_nearest_class_mean_with_ledoit_wolf_covariance():
+def test_mahalanobis_is_squared_distance_to_the_nearest_class_mean_with_ledoit_wolf_covariance():
     from scipy.spatial.distance import mahalanobis
     from sklearn.covariance import LedoitWolf
     rng = np.random.default_rng(0)
     x, y = _gaussians(rng, 400)
-    det = fit_ood(x, y, x)
+    fit = fit_mahalanobis(x, y)
     means = np.stack([x[y == 0].mean(0), x[y == 1].mean(0)])
-    np.testing.assert_allclose(det.means, means)
+    np.testing.assert_allclose(fit.means, means)
     precision = LedoitWolf(assume_centered=True).fit(x - means[y]).precision_
-    np.testing.assert_allclose(det.precision, precision, rtol=1e-10)
+    np.testing.assert_allclose(fit.precision, precision, rtol=1e-10)
     q = rng.normal(1.5, 2, (5, 8))
     by_hand = [min(mahalanobis(v, m, precision) ** 2 for m in means) for v in q]
-    np.testing.assert_allclose(det.score(q), by_hand, rtol=1e-9)
+    np.testing.assert_allclose(fit.score(q), by_hand, rtol=1e-9)
 
 
-def test_threshold_flags_about_one_percent_of_new_in_distribution_features_and_all_far_ones():
+def test_combined_score_is_the_sum_of_holdout_z_scores_and_the_threshold_their_quantile():
+    rng = np.random.default_rng(3)
+    train = {"a": rng.normal(size=(300, 4)), "b": rng.normal(size=(300, 6)), "plain": rng.normal(size=300)}
+    calib = {"a": rng.normal(size=(200, 4)), "b": rng.normal(size=(200, 6)), "plain": rng.normal(2.0, 3.0, 200)}
+    labels = np.zeros(300, int)
+    det = fit_detector(train, labels, calib, plain=("plain",), combine=("a", "plain"), quantile=0.9)
+    raw_a = fit_mahalanobis(train["a"], labels).score(calib["a"])
+    za = (raw_a - raw_a.mean()) / raw_a.std(ddof=1)
+    zp = (calib["plain"] - calib["plain"].mean()) / calib["plain"].std(ddof=1)
+    assert det.threshold == pytest.approx(np.quantile(za + zp, 0.9), rel=1e-12)
+    verdict = det.assess(calib)
+    np.testing.assert_allclose(verdict.score, za + zp, rtol=1e-10)          # b is scored but not summed
+    np.testing.assert_array_equal(verdict.flagged, za + zp > det.threshold)
+    loud = np.where(za > zp, "a", "plain")
+    assert list(verdict.loudest) == list(loud)
+
+
+def test_threshold_flags_the_stated_share_of_new_in_distribution_films_and_all_far_ones():
     rng = np.random.default_rng(1)
     train, y = _gaussians(rng, 2000)
     calib, _ = _gaussians(rng, 2000)
-    det = fit_ood(train, y, calib, quantile=0.99)
-    same, _ = _gaussians(rng, 4000)
+    det = fit_detector({"f": train}, y, {"f": calib}, quantile=0.97)
+    same, _ = _gaussians(rng, 20000)
     far, _ = _gaussians(rng, 500, shift=-6.0)        # ≥ 3 σ from both class means in every feature
-    assert 0.004 <= det.flag(same).mean() <= 0.02          # the 99th percentile: ~1% of new in-distribution rows
-    assert det.flag(far).mean() == 1.0
+    assert det.assess({"f": same}).flagged.mean() == pytest.approx(0.03, abs=0.006)
+    assert det.assess({"f": far}).flagged.all()
 
 
-def test_detector_survives_save_and_load(tmp_path):
+def test_energy_branch_and_input_error_are_reported_but_not_summed_by_default():
+    rng = np.random.default_rng(4)
+    branches = {"stage1_out": rng.normal(size=(100, 3)), "energy": rng.normal(size=100),
+                "input_error": rng.normal(size=100)}
+    det = fit_detector(branches, np.zeros(100, int), branches, plain=("energy", "input_error"))
+    assert det.combine == ("stage1_out",)
+
+
+def test_detector_survives_save_and_load_and_reads_the_earlier_single_layer_file(tmp_path):
     rng = np.random.default_rng(2)
     x, y = _gaussians(rng, 200)
-    det = fit_ood(x, y, x, layer="head_gap", calibrated_on="train")
+    values = {"stage1_out": x, "energy": x[:, 0]}
+    det = fit_detector(values, y, values, plain=("energy",), calibrated_on="train", grid=2)
     det.save(tmp_path)
     back = OODDetector.load(tmp_path)
-    np.testing.assert_array_equal(back.score(x), det.score(x))
-    assert (back.threshold, back.layer, back.calibrated_on) == (det.threshold, "head_gap", "train")
+    np.testing.assert_array_equal(back.assess(values).score, det.assess(values).score)
+    assert (back.threshold, back.branches, back.combine, back.grid) == (det.threshold, det.branches, det.combine, 2)
+    assert back.layers == ("stage1_out",)
     assert OODDetector.load(tmp_path / "none") is None
+    fit = fit_mahalanobis(x, y)                     # the file written before several depths existed
+    old = tmp_path / "old"
+    old.mkdir()
+    np.savez(old / "ood.npz", means=fit.means, precision=fit.precision, threshold=5.0, quantile=0.99,
+             layer="head_gap", calibrated_on="holdout")
+    legacy = OODDetector.load(old)
+    verdict = legacy.assess({"head_gap": x})
+    np.testing.assert_allclose(verdict.score, fit.score(x))
+    np.testing.assert_array_equal(verdict.flagged, fit.score(x) > 5.0)
+
+
+def test_grid_pool_averages_each_cell_of_the_map():
+    import keras
+    from xai_cxr.models.ood import grid_pool
+    maps = np.arange(2 * 4 * 6 * 3, dtype=np.float32).reshape(2, 4, 6, 3)
+    x = keras.Input((4, 6, 3))
+    got = np.asarray(keras.Model(x, grid_pool(x, 2, "p"))(maps))
+    cells = [maps[:, :2, :3], maps[:, :2, 3:], maps[:, 2:, :3], maps[:, 2:, 3:]]
+    expected = np.stack([c.mean((1, 2)) for c in cells], 1).reshape(2, -1)        # (cell, channel) order
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    one = np.asarray(keras.Model(x, grid_pool(x, 1, "g"))(maps))
+    np.testing.assert_allclose(one, maps.mean((1, 2)), rtol=1e-6)
+
+
+def test_energy_is_minus_logsumexp_of_the_prediction_layer_logits_on_a_model_with_known_weights():
+    import keras
+    from xai_cxr.models import HEAD_PREFIX
+    from xai_cxr.models.ood import logits_of
+    x = keras.Input((3,))
+    out = keras.layers.Dense(2, activation="softmax", name=HEAD_PREFIX + "predictions")(x)
+    model = keras.Model(x, out)
+    w, b = np.array([[1.0, -1.0], [0.5, 2.0], [0.0, 1.0]]), np.array([0.1, -0.2])
+    model.get_layer(HEAD_PREFIX + "predictions").set_weights([w, b])
+    feats = np.array([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
+    logits = feats @ w + b
+    np.testing.assert_allclose(logits_of(model, feats), logits)
+    np.testing.assert_allclose(energy(logits), -np.log(np.exp(logits).sum(1)))
+
+
+def test_depth_layers_are_the_registry_entry_or_the_last_layer_at_each_resolution():
+    from xai_cxr.config import ModelConfig
+    from xai_cxr.models import build_model
+    from xai_cxr.models.ood import depth_layers
+    res = build_model(ModelConfig(backbone="cxr-res", weights="none"), 64)
+    assert depth_layers(res) == ("stem_relu", "stage1_out", "stage2_out", "stage3_out", "stage4_out")
+    small = build_model(ModelConfig(backbone="cxr-small", weights="none"), 64)
+    assert depth_layers(small) == ("block1_relu2", "block2_relu2", "block3_relu2", "block4_relu2")
+
+
+@pytest.fixture(scope="module")
+def small_phantom_model(tmp_path_factory):
+    """A cxr-small model trained on 64-px phantoms (its detector fitted by the same code as after training)."""
+    from xai_cxr.models.phantom_model import train_phantom_model
+    from xai_cxr.serve.inference import Predictor
+    return Predictor.from_weights_dir(train_phantom_model(tmp_path_factory.mktemp("ph"), n_train=60,
+                                                          epochs=(3, 0)))
+
+
+def _phantoms(size, seed, n=30):
+    from xai_cxr.data import load_images, scan_dataset
+    from xai_cxr.data.phantom import PhantomConfig, write_phantom_dataset
+    import tempfile
+    root = write_phantom_dataset(tempfile.mkdtemp(), PhantomConfig(image_size=size, n_train=0, n_test=n, seed=seed))
+    return load_images(scan_dataset(root), 64, progress=False).images
+
+
+def test_synthetic_shifts_are_flagged_and_new_phantoms_of_the_training_kind_are_not(small_phantom_model):
+    pred = small_phantom_model
+    own = _phantoms(64, seed=99)
+    flagged = lambda imgs: np.array([p.out_of_distribution for p in pred.predict(imgs, mc=False)])  # noqa: E731
+    assert flagged(own).mean() <= 0.15
+    inverted = 255 - own
+    yy, xx = np.mgrid[:64, :64]
+    checker = (((yy // 4 + xx // 4) % 2) * 60).astype(np.int16)
+    textured = np.clip(own.astype(np.int16) + checker - 30, 0, 255).astype(np.uint8)
+    assert flagged(inverted).mean() >= 0.9
+    assert flagged(textured).mean() >= 0.9
+    preds = pred.predict(inverted[:4], mc=False)
+    assert all(p.decision == "refer" and "out_of_distribution" in p.reasons for p in preds)
+    assert all(p.warning.startswith("outside what this model has seen") for p in preds)
 
 
 @pytest.mark.slow

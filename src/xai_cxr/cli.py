@@ -113,6 +113,11 @@ def _add_data_flags(p) -> None:
                    help="how a film becomes the square input, saved in the model card and applied by evaluate, "
                         "explain, the app and the API: squash (default; keeps the whole chest), crop (centre "
                         "square), pad (letterbox)")
+    p.add_argument("--population-age", default=None, metavar="MIN-MAX",
+                   help="ages in years of the training films' patients, saved in the model card: a DICOM whose "
+                        "PatientAge lies outside is referred (the age is compared, never shown or stored); "
+                        "'none' = unknown. Default: 1-5 for Kaggle's chest_xray NORMAL/PNEUMONIA folders "
+                        "(Kermany's children), else unknown")
     p.add_argument("--image-store", default=None,
                    help="decode the images once into memory-mapped files in this folder and train from there "
                         "(bounded RAM for 100k+ films; reused while files and settings are unchanged)")
@@ -130,7 +135,7 @@ def _add_data_flags(p) -> None:
 
 # flags of _add_common(data=True) that only a training run reads (audit accepts them with --confounder only)
 _TRAINING_DESTS = ("image_size", "batch_size", "limit", "validation", "backbone", "weights", "epochs1", "epochs2",
-                   "budget_minutes", "optimizer", "ema", "operating_point", "keep", "weight_decay", "schedule", "lr", "clahe", "geometry", "task", "bbox_csv", "loss", "focal_gamma", "focal_alpha", "classes", "color",
+                   "budget_minutes", "optimizer", "ema", "operating_point", "keep", "weight_decay", "schedule", "lr", "clahe", "geometry", "population_age", "task", "bbox_csv", "loss", "focal_gamma", "focal_alpha", "classes", "color",
                    "augment", "image_store", "cache_dir", "no_feature_cache", "mlflow", "resume", "deterministic", "cam",
                    "top_fraction", "results_dir")
 
@@ -168,6 +173,9 @@ def _configs(args, data: DataConfig, model: ModelConfig, train: TrainConfig):
                            geometry=args.geometry, augment=AUGMENT_PRESETS.get(args.augment)))
     if args.augment == "none":
         data = replace(data, augment=None)
+    from .data.population import default_population, parse_range
+    data = replace(data, population_age=parse_range(args.population_age) if getattr(args, "population_age", None)
+                   else default_population(root, data.class_names))
     model = replace(model, **({"backbone": args.backbone} if args.backbone else {}),
                     **({"weights": args.weights} if args.weights else {}), allow_download=not args.no_download)
     train = replace(train.with_epochs(args.epochs1, args.epochs2), seed=args.seed, deterministic=args.deterministic,

@@ -77,32 +77,44 @@ def cmd_train(args):
 
 
 def cmd_evaluate(args):
+    import numpy as np
+    from .config import write_json_atomic
     from .data import require_splits
-    from .evaluate import format_metrics
-    from .models import BACKBONES, load_trained_model
     from .data.stream import stream_predict
-    from .models.calibration import apply_temperature, load_temperature
-    from .models.ood import OODDetector, feature_model
-    model, card = load_trained_model(args.weights_dir)
+    from .evaluate import format_metrics
+    from .models import BACKBONES, referral
+    from .models.calibration import accuracy_at_coverage, apply_temperature
+    from .serve.inference import Predictor
+    predictor = Predictor.from_weights_dir(args.weights_dir)
+    model, card = predictor.model, predictor.card
     task = get_task(card.task)
     df = task.scan(args.data_dir, card.class_names, card.seed, args.labels_csv)
     require_splits(df, "test", root=args.data_dir)
-    ood = OODDetector.load(args.weights_dir)
+    decide = None if task.multilabel else (lambda grays: predictor.predict(grays, mc=True))   # noqa: E731
     out = stream_predict(model, df[df.split == "test"], card.image_size, BACKBONES[card.backbone].preprocess,
-                         progress=True, color=card.color, batch_size=args.batch_size, clahe=card.clahe, geometry=card.geometry, tta=args.tta,
-                         feature_net=feature_model(model, ood.layer) if ood else None)
+                         progress=True, color=card.color, batch_size=args.batch_size, clahe=card.clahe,
+                         geometry=card.geometry, tta=args.tta, per_chunk=decide)
     # the card's threshold applies to calibrated probabilities (as in the app and API; at 0.5 nothing changes)
-    proba = apply_temperature(out["proba"], load_temperature(args.weights_dir), task.multilabel)
+    proba = apply_temperature(out["proba"], predictor.temperature, task.multilabel)
     m = task.metrics(out["labels"], proba, card.class_names, card.threshold, seed=args.seed)
-    if ood:
-        flagged = ood.flag(out["features"])
-        m["out_of_distribution"] = {"threshold": ood.threshold, "test_flagged": int(flagged.sum()),
-                                    "test_flagged_share": float(flagged.mean()) if len(flagged) else float("nan")}
-        print(f"out of distribution: {flagged.sum()} of {len(flagged)} test films flagged")
+    if out["records"] is not None:
+        preds = out["records"]
+        labels = np.array([card.class_names.index(p.label) for p in preds])
+        correct = labels == np.asarray(out["labels"])
+        m["referral"] = referral.summary([tuple(p.reasons) for p in preds], correct)
+        m["referral"]["rule"] = (f"refer when out of distribution (combined score > {predictor.ood.threshold:.2f})"
+                                 if predictor.ood else "no out-of-distribution detector beside the weights") + \
+            f" or MC-dropout sd > {predictor.refer_above:.2f}"
+        m["risk_coverage_by_uncertainty"] = accuracy_at_coverage(
+            np.asarray(out["labels"]), labels, np.array([p.uncertainty for p in preds]),
+            coverages=tuple(np.round(np.arange(1.0, 0.45, -0.05), 2)))
+        r = m["referral"]
+        print(f"referral: {r['coverage']:.1%} answered (accuracy {r['accuracy_answered'] or float('nan'):.3f}), "
+              f"{r['referred']:.1%} referred — out of distribution {r['referred_out_of_distribution']:.1%}, "
+              f"uncertain {r['referred_uncertain']:.1%}; accuracy of all films {r['accuracy_all']:.3f}")
     m["skipped_images"] = [{"path": p, "reason": r} for p, r in out["skipped"]]
     results = Path(args.results_dir)
-    results.mkdir(parents=True, exist_ok=True)
-    (results / "metrics.json").write_text(json.dumps(m, indent=2))
+    write_json_atomic(m, results / "metrics.json")
     print(format_metrics(m))
     for p, r in out["skipped"]:
         print(f"skipped {p}: {r}")
@@ -112,40 +124,49 @@ def cmd_evaluate(args):
 def cmd_explain(args):
     import cv2
     import numpy as np
-    from .data import ImageReadError, load_image
-    from .models import BACKBONES, load_trained_model
+    import pandas as pd
+    from .config import atomic_path
+    from .data import ImageReadError
     from .explain.overlay import jet_overlay, red_overlay
-    from .models.ood import WARNING as OOD_WARNING, OODDetector, image_features
+    from .models import BACKBONES
     from .pipeline import explain_images
+    from .serve.inference import Predictor
     refs = _dicom_references(args.images) if args.dicom_out else {}
-    model, card = load_trained_model(args.weights_dir)
+    predictor = Predictor.from_weights_dir(args.weights_dir)
+    model, card = predictor.model, predictor.card
     spec = BACKBONES[card.backbone]
-    grays, names, skipped = [], [], []
+    grays, names, ages, skipped = [], [], [], []
     for path in args.images:
         try:
-            grays.append(load_image(path, card.image_size, card.color, card.clahe, card.geometry))
+            data = Path(path).read_bytes()
+            grays.append(predictor.load(data, path))        # blank or constant images are refused here
             names.append(Path(path))
+            ages.append(predictor.age_outside(data))
         except (ImageReadError, OSError, cv2.error) as exc:
             skipped.append((path, str(exc)))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if grays:
         cam = CamConfig(method=args.cam, target_layer=args.target_layer, top_fraction=args.top_fraction)
-        heats, pred, conf = explain_images(model, np.stack(grays), spec.preprocess, cam, card.target_layer)
-        if args.dicom_out:
-            from .serve.inference import weights_sha256
-            weights_id = weights_sha256(Path(args.weights_dir) / "model.weights.h5")      # once, not per film
-        ood = OODDetector.load(args.weights_dir)
-        flags = ood.flag(image_features(model, np.stack(grays), spec.preprocess, ood.layer)) if ood \
-            else [False] * len(grays)
-        for g, h, p, c, name, flag in zip(grays, heats, pred, conf, names, flags):
+        heats, _, _ = explain_images(model, np.stack(grays), spec.preprocess, cam, card.target_layer)
+        preds = predictor.predict(np.stack(grays), mc=True, age_outside=ages)
+        rows = []
+        for g, h, p, name in zip(grays, heats, preds, names):
             panel = np.hstack([red_overlay(g, h, args.top_fraction), jet_overlay(g, h)])
             dest = out / f"{name.stem}_{args.cam}.png"
             cv2.imwrite(str(dest), cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
-            print(f"{name}: {card.class_names[p]} ({c:.1%}) → {dest}" + (f"  [{OOD_WARNING}]" if flag else ""))
+            said = (f"REFER ({'; '.join(p.reason_text)}) — model output, not an answer: {p.label} "
+                    f"({p.confidence:.1%})") if p.referred else f"{p.label} ({p.confidence:.1%})"
+            print(f"{name}: {said} → {dest}")
+            rows.append({"file": name.name, "decision": p.decision, "reasons": ";".join(p.reasons),
+                         "label": p.label, "confidence": p.confidence, "uncertainty": p.uncertainty,
+                         "ood_score": p.ood_score, "ood_threshold": p.ood_threshold, "map": dest.name})
             if args.dicom_out and str(name) in refs:
-                _write_dicom_overlay(refs[str(name)], red_overlay(g, h, args.top_fraction), card.class_names[p], c,
-                                     weights_id, args.cam, Path(args.dicom_out) / f"{name.stem}_{args.cam}.dcm")
+                _write_dicom_overlay(refs[str(name)], red_overlay(g, h, args.top_fraction), p.label, p.confidence,
+                                     predictor.weights_id, args.cam, Path(args.dicom_out) / f"{name.stem}_{args.cam}.dcm")
+        with atomic_path(out / "decisions.csv") as tmp:
+            pd.DataFrame(rows).to_csv(tmp, index=False)
+        print(f"decisions → {out / 'decisions.csv'}")
     for p, why in skipped:
         print(f"skipped {p}: {why}", file=sys.stderr)
     if skipped and not grays:
@@ -309,15 +330,18 @@ def cmd_report(args):
     refs = _dicom_references([args.image]) if args.dicom_out else {}
     predictor = load_predictor(args.weights_dir, allow_phantom=args.phantom)
     try:
-        gray = predictor.load(path.read_bytes(), path)
+        data = path.read_bytes()
+        gray = predictor.load(data, path)
     except ImageReadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    pred = predictor.predict(gray[None], mc=args.mc_passes > 1)[0]
+    pred = predictor.predict(gray[None], mc=args.mc_passes > 1, age_outside=[predictor.age_outside(data)])[0]
     target = [predictor.class_names.index(pred.label)]
     heats = {m: predictor.explain(gray[None], m, targets=target)[0] for m in args.methods}
     out = write_report(args.out, gray, heats, pred, predictor, path.name, args.top_fraction)
-    print(f"{path.name}: {pred.label} ({pred.confidence:.1%}, MC sd {pred.uncertainty:.3f}) → {out}")
+    said = f"REFER ({'; '.join(pred.reason_text)})" if pred.referred else \
+        f"{pred.label} ({pred.confidence:.1%}, MC sd {pred.uncertainty:.3f})"
+    print(f"{path.name}: {said} → {out}")
     if args.dicom_out:
         from .explain.overlay import red_overlay
         method = args.methods[0]

@@ -29,6 +29,8 @@ class DataConfig:
     color: bool = False                 # keep RGB (non-X-ray data sets); X-rays are decoded to grayscale
     clahe: bool = False                 # CLAHE after resizing (acquisition-shift lever; off = the reference design's input)
     image_store: str | None = None      # decode once into memory-mapped files here (bounded RAM); None = in memory
+    population_age: tuple[float, float] | None = None   # ages (years) of the training films' patients, saved in the
+                                        # card: a DICOM whose PatientAge is outside is referred. Kermany: (1, 5)
     # on-the-fly train augmentation; None = off. Default: the "aspect" preset (the width jitter): squashed films
     # of class-dependent shape otherwise teach how wide a chest looks (docs/results.md, "Input geometry")
     augment: "AugmentConfig | None" = field(default_factory=lambda: AUGMENT_PRESETS["aspect"])
@@ -144,9 +146,11 @@ class AuditConfig:
 @contextmanager
 def atomic_path(path: str | Path):
     """Yield a temporary path beside ``path``; when the block ends without an error it replaces ``path`` in one
-    rename, so a reader never sees a half-written file (on an error the temporary file is removed)."""
+    rename, so a reader never sees a half-written file (on an error the temporary file is removed). The temporary
+    name keeps the extensions (``.ood.tmp.npz``, ``.model.tmp.weights.h5``): Keras and numpy check them."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    base, dot, rest = path.name.partition(".")
+    tmp = path.with_name(f".{base}.tmp{dot}{rest}")
     try:
         yield tmp
         os.replace(tmp, path)
@@ -176,6 +180,8 @@ def from_json(text: str) -> dict:
     if "DataConfig" in raw:
         d = dict(raw["DataConfig"], class_names=tuple(raw["DataConfig"]["class_names"]))
         d["augment"] = AugmentConfig(**d["augment"]) if d.get("augment") else None
+        if d.get("population_age") is not None:
+            d["population_age"] = tuple(d["population_age"])
         out["DataConfig"] = DataConfig(**d)
     if "ModelConfig" in raw:
         out["ModelConfig"] = ModelConfig(**dict(raw["ModelConfig"], dropout=tuple(raw["ModelConfig"]["dropout"])))

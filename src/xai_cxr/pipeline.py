@@ -34,8 +34,9 @@ def scratch_configs(root: str | Path, seed: int = 42, budget_minutes: float | No
     cue, so its best epoch is a mid-schedule one) and the decision threshold is 0.5.
     bfloat16 is left to ``--precision`` (it pays only on CPUs with AVX512-BF16/AMX)."""
     from .config import AUGMENT_PRESETS
+    from .data.population import default_population
     data = DataConfig(root=str(root), image_size=160, validation="holdout:0.1", augment=AUGMENT_PRESETS["aspect"],
-                      clahe=True, seed=seed)
+                      clahe=True, seed=seed, population_age=default_population(root, DataConfig.class_names))
     model = ModelConfig(backbone="cxr-res", weights="none")
     train = replace(TrainConfig(seed=seed, optimizer="adamw", schedule="cosine", budget_minutes=budget_minutes,
                                 keep="last"),
@@ -59,7 +60,9 @@ def demo_configs(data_root: str | Path | None = None, seed: int = 42, allow_down
                 f"data: {root}", found, f"note: VGG19's ImageNet weights are not in {keras_models_dir()} and "
                 "downloads are off: training cxr-res from scratch (the recipe of docs/results.md, 30-minute "
                 "budget) instead"]))
-        data = DataConfig(root=str(root), image_size=256, seed=seed)
+        from .data.population import default_population
+        data = DataConfig(root=str(root), image_size=256, seed=seed,
+                          population_age=default_population(root, DataConfig.class_names))
         model = ModelConfig(backbone="vgg19")
         note = "\n".join(filter(None, [f"data: {root}", found]))
     else:
@@ -187,7 +190,7 @@ def save_description(weights_dir: str | Path, data_cfg: DataConfig, model_cfg: M
     evaluate/explain/app/API) and ``run_config.json`` (every config of the run)."""
     card = ModelCard(model_cfg.backbone, data_cfg.image_size, tuple(data_cfg.class_names), task=data_cfg.task,
                      color=data_cfg.color, seed=data_cfg.seed, clahe=data_cfg.clahe, geometry=data_cfg.geometry,
-                     target_layer=cam_cfg.target_layer or BACKBONES[model_cfg.backbone].target_layer,
+                     population_age=data_cfg.population_age, target_layer=cam_cfg.target_layer or BACKBONES[model_cfg.backbone].target_layer,
                      dense_units=model_cfg.dense_units, dropout=tuple(model_cfg.dropout), l2=model_cfg.l2)
     card.save(weights_dir)
     write_json_atomic(json.loads(to_json(data_cfg, model_cfg, train_cfg, cam_cfg)), Path(weights_dir) / "run_config.json")
@@ -285,21 +288,39 @@ def apply_operating_point(rule: str, metrics: dict, prep: Prepared, data_cfg: Da
     return out
 
 
-def fit_out_of_distribution(model, prep: Prepared, weights_dir: Path, quantile: float = 0.99) -> dict:
-    """Fit the out-of-distribution detector (``models/ood.py``) on the training films, its threshold on the
-    holdout (the training films when validation is the test split), save it beside the weights (the app,
-    API, report, ``explain`` and ``evaluate`` read it) and return its summary with the share of test films
-    it flags."""
-    from .models.ood import fit_for_model, image_features
+def fit_out_of_distribution(model, prep: Prepared, weights_dir: Path, seed: int = 42) -> dict:
+    """Fit the out-of-distribution detector (``models/ood.py``: Mahalanobis at several depths + the input-level
+    autoencoder) on the training films, standardise it and set its threshold on the holdout (the training films
+    when validation is the test split), save it beside the weights (the app, API, report, ``explain`` and
+    ``evaluate`` read it) and return its summary with the share of test films it flags."""
+    from .models.ood import fit_for_model
     preprocess = BACKBONES[backbone_of(model)].preprocess
     det = fit_for_model(model, preprocess, prep.train.images, prep.train.labels,
-                        None if prep.val is prep.test else prep.val.images, quantile)
+                        None if prep.val is prep.test else prep.val.images, seed=seed)
     det.save(weights_dir)
-    flagged = det.flag(image_features(model, prep.test.images, preprocess, det.layer))
-    return {"score": "squared Mahalanobis distance of the penultimate features to the nearest class mean",
-            "threshold": det.threshold, "quantile": quantile, "calibrated_on": det.calibrated_on,
+    verdict = det.assess(det.image_values(model, prep.test.images, preprocess))
+    flagged = verdict.flagged
+    return {"score": "sum of z-scores of Mahalanobis distances at several depths + the input-level check",
+            "branches": list(det.combine), "threshold": det.threshold, "quantile": det.quantile,
+            "calibrated_on": det.calibrated_on,
             "test_flagged_share": float(flagged.mean()) if len(flagged) else float("nan"),
             "test_flagged": int(flagged.sum())}
+
+
+def refit_out_of_distribution(weights_dir: str | Path, data_root: str | Path | None = None,
+                              progress: bool = False) -> tuple[dict, Prepared]:
+    """Fit (again) the detector of a trained model folder on the films it was trained on: its saved configs
+    (``run_config.json``) rebuild the same training films and the same seeded holdout (``data_root`` when the data
+    moved). For models trained before the detector changed. Returns (summary, the decoded splits)."""
+    from .config import from_json
+    from .models import load_trained_model
+    weights_dir = Path(weights_dir)
+    data_cfg = from_json((weights_dir / "run_config.json").read_text())["DataConfig"]
+    if data_root is not None:
+        data_cfg = replace(data_cfg, root=str(data_root))
+    model, _ = load_trained_model(weights_dir)
+    prep = prepare_data(data_cfg, progress=progress)
+    return fit_out_of_distribution(model, prep, weights_dir, data_cfg.seed), prep
 
 
 def sample_figure(model, test: ImageSet, data_cfg: DataConfig, cam_cfg: CamConfig, target_layer: str):
@@ -398,7 +419,7 @@ def run(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, ca
         metrics = apply_operating_point(train_cfg.operating_point, metrics, prep, data_cfg, val_calibrated, proba,
                                         metrics["calibration"]["temperature"], weights_dir)
         card = ModelCard.load(weights_dir)
-    metrics["out_of_distribution"] = fit_out_of_distribution(model, prep, weights_dir)
+    metrics["out_of_distribution"] = fit_out_of_distribution(model, prep, weights_dir, data_cfg.seed)
     save_figure(sample_figure(model, prep.test, data_cfg, cam_cfg, target_layer), results_dir / "sample_results.png")
     pg = None if get_task(data_cfg.task).multilabel else lesion_pointing_game(model, prep.test, data_cfg, cam_cfg,
                                                                               target_layer)

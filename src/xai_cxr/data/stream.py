@@ -11,19 +11,19 @@ from .images import tta_views
 
 def stream_predict(model, manifest: pd.DataFrame, image_size: int, preprocess, chunk: int = 256,
                    cam=None, workers: int = 4, progress: bool = False, color: bool = False, batch_size: int = 64,
-                   feature_net=None, clahe: bool = False, tta: tuple[str, ...] = (),
+                   per_chunk=None, clahe: bool = False, tta: tuple[str, ...] = (),
                    geometry: str = "squash"):
     """Probabilities for every readable image of ``manifest``, chunk by chunk.
 
     With ``cam`` (a CAM object), also the hottest pixel (row, col) of each predicted-class map — the
-    summary the pointing game needs — without keeping any map. With ``feature_net`` (x → features, e.g.
-    ``models.ood.feature_model``), also each image's features. Returns a dict: ``proba`` (N, K), ``labels``
-    (N,) or multi-hot (N, K) when the manifest has labels, ``paths`` (N,), ``peaks`` (N, 2) or None,
-    ``features`` (N, D) or None, and ``skipped`` [(path, reason)]. ``tta``: names of
+    summary the pointing game needs — without keeping any map. With ``per_chunk`` (decoded images → one record
+    per image, e.g. ``Predictor.predict``'s decisions), also those records. Returns a dict: ``proba`` (N, K),
+    ``labels`` (N,) or multi-hot (N, K) when the manifest has labels, ``paths`` (N,), ``peaks`` (N, 2) or None,
+    ``records`` (a list of N) or None, and ``skipped`` [(path, reason)]. ``tta``: names of
     ``data.images.TTA_TRANSFORMS``; the probabilities are then the mean over those views.
     """
     from tqdm.auto import tqdm
-    proba, labels, paths, peaks, skipped, feats = [], [], [], [], [], []
+    proba, labels, paths, peaks, skipped, records = [], [], [], [], [], []
     for start in tqdm(range(0, len(manifest), chunk), desc="streaming", disable=not progress, leave=False):
         part = load_images(manifest.iloc[start:start + chunk], image_size, workers, progress=False, color=color,
                            clahe=clahe, geometry=geometry)
@@ -40,8 +40,8 @@ def stream_predict(model, manifest: pd.DataFrame, image_size: int, preprocess, c
         paths += part.manifest["path"].tolist()
         if {"label_idx", "label_vec"} & set(part.manifest):        # class indices or multi-hot vectors
             labels.append(part.labels)
-        if feature_net is not None:
-            feats += [np.asarray(feature_net(x[s:s + batch_size], training=False)) for s in range(0, len(x), batch_size)]
+        if per_chunk is not None:
+            records += list(per_chunk(part.images))
         if cam is not None:
             maps = cam(x, targets=p.argmax(1))
             flat = maps.reshape(len(maps), -1).argmax(1)
@@ -51,5 +51,5 @@ def stream_predict(model, manifest: pd.DataFrame, image_size: int, preprocess, c
             "labels": np.concatenate(labels) if labels else None,
             "paths": np.array(paths),
             "peaks": np.concatenate(peaks) if peaks else None,
-            "features": np.concatenate(feats) if feats else None,
+            "records": records if per_chunk is not None else None,
             "skipped": skipped}

@@ -1,114 +1,277 @@
-"""Knowing when not to answer: an out-of-distribution score from the trained model alone.
+"""Knowing when not to answer: an out-of-distribution score at several depths of the trained model.
 
-The score of a film is the squared Mahalanobis distance of its penultimate features (the head's global
-average pool) to the nearest training class mean, under one shared covariance (Lee et al., NeurIPS 2018),
-estimated with Ledoit-Wolf shrinkage so that a few hundred films suffice for 256 features. The threshold
-is a high quantile (default the 99th percentile) of the scores of in-distribution films the model did not
-train on (the holdout), or of the training films when there is no holdout. A film above it is "outside
-what this model has seen": its prediction should not be trusted, however confident the softmax is.
+A pneumonia classifier's last features are trained to ignore whatever does not separate its classes — the
+patient's age and the hospital's acquisition included — so one distance on them misses exactly the films that
+matter (adults from another hospital). The detector therefore looks at several depths (Lee et al., NeurIPS 2018,
+"feature ensemble"; Anthony & Kamnitsas 2023, multi-branch Mahalanobis): after each stage of the network the
+feature maps are averaged over the image, and each such *branch* gets the squared Mahalanobis distance to the
+nearest training class mean under one shared covariance (Ledoit-Wolf shrinkage). A branch may also be a plain
+score where larger means stranger (the input-level autoencoder's reconstruction error, ``models/input_check``).
+
+Each branch's score is standardised on in-distribution films the model did not train on (the holdout, or the
+training films when there is none): z = (score − mean) / sd. The combined score is the sum of the z-scores of
+the branches in ``combine``, and its threshold is the ``quantile`` of the same films' combined scores. A film
+above it is "outside what this model has seen"; the branch with the largest z says which depth saw it.
+
+The reference design: the features of every depth of the backbone are averaged over each cell of a 2 × 2 grid
+(where the anatomy sits is kept), every depth, the head's features and the input-level check's code are summed,
+and the threshold is the 97th percentile of the holdout (an expected 3% of in-distribution films referred, with
+room under a 5% budget for the sampling error of ~500 holdout films). The energy score (Liu et al. 2020) and
+the autoencoder's reconstruction error are computed beside it, not summed (``NOT_SUMMED``). docs/results.md
+("When not to trust the model") gives what each branch and each choice measured.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 OOD_FILE = "ood.npz"
 WARNING = "outside what this model has seen — do not trust this prediction"
+HEAD_BRANCH = "head"            # the head's features: the input of the prediction layer
+ENERGY_BRANCH = "energy"        # −logsumexp(logits): larger = less like any class (Liu et al. 2020)
+DEFAULT_QUANTILE = 0.97
+DEFAULT_GRID = 2
+# computed and reported, not summed: the energy score is at chance on chest films (Wollek et al. 2023) and the
+# autoencoder's reconstruction error is *lower* for smooth, simple images than for films (phantoms, the adult NIH
+# film: docs/results.md) — the known failure that its latent distance repairs (Denouden et al. 2018)
+NOT_SUMMED = (ENERGY_BRANCH, "input_error")
 
 
 @dataclass(frozen=True)
-class OODDetector:
-    means: np.ndarray          # (K, D) class means of the training features
-    precision: np.ndarray      # (D, D) inverse of the shared (shrunk) covariance
-    threshold: float           # scores above it are flagged
-    quantile: float            # which quantile of the calibration scores the threshold is
-    layer: str                 # the feature layer
-    calibrated_on: str         # "holdout" | "train"
+class Mahalanobis:
+    """Squared Mahalanobis distance to the nearest of K class means under one shared precision matrix."""
+    means: np.ndarray          # (K, D)
+    precision: np.ndarray      # (D, D)
 
     def score(self, features: np.ndarray) -> np.ndarray:
-        """(N,) squared Mahalanobis distance of each row of ``features`` to its nearest class mean."""
         f = np.asarray(features, np.float64)
         d = f[:, None, :] - self.means[None]                               # (N, K, D)
         return np.einsum("nkd,de,nke->nk", d, self.precision, d).min(1)
 
-    def flag(self, features: np.ndarray) -> np.ndarray:
-        return self.score(features) > self.threshold
+
+def fit_mahalanobis(features: np.ndarray, labels: np.ndarray) -> Mahalanobis:
+    """Class means and the Ledoit-Wolf precision of the class-centred features. Multi-hot labels (multi-label
+    tasks) use one mean."""
+    from sklearn.covariance import LedoitWolf
+    f = np.asarray(features, np.float64)
+    labels = np.asarray(labels)
+    classes = np.zeros(len(f), int) if labels.ndim == 2 else labels.astype(int)
+    kinds = np.unique(classes)
+    means = np.stack([f[classes == k].mean(0) for k in kinds])
+    centred = f - means[np.searchsorted(kinds, classes)]
+    return Mahalanobis(means, LedoitWolf(assume_centered=True).fit(centred).precision_)
+
+
+@dataclass(frozen=True)
+class OODDetector:
+    branches: tuple[str, ...]                  # branch names: model layers, "head", "input_error", "energy", ...
+    fits: tuple[Mahalanobis | None, ...]       # per branch: a Mahalanobis fit, or None for a plain score
+    centre: np.ndarray                         # (B,) mean of each branch's raw score on the calibration films
+    scale: np.ndarray                          # (B,) its standard deviation
+    combine: tuple[str, ...]                   # branches summed into the combined score
+    threshold: float                           # combined scores above it are flagged
+    quantile: float                            # which quantile of the calibration films' combined scores it is
+    calibrated_on: str                         # "holdout" | "train"
+    grid: int = 1                              # layer features are averaged over a grid × grid split of the map
+    input_check: object = field(default=None, compare=False)   # models.input_check.InputCheck, when a branch needs it
+
+    def raw(self, branch_values: dict[str, np.ndarray]) -> np.ndarray:
+        """(N, B) raw scores from each branch's features (Mahalanobis branches) or score (plain branches)."""
+        cols = [fit.score(branch_values[name]) if fit is not None else np.asarray(branch_values[name], np.float64)
+                for name, fit in zip(self.branches, self.fits)]
+        return np.stack(cols, 1)
+
+    def z(self, raw: np.ndarray) -> np.ndarray:
+        return (np.asarray(raw, np.float64) - self.centre) / self.scale
+
+    def combined(self, z: np.ndarray) -> np.ndarray:
+        idx = [self.branches.index(b) for b in self.combine]
+        return np.asarray(z)[:, idx].sum(1)
+
+    def assess(self, branch_values: dict[str, np.ndarray]) -> "Assessment":
+        """The combined score of each film, whether it is flagged, every branch's z and the loudest branch."""
+        z = self.z(self.raw(branch_values))
+        score = self.combined(z)
+        idx = [self.branches.index(b) for b in self.combine]
+        loudest = np.asarray(self.combine)[z[:, idx].argmax(1)] if len(z) else np.array([], str)
+        return Assessment(score, score > self.threshold, z, tuple(loudest))
 
     def save(self, folder: str | Path) -> Path:
-        import os
-        path = Path(folder) / OOD_FILE
-        tmp = path.with_name("ood.tmp.npz")
-        np.savez(tmp, means=self.means, precision=self.precision, threshold=self.threshold,
-                 quantile=self.quantile, layer=self.layer, calibrated_on=self.calibrated_on)
-        os.replace(tmp, path)
-        return path
+        from ..config import atomic_path
+        arrays = {"branches": np.array(self.branches), "combine": np.array(self.combine),
+                  "centre": self.centre, "scale": self.scale, "threshold": self.threshold,
+                  "quantile": self.quantile, "calibrated_on": self.calibrated_on, "grid": self.grid}
+        for i, fit in enumerate(self.fits):
+            if fit is not None:
+                arrays[f"means_{i}"], arrays[f"precision_{i}"] = fit.means, fit.precision
+        with atomic_path(Path(folder) / OOD_FILE) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+        if self.input_check is not None:
+            self.input_check.save(folder)
+        return Path(folder) / OOD_FILE
 
     @classmethod
     def load(cls, folder: str | Path) -> "OODDetector | None":
+        """The detector saved beside the weights; None when there is none. A single-layer detector written by
+        earlier versions (``layer`` + raw threshold) loads as one branch with centre 0 and scale 1."""
         path = Path(folder) / OOD_FILE
         if not path.is_file():
             return None
         z = np.load(path, allow_pickle=False)
-        return cls(z["means"], z["precision"], float(z["threshold"]), float(z["quantile"]), str(z["layer"]),
-                   str(z["calibrated_on"]))
+        if "layer" in z:                                   # the earlier single-layer format
+            return cls((str(z["layer"]),), (Mahalanobis(z["means"], z["precision"]),), np.zeros(1), np.ones(1),
+                       (str(z["layer"]),), float(z["threshold"]), float(z["quantile"]), str(z["calibrated_on"]))
+        branches = tuple(str(b) for b in z["branches"])
+        fits = tuple(Mahalanobis(z[f"means_{i}"], z[f"precision_{i}"]) if f"means_{i}" in z else None
+                     for i in range(len(branches)))
+        from .input_check import InputCheck
+        return cls(branches, fits, z["centre"], z["scale"], tuple(str(b) for b in z["combine"]),
+                   float(z["threshold"]), float(z["quantile"]), str(z["calibrated_on"]), int(z["grid"]),
+                   InputCheck.load(folder))
+
+    def image_values(self, model, images: np.ndarray, preprocess) -> dict[str, np.ndarray]:
+        """Every branch's input for decoded images (``image_branch_values`` with this detector's settings)."""
+        return image_branch_values(model, images, preprocess, self.layers, self.input_check, self.grid)
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        """The model layers whose pooled features some branch needs."""
+        from .input_check import INPUT_PREFIX
+        return tuple(b for b, f in zip(self.branches, self.fits)
+                     if f is not None and b != HEAD_BRANCH and not b.startswith(INPUT_PREFIX))
 
 
-def fit_ood(train_features: np.ndarray, train_labels: np.ndarray, calibration_features: np.ndarray,
-            quantile: float = 0.99, layer: str = "", calibrated_on: str = "holdout") -> OODDetector:
-    """Class means and a shared Ledoit-Wolf covariance on the training features; the threshold is the
-    ``quantile`` of the calibration films' scores. Multi-hot labels (multi-label tasks) use one mean."""
-    from sklearn.covariance import LedoitWolf
-    f = np.asarray(train_features, np.float64)
-    labels = np.asarray(train_labels)
-    classes = np.zeros(len(f), int) if labels.ndim == 2 else labels.astype(int)
-    means = np.stack([f[classes == k].mean(0) for k in np.unique(classes)])
-    centred = f - means[np.searchsorted(np.unique(classes), classes)]
-    precision = LedoitWolf(assume_centered=True).fit(centred).precision_
-    partial = OODDetector(means, precision, np.inf, quantile, layer, calibrated_on)
-    threshold = float(np.quantile(partial.score(calibration_features), quantile))
-    return OODDetector(means, precision, threshold, quantile, layer, calibrated_on)
+@dataclass(frozen=True)
+class Assessment:
+    """What the detector says of N films."""
+    score: np.ndarray            # (N,) combined score (sum of z)
+    flagged: np.ndarray          # (N,) bool, score > threshold
+    z: np.ndarray                # (N, B) each branch's z-score
+    loudest: tuple[str, ...]     # per film: the summed branch with the largest z (which depth saw it most)
 
 
-def feature_layer(model) -> str:
-    """The penultimate features: the head's global average pool when the model has one, else the input
-    layer of the first head Dense."""
+def fit_detector(train: dict[str, np.ndarray], labels: np.ndarray, calibration: dict[str, np.ndarray],
+                 plain: tuple[str, ...] = (), combine: tuple[str, ...] | None = None,
+                 quantile: float = DEFAULT_QUANTILE, calibrated_on: str = "holdout", grid: int = 1,
+                 input_check=None) -> OODDetector:
+    """Fit a Mahalanobis branch on each training feature array in ``train`` (name → (N, D)) except the ``plain``
+    ones (name → (N,) scores, used as they are); standardise every branch on ``calibration`` (same names); sum
+    ``combine`` (default: every branch not in ``NOT_SUMMED``); threshold = its ``quantile`` on the calibration
+    films."""
+    branches = tuple(train)
+    fits = tuple(None if b in plain else fit_mahalanobis(train[b], labels) for b in branches)
+    combine = tuple(combine or (b for b in branches if b not in NOT_SUMMED))
+    unit = OODDetector(branches, fits, np.zeros(len(branches)), np.ones(len(branches)), combine, np.inf,
+                       quantile, calibrated_on, grid)
+    raw = unit.raw(calibration)
+    centre, scale = raw.mean(0), raw.std(0, ddof=1)
+    scale = np.where(scale > 0, scale, 1.0)
+    scored = replace(unit, centre=centre, scale=scale)
+    threshold = float(np.quantile(scored.combined(scored.z(raw)), quantile))
+    return replace(scored, threshold=threshold, input_check=input_check)
+
+
+# --- features of a Keras model at several depths -------------------------------------------------------------
+
+def depth_layers(model) -> tuple[str, ...]:
+    """The backbone layers whose pooled features are branches: the backbone's ``ood_layers`` when its registry
+    entry names them, else the last layer at each spatial resolution of the backbone."""
+    from .registry import BACKBONES, HEAD_PREFIX, backbone_of
+    named = BACKBONES[backbone_of(model)].ood_layers
+    if named:
+        return named
+    last: dict[tuple, str] = {}
+    for layer in model.layers:
+        shape = getattr(layer, "output", None) is not None and layer.output.shape
+        if layer.name.startswith(HEAD_PREFIX) or not shape or len(shape) != 4 \
+                or type(layer).__name__ == "InputLayer":
+            continue
+        last.pop(tuple(shape[1:3]), None)        # re-insert: keep the order of the *last* layer at each size
+        last[tuple(shape[1:3])] = layer.name
+    return tuple(last.values())
+
+
+def _head_layer(model):
     from .registry import HEAD_PREFIX
-    names = [l.name for l in model.layers]
-    if HEAD_PREFIX + "gap" in names:
-        return HEAD_PREFIX + "gap"
-    first_dense = next(l for l in model.layers if l.name.startswith(HEAD_PREFIX) and "Dense" in type(l).__name__)
-    return names[names.index(first_dense.name) - 1]
+    return model.get_layer(HEAD_PREFIX + "predictions")
 
 
-def feature_model(model, layer: str | None = None):
-    """x → features of ``layer`` (default ``feature_layer``), sharing ``model``'s weights."""
+def grid_pool(x, grid: int, name: str):
+    """(B, H, W, C) → (B, grid² · C): the mean of each cell of a grid × grid split of the map (grid 1 = global
+    average pooling). Where a film's anatomy sits is kept: an adult's chest fills the film differently."""
     import keras
-    return keras.Model(model.inputs, model.get_layer(layer or feature_layer(model)).output)
+    h, w = int(x.shape[1]), int(x.shape[2])
+    if grid <= 1 or h < grid or w < grid:
+        return keras.layers.GlobalAveragePooling2D(name=name)(x)
+    cell = (h // grid, w // grid)
+    x = keras.layers.AveragePooling2D(cell, strides=cell, name=name + "_cells")(x)
+    return keras.layers.Flatten(name=name)(x)
 
 
-def extract(feature_net, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Features of model inputs ``x`` (direct calls per chunk, inference mode)."""
-    return np.concatenate([np.asarray(feature_net(x[s:s + batch_size], training=False))
-                           for s in range(0, len(x), batch_size)]) if len(x) else np.zeros((0, 0))
+def branch_model(model, layers: tuple[str, ...], grid: int = 1):
+    """x → [``grid_pool`` of each layer's features] + [the head's features (the prediction layer's input)], one
+    Keras model sharing ``model``'s weights."""
+    import keras
+    outs = [model.get_layer(n).output for n in layers]
+    outs = [grid_pool(o, grid, f"ood_pool_{i}") if len(o.shape) == 4 else o for i, o in enumerate(outs)]
+    return keras.Model(model.inputs, [*outs, _head_layer(model).input])
 
 
-def image_features(model, images: np.ndarray, preprocess, layer: str | None = None, chunk: int = 256) -> np.ndarray:
-    """Penultimate features of decoded images (uint8, (N, S, S) or (N, S, S, 3)), in chunks: bounded memory."""
+def logits_of(model, head_features: np.ndarray) -> np.ndarray:
+    """Pre-activation outputs of the prediction layer from its input (a Dense layer: x W + b)."""
+    kernel, bias = (np.asarray(w, np.float64) for w in _head_layer(model).get_weights())
+    return np.asarray(head_features, np.float64) @ kernel + bias
+
+
+def energy(logits: np.ndarray) -> np.ndarray:
+    """−logsumexp of the logits: the energy score (larger = further from every class)."""
+    from scipy.special import logsumexp
+    return -logsumexp(np.asarray(logits, np.float64), axis=1)
+
+
+def branch_values(model, net, layers: tuple[str, ...], x: np.ndarray, batch_size: int = 64) -> dict[str, np.ndarray]:
+    """Every branch's input for model inputs ``x``: pooled features per layer, the head's features, the energy."""
+    parts = [[np.asarray(o, np.float32) for o in net(x[s:s + batch_size], training=False)]
+             for s in range(0, len(x), batch_size)]
+    cols = [np.concatenate(c) for c in zip(*parts)] if parts else [np.zeros((0, 1))] * (len(layers) + 1)
+    out = dict(zip(layers, cols[:-1]))
+    out[HEAD_BRANCH] = cols[-1]
+    out[ENERGY_BRANCH] = energy(logits_of(model, cols[-1])) if len(x) else np.zeros(0)
+    return out
+
+
+def image_branch_values(model, images: np.ndarray, preprocess, layers: tuple[str, ...], input_check=None,
+                        grid: int = 1, chunk: int = 256) -> dict[str, np.ndarray]:
+    """Branch inputs of decoded images (uint8, (N, S, S) or (N, S, S, 3)), ``chunk`` images at a time: memory
+    stays bounded by the pooled features, whatever N."""
     from ..data import to_model_input
-    net = feature_model(model, layer)
-    parts = [extract(net, to_model_input(images[s:s + chunk], preprocess).numpy())
+    net = branch_model(model, layers, grid)
+    parts = [branch_values(model, net, layers, to_model_input(images[s:s + chunk], preprocess).numpy())
              for s in range(0, len(images), chunk)]
-    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+    out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
+    if input_check is not None:
+        out.update(input_check.branch_values(images))
+    return out
 
 
 def fit_for_model(model, preprocess, train_images, train_labels, calibration_images=None,
-                  quantile: float = 0.99) -> OODDetector:
-    """The detector of a trained model: training films' features, threshold on ``calibration_images``
-    (in-distribution films it did not train on), or on the training films when None."""
-    layer = feature_layer(model)
-    train = image_features(model, train_images, preprocess, layer)
+                  quantile: float = DEFAULT_QUANTILE, input_check: bool = True, seed: int = 42,
+                  combine: tuple[str, ...] | None = None, grid: int = DEFAULT_GRID) -> OODDetector:
+    """The detector of a trained model: Mahalanobis branches fitted on the training films, every branch
+    standardised and the threshold set on ``calibration_images`` (in-distribution films it did not train on),
+    or on the training films when None. ``input_check`` also trains the input-level autoencoder on the
+    training films and adds its branches."""
+    layers = depth_layers(model)
+    check = None
+    if input_check:
+        from .input_check import fit_input_check
+        check = fit_input_check(train_images, seed=seed)
+    train = image_branch_values(model, train_images, preprocess, layers, check, grid)
     held_out = calibration_images is not None
-    calib = image_features(model, calibration_images, preprocess, layer) if held_out else train
-    return fit_ood(train, train_labels, calib, quantile, layer, "holdout" if held_out else "train")
+    calib = image_branch_values(model, calibration_images, preprocess, layers, check, grid) if held_out else train
+    plain = (ENERGY_BRANCH, *(check.plain_branches if check else ()))
+    return fit_detector(train, train_labels, calib, plain, combine, quantile, "holdout" if held_out else "train",
+                        grid, check)

@@ -49,6 +49,8 @@ class Backbone:
     chain: bool = True         # layers form a single chain (VGG, cxr-small): the stage-2 feature cache can cut it
     min_size: int = 32         # smallest input side the architecture accepts
     members: tuple[str, ...] = ()  # a stacked ensemble of these backbones (build → pooled features, 2-D)
+    ood_layers: tuple[str, ...] = ()  # depths the out-of-distribution detector pools (models/ood.py); () = the
+                                      # last layer at each spatial resolution
 
 
 def _application(constructor: str, module: str):
@@ -158,7 +160,8 @@ BACKBONES: dict[str, Backbone] = {
     "cxr-small": Backbone("cxr-small", _cxr_small, _unit_scale, "block4_relu2", None, None,
                           ("block3_relu2", "block4_relu1", "block4_relu2")),
     "cxr-res": Backbone("cxr-res", _cxr_res, _unit_scale, "stage4_out", None, None,
-                        ("stage3_out", "stage4_out"), chain=False),
+                        ("stage3_out", "stage4_out"), chain=False,
+                        ood_layers=("stem_relu", "stage1_out", "stage2_out", "stage3_out", "stage4_out")),
     "vgg16": Backbone("vgg16", *_application("VGG16", "vgg16"), "block5_conv3", "block5_conv1",
                       "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
                       ("block4_conv3", "block5_conv2", "block5_conv3")),
@@ -366,6 +369,7 @@ class ModelCard:
     clahe: bool = False                 # images are CLAHE-equalised after resizing (data.images.equalize)
     geometry: str = "squash"            # how films were brought to image_size (data.images.GEOMETRIES); cards
                                         # written before it existed were squashed
+    population_age: tuple[float, float] | None = None   # ages (years) of the training population; None = unknown
 
     def save(self, folder: str | Path) -> Path:
         return write_json_atomic(asdict(self), Path(folder) / "model_config.json")
@@ -375,6 +379,8 @@ class ModelCard:
         data = json.loads((Path(folder) / "model_config.json").read_text())
         data["class_names"] = tuple(data["class_names"])
         data["dropout"] = tuple(data["dropout"])
+        if data.get("population_age") is not None:
+            data["population_age"] = tuple(data["population_age"])
         return cls(**data)
 
     def model_config(self) -> ModelConfig:

@@ -28,6 +28,7 @@ class Job:
     gray: np.ndarray
     method: str | None          # None: predict only
     fraction: float = 0.05
+    age_outside: bool | None = None     # the DICOM header's age outside the training population (never the age)
 
 
 class Batcher:
@@ -70,7 +71,7 @@ class Batcher:
 
     def run_batch(self, jobs: list[Job]) -> list[dict]:
         grays = np.stack([j.gray for j in jobs])
-        preds = self.predictor.predict(grays)
+        preds = self.predictor.predict(grays, age_outside=[j.age_outside for j in jobs])
         out = [p.as_dict() for p in preds]
         for method in {j.method for j in jobs if j.method}:
             idx = [i for i, j in enumerate(jobs) if j.method == method]
@@ -144,8 +145,9 @@ def create_app(predictor: Predictor, max_batch: int = 16, max_wait_ms: float = 1
         except ImageReadError as exc:
             raise HTTPException(422, str(exc)) from exc
 
-    async def _gray(file: UploadFile) -> np.ndarray:
-        return _decode(await _read(file), file.filename or "<upload>")
+    async def _job(file: UploadFile, method: str | None = None, fraction: float = 0.05) -> Job:
+        data = await _read(file)
+        return Job(_decode(data, file.filename or "<upload>"), method, fraction, predictor.age_outside(data))
 
     @app.get("/health")
     def health():
@@ -159,7 +161,7 @@ def create_app(predictor: Predictor, max_batch: int = 16, max_wait_ms: float = 1
 
     @app.post("/predict")
     async def predict(file: UploadFile = File(...)):
-        result = await batcher.submit(Job(await _gray(file), None))
+        result = await batcher.submit(await _job(file))
         return {"file": file.filename, **result}
 
     @app.post("/explain")
@@ -177,7 +179,7 @@ def create_app(predictor: Predictor, max_batch: int = 16, max_wait_ms: float = 1
                 refs = source_references(data, name)
             except DicomOutError as exc:
                 raise HTTPException(422, str(exc)) from exc
-        result = await batcher.submit(Job(_decode(data, name), method, fraction))
+        result = await batcher.submit(Job(_decode(data, name), method, fraction, predictor.age_outside(data)))
         if refs is not None:
             from .dicom_out import overlay_dataset, to_bytes
             png = np.frombuffer(base64.b64decode(result["overlay_png_base64"]), np.uint8)

@@ -14,7 +14,7 @@ from xai_cxr.data import ImageReadError
 from xai_cxr.explain.registry import EXPLAINERS, explainer_names
 from xai_cxr.serve.inference import load_predictor, phantom_predictor
 from xai_cxr.explain.overlay import png_bytes, red_overlay
-from xai_cxr.serve.report import DISCLAIMER, render_html, report_fields
+from xai_cxr.serve.report import DISCLAIMER, ood_gauge, render_html, report_fields
 
 FAST = explainer_names(fast_only=True)              # tens of ms per map on a CPU; the rest take seconds
 
@@ -55,22 +55,27 @@ def show(predictor, name: str, data: bytes, methods, fraction: float, threshold:
     except ImageReadError as exc:
         st.error(f"**{name}** could not be read: {exc.reason}. Upload a PNG, JPEG or DICOM chest X-ray.")
         return
-    pred = predictor.predict(gray[None], threshold=threshold)[0]        # the task's rule at the slider's threshold
+    pred = predictor.predict(gray[None], threshold=threshold,            # the task's rule at the slider's threshold
+                             age_outside=[predictor.age_outside(data)])[0]
     target = predictor.class_names.index(pred.label)
 
     key = hashlib.sha256(data).hexdigest()
     heats = {m: explain_cached(predictor, key, gray, m, target) for m in methods}
 
     st.subheader(name)
-    if pred.out_of_distribution:
-        st.error(f"**{pred.warning.capitalize()}.** Its features lie farther from every training class than "
-                 f"{predictor.ood.quantile:.0%} of the held-out films (score {pred.ood_score:.1f} > "
-                 f"{predictor.ood.threshold:.1f}).")
-    c1, c2, c3 = st.columns(3)
-    c1.metric("Prediction", pred.label)
-    c2.metric("Calibrated confidence", f"{pred.confidence:.1%}")
-    c3.metric("Uncertainty (MC-dropout sd)", f"{pred.uncertainty:.3f}",
-              delta="refer to a reader" if pred.referred else None, delta_color="inverse")
+    if pred.decision == "refer":                 # the referral leads; the model's output follows, marked as such
+        st.error("**Referred to a reader — the model gives no answer for this film.** "
+                 + " · ".join(r[0].upper() + r[1:] for r in pred.reason_text) + ".")
+        st.caption(f"The model's output, not an answer: {pred.label} {pred.confidence:.1%} · uncertainty (MC-dropout "
+                   f"sd) {pred.uncertainty:.3f}, refer above {predictor.refer_above:.2f}")
+    else:
+        c1, c2, c3 = st.columns(3)
+        c1.metric("Prediction", pred.label)
+        c2.metric("Calibrated confidence", f"{pred.confidence:.1%}")
+        c3.metric("Uncertainty (MC-dropout sd)", f"{pred.uncertainty:.3f}")
+    gauge = ood_gauge(pred, predictor)
+    if gauge is not None:
+        st.progress(gauge[0], text=gauge[1])
     st.caption(f"Probabilities: {', '.join(f'{k} {v:.1%}' for k, v in pred.probabilities.items())} · "
                f"decision threshold {threshold:.2f} · red = top {fraction:.0%} of each map")
     overlays = {m: red_overlay(gray, h, fraction) for m, h in heats.items()}
@@ -79,7 +84,7 @@ def show(predictor, name: str, data: bytes, methods, fraction: float, threshold:
     for col, (m, rgb) in zip(cols[1:], overlays.items()):
         col.image(rgb, caption=m, width=280)
     first = next(iter(overlays))
-    html = render_html(gray, overlays, report_fields(pred, predictor, name))
+    html = render_html(gray, overlays, report_fields(pred, predictor, name), gauge)
     d1, d2 = st.columns(2)
     stem = os.path.splitext(os.path.basename(name))[0]
     d1.download_button("Download overlay PNG", png_bytes(overlays[first]),

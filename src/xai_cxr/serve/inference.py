@@ -11,6 +11,7 @@ import numpy as np
 
 from ..explain.registry import make_explainer
 from ..data import decode_image, fit_size
+from ..models import referral
 from ..models.ood import WARNING as OOD_WARNING
 from ..tasks import Task, get_task
 
@@ -34,13 +35,26 @@ class Prediction:
     confidence: float                   # calibrated probability of ``label``
     uncertainty: float                  # MC-dropout standard deviation of that probability (0 without dropout)
     entropy: float                      # predictive entropy of the MC mean, nats
-    referred: bool = False              # uncertainty above the referral threshold: a reader should look
-    ood_score: float | None = None      # out-of-distribution score (models/ood.py); None = no detector saved
+    decision: str = "answer"            # "answer" | "refer" (models/referral.py): lead with it
+    reasons: list[str] = field(default_factory=list)       # reason codes of a referral (referral.REASONS)
+    reason_text: list[str] = field(default_factory=list)   # the same in plain words
+    ood_score: float | None = None      # combined out-of-distribution score (models/ood.py); None = no detector
+    ood_threshold: float | None = None  # the detector's threshold on that score
+    ood_branch: str | None = None       # the depth that saw the film as strangest (its largest z-score)
+    ood_z: dict[str, float] | None = None   # each summed branch's z-score (how unusual at that depth)
     out_of_distribution: bool = False   # above the detector's threshold: do not trust this prediction
     warning: str | None = None          # what to tell the reader when out of distribution
 
+    @property
+    def referred(self) -> bool:
+        return self.decision == "refer"
+
     def as_dict(self) -> dict:
-        return dict(self.__dict__)
+        """The API's answer: the decision and its reasons first; ``answer`` is the label only when the model
+        answers (None when referred); the model's output (label, confidence, probabilities) stays, secondary."""
+        first = {"decision": self.decision, "reasons": self.reasons, "reason_text": self.reason_text,
+                 "answer": self.label if self.decision == "answer" else None}
+        return {**first, **{k: v for k, v in self.__dict__.items() if k not in first}}
 
 
 @dataclass
@@ -52,12 +66,12 @@ class Predictor:
     source: str = ""                    # where the weights came from, shown on the page / in the report
     calibrated: bool = False            # a temperature was fitted (calibration.json beside the weights)
     mc_passes: int = 20
-    refer_above: float = 0.15           # MC std of the predicted-class probability that triggers "refer"
+    refer_above: float = referral.REFER_ABOVE   # MC std of the predicted-class probability that triggers "refer"
     mc_rows: int = 80                   # rows per MC forward call: 4 images × 20 passes
     ood: object = None                  # models.ood.OODDetector fitted after training (ood.npz), or None
     _mc: object = field(default=None, repr=False)
     _cams: dict = field(default_factory=dict, repr=False)
-    _features: object = field(default=None, repr=False)    # x → penultimate features, for the OOD score
+    _features: object = field(default=None, repr=False)    # x → pooled features at each depth, for the OOD score
 
     @classmethod
     def from_weights_dir(cls, folder: str | Path, **kw) -> "Predictor":
@@ -81,13 +95,21 @@ class Predictor:
         return get_task(self.card.task)
 
     def load(self, data: bytes, name: str = "<upload>") -> np.ndarray:
-        """Bytes of one PNG/JPEG/DICOM → (S, S) uint8 at the model's input size (ImageReadError if bad)."""
+        """Bytes of one PNG/JPEG/DICOM → (S, S) uint8 at the model's input size (ImageReadError if bad, blank
+        or constant images included)."""
+        from ..data import ImageReadError
         if len(data) > MAX_UPLOAD_BYTES:
-            from ..data import ImageReadError
             raise ImageReadError(name, f"refused: {len(data) / 1e6:.1f} MB exceeds the "
                                        f"{MAX_UPLOAD_BYTES / 1e6:.0f} MB upload limit")
-        return fit_size(decode_image(data, name, self.card.color), self.card.image_size, self.card.clahe,
-                        self.card.geometry)
+        img = decode_image(data, name, self.card.color)
+        refuse_blank(img, name)
+        return fit_size(img, self.card.image_size, self.card.clahe, self.card.geometry)
+
+    def age_outside(self, data: bytes) -> bool | None:
+        """Whether the DICOM header of ``data`` puts the patient outside the card's training population (True /
+        False / None = unknown); the age itself never leaves ``data.population``."""
+        from ..data.population import age_outside
+        return age_outside(data, self.card.population_age)
 
     def _inputs(self, grays: np.ndarray):
         from ..data import to_model_input
@@ -99,10 +121,13 @@ class Predictor:
         return np.concatenate([np.asarray(self.model(x[s:s + batch_size], training=False))
                                for s in range(0, len(x), batch_size)])
 
-    def predict(self, grays: np.ndarray, mc: bool = True, threshold: float | None = None) -> list[Prediction]:
+    def predict(self, grays: np.ndarray, mc: bool = True, threshold: float | None = None,
+                age_outside=None) -> list[Prediction]:
         """Calibrated predictions for a batch of (S, S) uint8 images by the task's decision rule at
-        ``threshold`` (default: the card's); ``mc`` adds MC-dropout uncertainty. A multi-label model's label
-        is its most probable finding."""
+        ``threshold`` (default: the card's); ``mc`` adds MC-dropout uncertainty. Each gets a decision, answer or
+        refer, by ``models.referral`` from the out-of-distribution detector, the uncertainty and ``age_outside``
+        (per image True / False / None, from ``age_outside(bytes)``). A multi-label model's label is its most
+        probable finding."""
         from ..models.calibration import apply_temperature
         from ..models.uncertainty import mc_dropout_model, mc_predict, predictive_entropy
         x = self._inputs(grays)
@@ -118,26 +143,38 @@ class Predictor:
                 mean = apply_temperature(r["mean"], self.temperature, multilabel)
                 std, entropy = r["std"], predictive_entropy(mean, multilabel)
         decided = self.task.decide(proba, self.card.threshold if threshold is None else threshold)
-        ood = self.ood_scores(x)
+        labels = [int(p.argmax()) if multilabel else int(d) for p, d in zip(proba, decided)]
+        sd = np.array([s[k] for s, k in zip(std, labels)], float)
+        verdict = self.assess(grays, x)
+        flags = np.zeros(len(x), bool) if verdict is None else verdict.flagged
+        codes = referral.reasons(flags, sd, self.refer_above, age_outside)
         out = []
-        for i, (p, s, e, d) in enumerate(zip(proba, std, entropy, decided)):
-            k = int(p.argmax()) if multilabel else int(d)
+        for i, (p, k) in enumerate(zip(proba, labels)):
+            branch = verdict.loudest[i] if verdict is not None and flags[i] else None
             pred = Prediction({n: float(v) for n, v in zip(self.class_names, p)}, self.class_names[k],
-                              float(p[k]), float(s[k]), float(e), bool(s[k] > self.refer_above))
-            if ood is not None:
-                pred.ood_score, pred.out_of_distribution = float(ood[i]), bool(ood[i] > self.ood.threshold)
-                pred.warning = OOD_WARNING if pred.out_of_distribution else None
+                              float(p[k]), float(sd[i]), float(entropy[i]), referral.decision(codes[i]),
+                              list(codes[i]), referral.in_words(codes[i], branch))
+            if verdict is not None:
+                pred.ood_score, pred.ood_threshold = float(verdict.score[i]), float(self.ood.threshold)
+                pred.ood_branch, pred.out_of_distribution = branch, bool(flags[i])
+                pred.ood_z = {b: float(verdict.z[i, self.ood.branches.index(b)]) for b in self.ood.combine}
+                pred.warning = OOD_WARNING if flags[i] else None
             out.append(pred)
         return out
 
-    def ood_scores(self, x: np.ndarray) -> np.ndarray | None:
-        """Out-of-distribution scores of model inputs ``x`` (None without a fitted detector)."""
+    def assess(self, grays: np.ndarray, x: np.ndarray | None = None):
+        """What the out-of-distribution detector says of decoded images (``models.ood.Assessment``), or None
+        without a fitted detector. ``x``: their model inputs when already made."""
         if self.ood is None:
             return None
-        from ..models.ood import extract, feature_model
+        from ..models.ood import branch_model, branch_values
+        x = self._inputs(grays) if x is None else x
         if self._features is None:
-            self._features = feature_model(self.model, self.ood.layer)
-        return self.ood.score(extract(self._features, x))
+            self._features = branch_model(self.model, self.ood.layers, self.ood.grid)
+        values = branch_values(self.model, self._features, self.ood.layers, x)
+        if self.ood.input_check is not None:
+            values.update(self.ood.input_check.branch_values(np.asarray(grays)))
+        return self.ood.assess(values)
 
     def explainer(self, method: str):
         """The (cached) explainer object of ``method`` for this model (from the explainer registry)."""
@@ -151,6 +188,14 @@ class Predictor:
         if targets is None:
             targets = self._forward(x).argmax(1)
         return np.asarray(self.explainer(method)(x, targets=targets), np.float32)
+
+
+def refuse_blank(img: np.ndarray, name: str = "<upload>") -> None:
+    """A blank or constant image is bad input, not a film to answer: ImageReadError with the reason."""
+    from ..data import ImageReadError
+    if img.size and int(img.max()) - int(img.min()) <= 1:
+        raise ImageReadError(name, f"refused: the image is blank (every pixel is gray level {int(img.min())}); "
+                                   "send the film itself")
 
 
 def overlay_png(gray: np.ndarray, heat: np.ndarray, fraction: float = 0.05) -> bytes:

@@ -1,0 +1,63 @@
+"""Refer instead of guess: one rule that turns what is known about a film into "answer" or "refer", with reasons.
+
+A film is referred to a reader when any of these holds (each is a reason; several may hold at once):
+- ``out_of_distribution``: the out-of-distribution detector (``models/ood.py``) flags it — unlike the training
+  films at some depth of the network or at the input;
+- ``uncertain``: the MC-dropout standard deviation of the predicted class's probability is above the limit;
+- ``age``: its DICOM header gives an age outside the model's training population (``data/population.py``).
+Otherwise the model answers. The report, the app, the API, ``explain`` and ``evaluate`` all use this rule.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+REFER_ABOVE = 0.15          # MC-dropout sd of the predicted class's probability that triggers "refer"
+REASONS = {                 # code → the reason in plain words
+    "out_of_distribution": "this film is unlike the films the model was trained on",
+    "uncertain": "the model is uncertain about this film",
+    "age": "the patient's age (DICOM header) is outside the model's training population",
+}
+BRANCH_WORDS = {"input_error": "the image itself (the autoencoder rebuilds it badly)",
+                "input_latent": "the image itself (coded unlike any training film)",
+                "head": "the features the decision is made from", "energy": "the output logits"}
+
+
+def reasons(out_of_distribution, uncertainty, refer_above: float = REFER_ABOVE, age_outside=None) -> list[tuple]:
+    """Per film, the tuple of reason codes (empty = answer). ``out_of_distribution`` (N,) bool, ``uncertainty``
+    (N,) MC sd, ``age_outside`` (N,) of True / False / None (unknown age: no reason) or None for all."""
+    ood = np.asarray(out_of_distribution, bool)
+    unc = np.asarray(uncertainty, float)
+    age = [None] * len(ood) if age_outside is None else list(age_outside)
+    return [tuple(code for code, hit in (("out_of_distribution", o), ("uncertain", u > refer_above),
+                                         ("age", a is True)) if hit)
+            for o, u, a in zip(ood, unc, age)]
+
+
+def decision(codes: tuple) -> str:
+    return "refer" if codes else "answer"
+
+
+def in_words(codes: tuple, branch: str | None = None) -> list[str]:
+    """The reasons in plain words; the out-of-distribution one says which depth saw the film as strange."""
+    out = []
+    for code in codes:
+        text = REASONS[code]
+        if code == "out_of_distribution" and branch:
+            text += f" (most visible in {BRANCH_WORDS.get(branch, f'the network at {branch}')})"
+        out.append(text)
+    return out
+
+
+def summary(codes: list[tuple], correct: np.ndarray | None = None) -> dict:
+    """Share of films answered (the coverage), referred, and referred for each reason (a film may have several);
+    with ``correct`` (N,) bool, the accuracy of the answered and of the referred films."""
+    n = max(len(codes), 1)
+    answered = np.array([not c for c in codes], bool)
+    out = {"coverage": float(answered.sum() / n), "referred": float((~answered).sum() / n)}
+    out.update({f"referred_{code}": sum(code in c for c in codes) / n for code in REASONS})
+    if correct is not None and len(codes):
+        correct = np.asarray(correct, bool)
+        out["accuracy_answered"] = float(correct[answered].mean()) if answered.any() else None
+        out["accuracy_referred"] = float(correct[~answered].mean()) if (~answered).any() else None
+        out["accuracy_all"] = float(correct.mean())
+    return out
