@@ -83,6 +83,31 @@ def test_cli_explain_and_evaluate(trained, phantom_root, capsys):
     a = json.loads((out / "eval/metrics.json").read_text())
     b = json.loads((out / "results/metrics.json").read_text())
     assert a["confusion_matrix"] == b["confusion_matrix"]
+    # the referral rule over the test split: coverage and accuracies agree with the confusion matrix
+    r = a["referral"]
+    assert r["coverage"] + r["referred"] == pytest.approx(1.0)
+    assert r["accuracy_all"] == pytest.approx(a["accuracy"])
+    answered = r["coverage"] * 12
+    if 0 < answered < 12:
+        assert answered * r["accuracy_answered"] + (12 - answered) * r["accuracy_referred"] == \
+            pytest.approx(12 * a["accuracy"])
+    assert a["risk_coverage_by_uncertainty"]["100%"] == pytest.approx(a["accuracy"])
+
+
+def test_fit_ood_rebuilds_the_detector_from_the_same_training_films(trained, tmp_path):
+    import shutil
+    from xai_cxr.cli import main
+    from xai_cxr.models.ood import OODDetector
+    out, _ = trained
+    copy = tmp_path / "weights"
+    shutil.copytree(out / "weights", copy)
+    (copy / "ood.npz").unlink()
+    assert main(["fit-ood", str(copy)]) == 0
+    before, after = OODDetector.load(out / "weights"), OODDetector.load(copy)
+    assert after.branches == before.branches and after.calibrated_on == before.calibrated_on == "train"
+    for b, f in zip(before.branches, before.fits):      # the features' class means: the same films, the same model
+        if f is not None and not b.startswith("input_"):
+            np.testing.assert_allclose(after.fits[after.branches.index(b)].means, f.means, rtol=1e-4, atol=1e-5)
 
 
 def test_cli_missing_imagenet_weights_is_a_clear_error(phantom_root, tmp_path, monkeypatch, capsys):

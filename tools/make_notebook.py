@@ -36,7 +36,8 @@ VALIDATION = "test"       # "test" like the reference notebook (optimistic, see 
 RUN_EXTRAS = False        # other explainers, subtypes, segmentation, report (section 7)
 QUICK = False             # tiny run that checks the cells, not the science
 SEED = 42
-SHORTCUT_SIZE, SHORTCUT_EPOCHS = 96, 10   # section 6b's two small planted-tag models""", metadata={"tags": ["parameters"]}),
+SHORTCUT_SIZE, SHORTCUT_EPOCHS = 96, 10   # section 6b's two small planted-tag models
+EXTERNAL_DIR = None       # section 6c: films from elsewhere (test/NORMAL, test/PNEUMONIA), e.g. adults; None = skip""", metadata={"tags": ["parameters"]}),
     md("""## 0. The machine
 
 TensorFlow's C++ start-up log (CUDA probes, oneDNN notes) is hidden unless you set `TF_CPP_MIN_LOG_LEVEL`
@@ -325,6 +326,52 @@ shortcut = run_shortcut_audit(small_data, ModelConfig(backbone="cxr-small", weig
                               n_images=20, quiet=True)
 print(lesson(shortcut))
 Markdown(to_markdown(shortcut))"""),
+    md("""## 6c. When not to trust the model
+
+Kermany's films are children aged 1–5 from one hospital in Guangzhou. Show the model an adult's film from another
+hospital and it still answers, often confidently: its last features were trained to ignore whatever does not
+separate NORMAL from PNEUMONIA, age and hospital included, and softmax confidence is no guide off the training
+distribution (Wollek et al. 2023: at chance on chest films).
+
+So every prediction comes with a check of the film itself (`models/ood.py`). After each stage of the network the
+feature maps are averaged over a 2 × 2 grid and compared with the training films' by Mahalanobis distance (Lee et
+al. 2018; Anthony & Kamnitsas 2023: which depth sees a shift depends on the shift); a small autoencoder trained on
+the same films adds a check that does not depend on the classifier. Each distance is standardised on films the
+model did not train on (the holdout) and the z-scores are summed; the threshold is the 97th percentile of the
+holdout's sums, so about 3% of ordinary films are flagged by design.
+
+A flagged film is **referred** to a reader, not answered — and so is a film on which MC-dropout says the model is
+uncertain, and a DICOM whose `PatientAge` lies outside the card's training population (compared, never shown or
+stored). The app, the report, the API, `xai-cxr explain` and `xai-cxr evaluate` apply the same rule
+(`models/referral.py`).
+
+Below: the scores of the test films against films the model should not answer. Set `EXTERNAL_DIR` to a folder of
+films from elsewhere (its `test/NORMAL`, `test/PNEUMONIA`) to see how many the detector catches; docs/results.md
+("When not to trust the model") has the measured table for adult films from another hospital."""),
+    code("""from xai_cxr.data import load_images, scan_dataset
+from xai_cxr.data.phantom import PhantomConfig, write_phantom_dataset
+from xai_cxr.evaluate import plot_ood_scores
+from xai_cxr.models.ood import OODDetector
+from xai_cxr.pipeline import fit_out_of_distribution
+print(fit_out_of_distribution(model, prep, Path("saved_weights"), SEED))   # fitted and saved beside the weights
+detector = OODDetector.load("saved_weights")
+preprocess = BACKBONES[model_cfg.backbone].preprocess
+score = lambda images: detector.assess(detector.image_values(model, images, preprocess)).score  # noqa: E731
+film_sets = {"test split": prep.test.images}
+if ON_PHANTOMS:     # phantoms are this model's own data: an inverted copy is the shift to catch
+    film_sets["test split inverted"] = 255 - prep.test.images
+else:
+    phantoms = write_phantom_dataset("phantoms_ood", PhantomConfig(image_size=data_cfg.image_size, n_train=0,
+                                                                   n_test=25))
+    film_sets["synthetic phantoms"] = load_images(scan_dataset(phantoms), data_cfg.image_size, progress=False,
+                                                  clahe=data_cfg.clahe, geometry=data_cfg.geometry).images
+if EXTERNAL_DIR:
+    external = scan_dataset(EXTERNAL_DIR)
+    external = load_images(external[external.split == "test"], data_cfg.image_size, progress=False,
+                           clahe=data_cfg.clahe, geometry=data_cfg.geometry)
+    for k, name in enumerate(data_cfg.class_names):
+        film_sets[f"external {name}"] = external.images[external.labels == k]
+plot_ood_scores({k: score(v) for k, v in film_sets.items()}, detector.threshold);"""),
     md("""## 7. Extras (`RUN_EXTRAS = True`)
 
 Other explainers side by side (Grad-CAM++, HiResCAM, Integrated Gradients, SmoothGrad, and LIME / SHAP when the

@@ -193,7 +193,7 @@ def _configs(args, data: DataConfig, model: ModelConfig, train: TrainConfig):
 
 def build_parser() -> argparse.ArgumentParser:
     from .commands import (cmd_demo, cmd_compare, cmd_train, cmd_evaluate, cmd_explain, cmd_audit, cmd_segment,
-                           cmd_report, cmd_serve, cmd_app, cmd_phantoms, cmd_export)
+                           cmd_report, cmd_serve, cmd_app, cmd_phantoms, cmd_export, cmd_fit_ood)
     p = argparse.ArgumentParser(prog="xai-cxr", description="Explainable pneumonia detection on chest X-rays")
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="phantoms (or chest_xray/) → training → evaluation → sample_results.png")
@@ -240,6 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--format", choices=["savedmodel", "onnx"], required=True)
     ex.add_argument("--out", required=True, help="folder for the export, its card, export.json and README.md")
     ex.set_defaults(func=cmd_export, device="cpu")
+    o = sub.add_parser("fit-ood", help="fit (again) the out-of-distribution detector of a trained model on the films it "
+                                      "was trained on (its run_config.json: same training films, same holdout)")
+    o.add_argument("weights_dir", help="a trained model's folder (model_config.json, model.weights.h5, run_config.json)")
+    o.add_argument("--data-dir", default=None, help="where its training data lives now (default: the saved path)")
+    o.set_defaults(func=cmd_fit_ood, device="auto")
     g = sub.add_parser("phantoms", help="write a synthetic phantom data set with lesion masks")
     g.add_argument("--out", default="phantoms/chest_xray")
     g.add_argument("--image-size", type=int, default=128)

@@ -388,3 +388,11 @@ def cmd_export(args):
     print(f"{args.format} export → {Path(args.out) / s['file']} ({s['size_bytes'] / 1e6:.1f} MB); calibrated "
           f"probabilities within {s['parity_max_abs_diff']:.1e} of the Keras model on {s['parity_films']} films "
           f"(tolerance {s['parity_tolerance']:g}); card, export.json and README.md beside it")
+
+
+def cmd_fit_ood(args):
+    from .pipeline import refit_out_of_distribution
+    summary, _ = refit_out_of_distribution(args.weights_dir, args.data_dir, progress=True)
+    print(f"out-of-distribution detector → {Path(args.weights_dir) / 'ood.npz'}: threshold "
+          f"{summary['threshold']:.2f} ({summary['quantile']:.0%} of the {summary['calibrated_on']} films), "
+          f"{summary['test_flagged']} test films flagged ({summary['test_flagged_share']:.1%})")

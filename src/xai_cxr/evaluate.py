@@ -214,3 +214,23 @@ def plot_roc(y_true, proba, class_names=("NORMAL", "PNEUMONIA")):
     ax.set_title("Test ROC")
     fig.tight_layout()
     return fig
+
+
+def plot_ood_scores(scores: dict[str, np.ndarray], threshold: float, bins: int = 40):
+    """Histograms of the out-of-distribution score of each film set (name → (N,)) with the detector's threshold
+    drawn; the legend gives each set's flagged share."""
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7.5, 3.4))
+    finite = np.concatenate([np.asarray(s, float) for s in scores.values() if len(s)])
+    hi = float(np.quantile(finite, 0.99)) if len(finite) else threshold * 2
+    edges = np.linspace(min(finite.min(initial=0.0), 0.0), max(hi, threshold * 1.5), bins + 1)
+    for name, s in scores.items():
+        s = np.asarray(s, float)
+        ax.hist(np.clip(s, edges[0], edges[-1]), edges, alpha=0.5, density=True,
+                label=f"{name}: {np.mean(s > threshold):.0%} of {len(s)} flagged")
+    ax.axvline(threshold, color="k", ls="--", lw=1.2, label=f"threshold {threshold:.1f}")
+    ax.set_xlabel("combined score (sum of z-scores; larger = less like the training films; clipped)")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
