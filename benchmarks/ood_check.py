@@ -12,6 +12,7 @@ are stored), the 100 original-aspect Kermany films, 50 phantoms, the 44 external
 pneumonia apart), the adult NIH DICOM. Writes benchmarks/results/ood_check.json.
 
     python benchmarks/ood_check.py --weights-dirs benchmarks/runs/cxr-res-aspect-last/seed{42,1,2}/weights
+    python benchmarks/ood_check.py --table          # the docs' tables from the JSON
 """
 from __future__ import annotations
 
@@ -39,11 +40,11 @@ def film_sets(card, prep, work: Path) -> dict[str, np.ndarray]:
     def folder(root, split):
         df = scan_dataset(root)
         df = df[df.split == split]
-        return load_images(df, size, progress=False, clahe=clahe, geometry=geometry), df
+        return load_images(df, size, progress=False, clahe=clahe, geometry=geometry)
 
     resaved = work / "kermany_test_png"
     for path in prep.test.manifest.path:
-        out = resaved / Path(path).parent.name / (Path(path).stem + ".png")
+        out = resaved / "test" / Path(path).parent.name / (Path(path).stem + ".png")
         if not out.is_file():
             out.parent.mkdir(parents=True, exist_ok=True)
             gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
@@ -52,14 +53,11 @@ def film_sets(card, prep, work: Path) -> dict[str, np.ndarray]:
                 gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
             cv2.imwrite(str(out), gray)
     sets = {"kermany_test": prep.test.images}
-    sets["kermany_test_resaved_png"] = load_images(_flat(resaved), size, progress=False, clahe=clahe,
-                                                   geometry=geometry).images
-    original, _ = folder(SHARED / "kermany-original-sample" / "chest_xray", "train")
-    sets["kermany_original_aspect"] = original.images
+    sets["kermany_test_resaved_png"] = folder(resaved, "test").images
+    sets["kermany_original_aspect"] = folder(SHARED / "kermany-original-sample" / "chest_xray", "train").images
     phantoms = write_phantom_dataset(work / f"phantoms{size}", PhantomConfig(image_size=size, n_train=0, n_test=50))
-    sets["phantoms"], _ = folder(phantoms, "test")
-    sets["phantoms"] = sets["phantoms"].images
-    external, df = folder(SHARED / "external-adult" / "chest_xray", "test")
+    sets["phantoms"] = folder(phantoms, "test").images
+    external = folder(SHARED / "external-adult" / "chest_xray", "test")
     labels = external.labels
     sets["external_adult"] = external.images
     sets["external_adult_normal"] = external.images[labels == 0]
@@ -67,14 +65,6 @@ def film_sets(card, prep, work: Path) -> dict[str, np.ndarray]:
     dcm = SHARED / "dicom" / "nih-chestxray14-no-finding.dcm"
     sets["nih_dicom"] = fit_size(read_gray(dcm), size, clahe, geometry)[None]
     return sets
-
-
-def _flat(root: Path):
-    """A manifest of the re-saved films (NORMAL/PNEUMONIA folders, one split)."""
-    import pandas as pd
-    rows = [{"path": str(p), "label": p.parent.name, "label_idx": int(p.parent.name == "PNEUMONIA"),
-             "split": "test", "patient": p.stem} for p in sorted(root.glob("*/*.png"))]
-    return pd.DataFrame(rows)
 
 
 def variants(det) -> dict[str, tuple[str, ...]]:
@@ -132,22 +122,59 @@ def one_model(weights_dir: Path, work: Path) -> dict:
                           "referred": int(sum(p.decision == "refer" for p in preds)),
                           "loudest_branch": {b: int(sum(p.ood_branch == b for p in preds))
                                              for b in det.combine}}
-    nih = pred.predict(sets["nih_dicom"], mc=True)[0]
+    from xai_cxr.data.population import KERMANY_AGE_YEARS, age_outside
+    population = card.population_age or KERMANY_AGE_YEARS          # cards written before the field: Kermany's
+    dcm = (SHARED / "dicom" / "nih-chestxray14-no-finding.dcm").read_bytes()
+    nih = pred.predict(sets["nih_dicom"], mc=True, age_outside=[age_outside(dcm, population)])[0]
     return {"weights_dir": str(weights_dir), "backbone": card.backbone, "fit": summary,
             "fit_seconds": round(fit_s, 1), "branches": list(det.branches), "scores": summarise(det, holdout_z, z_by_set),
             "predictions_on_external": external,
             "nih_dicom": {"label": nih.label, "confidence": nih.confidence, "decision": nih.decision,
-                          "reasons": nih.reasons, "ood_score": nih.ood_score, "threshold": det.threshold}}
+                          "reasons": nih.reasons, "ood_score": nih.ood_score, "threshold": det.threshold,
+                          "population_age": list(population)}}
+
+
+SETS = ("kermany_test", "kermany_test_resaved_png", "kermany_original_aspect", "phantoms", "external_adult",
+        "external_adult_normal", "external_adult_pneumonia", "nih_dicom")
+
+
+def to_markdown(results: dict) -> str:
+    """Two tables from the JSON: the reference design per model (flagged share; AUROC against the Kermany test
+    split), then every score's mean over the models."""
+    head = "| model | " + " | ".join(SETS) + " |\n|---|" + "---|" * len(SETS) + "\n"
+    rows = []
+    for m in results["models"]:
+        row = m["scores"]["combined (reference design)"]
+        cells = [f"{row[s]['flagged_share']:.0%}" + (f" (AUROC {row[s]['auroc']:.2f})" if "auroc" in row[s] else "")
+                 for s in SETS]
+        rows.append(f"| {Path(m['weights_dir']).parent.name}/{Path(m['weights_dir']).name} | " + " | ".join(cells) + " |")
+    out = head + "\n".join(rows)
+    names = list(results["models"][0]["scores"])
+    mean = lambda v, s, k: np.mean([m["scores"][v][s].get(k, np.nan) for m in results["models"]])  # noqa: E731
+    out += ("\n\n| score (mean of the models) | Kermany test flagged | external flagged (normal / pneumonia) | "
+            "external AUROC | external FPR at 95% TPR | phantoms flagged | NIH DICOM flagged |\n|---|---|---|---|---|---|---|\n")
+    out += "\n".join(
+        f"| {v} | {mean(v, 'kermany_test', 'flagged_share'):.1%} | {mean(v, 'external_adult', 'flagged_share'):.0%} "
+        f"({mean(v, 'external_adult_normal', 'flagged_share'):.0%} / {mean(v, 'external_adult_pneumonia', 'flagged_share'):.0%})"
+        f" | {mean(v, 'external_adult', 'auroc'):.2f} | {mean(v, 'external_adult', 'fpr_at_95tpr'):.2f} | "
+        f"{mean(v, 'phantoms', 'flagged_share'):.0%} | {mean(v, 'nih_dicom', 'flagged_share'):.0%} |" for v in names)
+    return out
 
 
 def main(argv=None) -> int:
     from xai_cxr.runtime import quiet_tensorflow
     quiet_tensorflow()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--weights-dirs", type=Path, nargs="+", required=True)
+    p.add_argument("--weights-dirs", type=Path, nargs="+")
     p.add_argument("--work", type=Path, default=Path("benchmarks/runs/ood_check"))
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--table", action="store_true", help="print the markdown tables of --out and stop")
     args = p.parse_args(argv)
+    if args.table:
+        print(to_markdown(json.loads(args.out.read_text())))
+        return 0
+    if not args.weights_dirs:
+        p.error("--weights-dirs is required (or --table)")
     out = {"date": dt.date.today().isoformat(), "command": "python benchmarks/ood_check.py " + " ".join(
         sys.argv[1:] if argv is None else argv), "quantile": QUANTILE, "models": []}
     for w in args.weights_dirs:

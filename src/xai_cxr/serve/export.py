@@ -136,8 +136,8 @@ def export(weights_dir: str | Path, fmt: str, out_dir: str | Path, films: np.nda
                          "channels": "RGB" if card.color else "grayscale (copied to 3 channels inside)"},
                "output": {"name": "probabilities", "classes": list(card.class_names), "threshold": card.threshold,
                           "calibrated": True},
-               "out_of_distribution_detector": "not exported: it reads the network's penultimate features; use "
-                                               "the package (xai_cxr.serve.inference.Predictor) for it"
+               "out_of_distribution_detector": "not exported: it reads the network's features at several depths; use "
+                                               "the package (xai_cxr.serve.inference.Predictor: it also refers films) for it"
                if ood else "none was fitted for this model"}
     (out / "export.json").write_text(json.dumps(summary, indent=2))
     (out / "README.md").write_text(_readme(summary, card))
