@@ -132,9 +132,14 @@ class OODDetector:
                    float(z["threshold"]), float(z["quantile"]), str(z["calibrated_on"]), int(z["grid"]),
                    InputCheck.load(folder))
 
-    def image_values(self, model, images: np.ndarray, preprocess) -> dict[str, np.ndarray]:
-        """Every branch's input for decoded images (``image_branch_values`` with this detector's settings)."""
-        return image_branch_values(model, images, preprocess, self.layers, self.input_check, self.grid)
+    def image_values(self, model, images: np.ndarray, preprocess, net=None) -> dict[str, np.ndarray]:
+        """Every branch's input for decoded images (``image_branch_values`` with this detector's settings);
+        ``net``: its ``branch_model`` when the caller keeps one."""
+        return image_branch_values(model, images, preprocess, self.layers, self.input_check, self.grid, net=net)
+
+    def branch_model(self, model):
+        """The Keras model that computes this detector's layer branches for ``model``."""
+        return branch_model(model, self.layers, self.grid)
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -244,11 +249,11 @@ def branch_values(model, net, layers: tuple[str, ...], x: np.ndarray, batch_size
 
 
 def image_branch_values(model, images: np.ndarray, preprocess, layers: tuple[str, ...], input_check=None,
-                        grid: int = 1, chunk: int = 256) -> dict[str, np.ndarray]:
+                        grid: int = 1, chunk: int = 256, net=None) -> dict[str, np.ndarray]:
     """Branch inputs of decoded images (uint8, (N, S, S) or (N, S, S, 3)), ``chunk`` images at a time: memory
-    stays bounded by the pooled features, whatever N."""
+    stays bounded by the pooled features, whatever N. ``net``: a ``branch_model`` already built."""
     from ..data import to_model_input
-    net = branch_model(model, layers, grid)
+    net = net or branch_model(model, layers, grid)
     parts = [branch_values(model, net, layers, to_model_input(images[s:s + chunk], preprocess).numpy())
              for s in range(0, len(images), chunk)]
     out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}

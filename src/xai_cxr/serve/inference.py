@@ -145,7 +145,7 @@ class Predictor:
         decided = self.task.decide(proba, self.card.threshold if threshold is None else threshold)
         labels = [int(p.argmax()) if multilabel else int(d) for p, d in zip(proba, decided)]
         sd = np.array([s[k] for s, k in zip(std, labels)], float)
-        verdict = self.assess(grays, x)
+        verdict = self.assess(grays)
         flags = np.zeros(len(x), bool) if verdict is None else verdict.flagged
         codes = referral.reasons(flags, sd, self.refer_above, age_outside)
         out = []
@@ -162,19 +162,16 @@ class Predictor:
             out.append(pred)
         return out
 
-    def assess(self, grays: np.ndarray, x: np.ndarray | None = None):
+    def assess(self, grays: np.ndarray):
         """What the out-of-distribution detector says of decoded images (``models.ood.Assessment``), or None
-        without a fitted detector. ``x``: their model inputs when already made."""
+        without a fitted detector."""
         if self.ood is None:
             return None
-        from ..models.ood import branch_model, branch_values
-        x = self._inputs(grays) if x is None else x
+        from ..models import BACKBONES
         if self._features is None:
-            self._features = branch_model(self.model, self.ood.layers, self.ood.grid)
-        values = branch_values(self.model, self._features, self.ood.layers, x)
-        if self.ood.input_check is not None:
-            values.update(self.ood.input_check.branch_values(np.asarray(grays)))
-        return self.ood.assess(values)
+            self._features = self.ood.branch_model(self.model)
+        return self.ood.assess(self.ood.image_values(self.model, np.asarray(grays),
+                                                     BACKBONES[self.card.backbone].preprocess, self._features))
 
     def explainer(self, method: str):
         """The (cached) explainer object of ``method`` for this model (from the explainer registry)."""
