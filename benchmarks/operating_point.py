@@ -31,10 +31,11 @@ KEYS = ("accuracy", "recall", "specificity", "roc_auc")
 def evaluate_run(run: Path, rule: str, data: Path, last_epoch: bool = False) -> dict:
     from xai_cxr.config import DataConfig
     from xai_cxr.data import make_dataset
-    from xai_cxr.evaluate import evaluate_predictions, operating_threshold, predict_proba
+    from xai_cxr.evaluate import operating_threshold, predict_proba
     from xai_cxr.models import BACKBONES, load_trained_model
     from xai_cxr.models.calibration import apply_temperature, fit_temperature, load_temperature
     from xai_cxr.pipeline import prepare_data
+    from xai_cxr.tasks import get_task
     weights = run / "weights"
     model, card = load_trained_model(weights)
     saved = json.loads((weights / "run_config.json").read_text())["DataConfig"]
@@ -50,7 +51,7 @@ def evaluate_run(run: Path, rule: str, data: Path, last_epoch: bool = False) -> 
     test = apply_temperature(predict_proba(model, make_dataset(prep.test.images, None, pre, batch_size=64)),
                              temperature)
     t = operating_threshold(prep.val.labels, val[:, 1], rule)
-    at = {name: evaluate_predictions(prep.test.labels, test, card.class_names, threshold=thr)
+    at = {name: get_task(card.task).metrics(prep.test.labels, test, card.class_names, threshold=thr)
           for name, thr in (("0.5", 0.5), (rule, t))}
     return {"run": str(run), "seed": card.seed, "weights": "last epoch" if last_epoch else "best holdout epoch",
             "threshold": t,

@@ -91,10 +91,11 @@ def test_operating_point_is_chosen_on_validation_stored_in_the_card_and_evaluate
 
 def _train_configs(tmp_path, *flags):
     """The configs `xai-cxr train` would run with these flags (parsed and mapped, nothing trained)."""
-    from xai_cxr.cli import _configs, build_parser
+    from xai_cxr.cli import build_parser
+    from xai_cxr.commands import configs_from_args
     from xai_cxr.config import DataConfig, ModelConfig, TrainConfig
     args = build_parser().parse_args(["train", "--data-dir", str(tmp_path), *flags])
-    return _configs(args, DataConfig(), ModelConfig(), TrainConfig())
+    return configs_from_args(args, DataConfig(), ModelConfig(), TrainConfig())
 
 
 def test_train_defaults_to_squash_with_the_width_jitter_and_the_flags_change_them(tmp_path):

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from xai_cxr.evaluate import binary_metrics, bootstrap_ci, evaluate_predictions
+from xai_cxr.evaluate import binary_metrics, bootstrap_ci
+from xai_cxr.tasks import get_task
 
 
 def test_binary_metrics_match_hand_counts():
@@ -31,21 +32,21 @@ def test_bootstrap_ci_brackets_estimate_and_is_seeded():
     assert ci == bootstrap_ci(y, p, n_boot=300, seed=1)
 
 
-def test_evaluate_predictions_reports_per_class():
+def test_binary_task_metrics_report_per_class():
     y = np.array([0, 1, 1, 0])
     proba = np.array([[.9, .1], [.2, .8], [.6, .4], [.3, .7]])
-    m = evaluate_predictions(y, proba, n_boot=50)
+    m = get_task("binary").metrics(y, proba, ("NORMAL", "PNEUMONIA"), n_boot=50)
     assert m["per_class"]["NORMAL"]["support"] == 2 and m["accuracy"] == 0.5
 
 
 def test_multiclass_metrics_match_numpy_by_hand():
-    from xai_cxr.evaluate import evaluate_predictions, format_metrics
+    from xai_cxr.evaluate import format_metrics
     rng = np.random.default_rng(0)
     y = np.repeat([0, 1, 2], 20)
     proba = rng.dirichlet([1, 1, 1], 60)
     proba[np.arange(60), y] += rng.random(60)                 # better than chance, not perfect
     proba /= proba.sum(1, keepdims=True)
-    m = evaluate_predictions(y, proba, ("NORMAL", "BACTERIA", "VIRUS"), n_boot=50, task="subtype")
+    m = get_task("subtype").metrics(y, proba, ("NORMAL", "BACTERIA", "VIRUS"), n_boot=50)
     pred = proba.argmax(1)
     cm = np.zeros((3, 3), int)
     np.add.at(cm, (y, pred), 1)

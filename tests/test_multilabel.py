@@ -75,12 +75,12 @@ def test_label_in_only_one_split_warns(nih, tmp_path):
 
 def test_multilabel_metrics_match_sklearn_per_label():
     from sklearn.metrics import f1_score, roc_auc_score
-    from xai_cxr.evaluate import evaluate_predictions
+    from xai_cxr.tasks import get_task
     rng = np.random.default_rng(3)
     y = (rng.random((40, 3)) < 0.4).astype(float)
     y[:, 2] = 0                                                     # a label absent from the test split
     p = np.clip(y * 0.5 + rng.random((40, 3)) * 0.6, 0, 1)
-    m = evaluate_predictions(y, p, ("A", "B", "C"), task="multilabel")
+    m = get_task("multilabel").metrics(y, p, ("A", "B", "C"))
     for k, name in enumerate("AB"):
         assert m["per_label"][name]["auroc"] == pytest.approx(roc_auc_score(y[:, k], p[:, k]))
         assert m["per_label"][name]["f1"] == pytest.approx(f1_score(y[:, k], p[:, k] >= 0.5))

@@ -66,15 +66,16 @@ def test_population_flag_and_kermany_default():
 
 
 def test_train_config_records_the_population_in_the_card(tmp_path):
-    from xai_cxr.cli import _configs, build_parser
+    from xai_cxr.cli import build_parser
+    from xai_cxr.commands import configs_from_args
     from xai_cxr.config import DataConfig, ModelConfig, TrainConfig
     for cls in ("NORMAL", "PNEUMONIA"):
         (tmp_path / "chest_xray" / "train" / cls).mkdir(parents=True)
     args = build_parser().parse_args(["train", "--data-dir", str(tmp_path / "chest_xray")])
-    data, *_ = _configs(args, DataConfig(), ModelConfig(), TrainConfig())
+    data, *_ = configs_from_args(args, DataConfig(), ModelConfig(), TrainConfig())
     assert data.population_age == (1.0, 5.0)
     args = build_parser().parse_args(["train", "--data-dir", str(tmp_path / "chest_xray"), "--population-age", "18-90"])
-    assert _configs(args, DataConfig(), ModelConfig(), TrainConfig())[0].population_age == (18.0, 90.0)
+    assert configs_from_args(args, DataConfig(), ModelConfig(), TrainConfig())[0].population_age == (18.0, 90.0)
 
 
 @pytest.fixture(scope="module")

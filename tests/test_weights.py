@@ -214,20 +214,21 @@ def test_demo_on_real_data_offline_without_the_file_trains_the_from_scratch_reci
 
 
 def test_cli_flags_left_unset_keep_the_recipe_and_given_flags_override_it(tmp_path):
-    from xai_cxr.cli import _configs, build_parser
+    from xai_cxr.cli import build_parser
+    from xai_cxr.commands import configs_from_args
     from xai_cxr.pipeline import scratch_configs
     data, model, train = scratch_configs(tmp_path)
     args = build_parser().parse_args(["train", "--data-dir", str(tmp_path)])
-    d, _, t, _ = _configs(args, data, model, train)
+    d, _, t, _ = configs_from_args(args, data, model, train)
     assert (d.clahe, d.validation, d.augment is not None, t.optimizer, t.schedule) == \
         (True, "holdout:0.1", True, "adamw", "cosine")
     args = build_parser().parse_args(["train", "--data-dir", str(tmp_path), "--validation", "test",
                                       "--optimizer", "adam", "--schedule", "plateau"])
-    d, _, t, _ = _configs(args, data, model, train)
+    d, _, t, _ = configs_from_args(args, data, model, train)
     assert (d.validation, t.optimizer, t.schedule) == ("test", "adam", "plateau")
     args = build_parser().parse_args(["train", "--data-dir", str(tmp_path), "--augment", "strong", "--ema", "0.99"])
-    d, _, t, _ = _configs(args, data, model, train)
+    d, _, t, _ = configs_from_args(args, data, model, train)
     assert (d.augment.gamma, d.augment.contrast, t.ema_momentum) == (0.4, 0.3, 0.99)
     args = build_parser().parse_args(["train", "--data-dir", str(tmp_path), "--augment", "--clahe"])
-    d, _, t, _ = _configs(args, data, model, train)
+    d, _, t, _ = configs_from_args(args, data, model, train)
     assert (d.augment.gamma, d.augment.contrast, d.clahe, t.ema_momentum) == (0.0, 0.1, True, None)

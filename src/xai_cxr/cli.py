@@ -8,9 +8,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import replace
 
-from .config import AUGMENT_PRESETS, CamConfig, DataConfig, ModelConfig, TrainConfig
+from .config import AUGMENT_PRESETS
 from .data.images import GEOMETRIES, TTA_TRANSFORMS
 from .tasks import TASKS
 
@@ -143,52 +142,6 @@ _TRAINING_DESTS = ("image_size", "batch_size", "limit", "validation", "backbone"
 def _env_no_download() -> bool:
     from .models import download_allowed
     return not download_allowed()
-
-
-def _class_names(args) -> tuple[str, ...]:
-    """The task's classes, or --classes (folder names; 'auto' = the sub-folders of train/) where the task
-    reads class folders (binary) or a CSV's columns (multilabel)."""
-    from .data import detect_classes
-    task = TASKS[args.task]
-    if not args.classes:
-        return task.class_names
-    if args.task not in ("binary", "multilabel"):
-        raise ValueError(f"--classes does not apply to --task {args.task} (its classes are {task.class_names})")
-    if args.classes == "auto" and args.task == "binary":
-        return detect_classes(args.data_dir)
-    return tuple(c.strip() for c in args.classes.split(",") if c.strip())
-
-
-def _configs(args, data: DataConfig, model: ModelConfig, train: TrainConfig):
-    from .data import find_data_root
-    root, note = find_data_root(args.data_dir or data.root)
-    if note:
-        print("note:", note)
-    args.data_dir = str(root)
-    given = lambda **kw: {k: v for k, v in kw.items() if v is not None}   # noqa: E731  (unset flags keep the config's)
-    data = replace(data, root=str(root), seed=args.seed, batch_size=args.batch_size, limit=args.limit,
-                   image_store=args.image_store,
-                   task=args.task, labels_csv=args.labels_csv, color=args.color, class_names=_class_names(args),
-                   **given(image_size=args.image_size, validation=args.validation, clahe=args.clahe,
-                           geometry=args.geometry, augment=AUGMENT_PRESETS.get(args.augment)))
-    if args.augment == "none":
-        data = replace(data, augment=None)
-    from .data.population import default_population, parse_range
-    data = replace(data, population_age=parse_range(args.population_age) if getattr(args, "population_age", None)
-                   else default_population(root, data.class_names))
-    model = replace(model, **({"backbone": args.backbone} if args.backbone else {}),
-                    **({"weights": args.weights} if args.weights else {}), allow_download=not args.no_download)
-    train = replace(train.with_epochs(args.epochs1, args.epochs2), seed=args.seed, deterministic=args.deterministic,
-                    feature_cache=not args.no_feature_cache, feature_cache_dir=args.cache_dir,
-                    **given(budget_minutes=args.budget_minutes, optimizer=args.optimizer,
-                            weight_decay=args.weight_decay, schedule=args.schedule, ema_momentum=args.ema,
-                            operating_point=args.operating_point, keep=args.keep),
-                    multilabel_loss=args.loss, focal_gamma=args.focal_gamma, focal_alpha=args.focal_alpha,
-                    verbose=1 if sys.stdout.isatty() else 2)   # progress bars only on a terminal
-    if args.lr is not None:
-        train = replace(train, stage1=replace(train.stage1, learning_rate=args.lr))
-    cam = CamConfig(method=args.cam, target_layer=args.target_layer, top_fraction=args.top_fraction)
-    return data, model, train, cam
 
 
 def build_parser() -> argparse.ArgumentParser:

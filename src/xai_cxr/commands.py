@@ -1,15 +1,62 @@
-"""The subcommands of ``xai-cxr``: each builds the configs from its flags (``cli._configs``) and calls the package.
+"""The subcommands of ``xai-cxr``: each builds the configs from its flags (``configs_from_args``) and calls the package.
 ``cli.build_parser`` wires them to their flags."""
 from __future__ import annotations
 
 import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
-from .cli import _configs
-from .config import CamConfig, DataConfig, ModelConfig, TrainConfig
-from .tasks import get_task
+from .config import AUGMENT_PRESETS, CamConfig, DataConfig, ModelConfig, TrainConfig
+from .tasks import TASKS, get_task
+
+
+def class_names_from_args(args) -> tuple[str, ...]:
+    """The task's classes, or --classes (folder names; 'auto' = the sub-folders of train/) where the task
+    reads class folders (binary) or a CSV's columns (multilabel)."""
+    from .data import detect_classes
+    task = TASKS[args.task]
+    if not args.classes:
+        return task.class_names
+    if args.task not in ("binary", "multilabel"):
+        raise ValueError(f"--classes does not apply to --task {args.task} (its classes are {task.class_names})")
+    if args.classes == "auto" and args.task == "binary":
+        return detect_classes(args.data_dir)
+    return tuple(c.strip() for c in args.classes.split(",") if c.strip())
+
+
+def configs_from_args(args, data: DataConfig, model: ModelConfig, train: TrainConfig):
+    """The run's configs: ``data``, ``model``, ``train`` with the flags the user set applied, and the CamConfig."""
+    from .data import find_data_root
+    root, note = find_data_root(args.data_dir or data.root)
+    if note:
+        print("note:", note)
+    args.data_dir = str(root)
+    given = lambda **kw: {k: v for k, v in kw.items() if v is not None}   # noqa: E731  (unset flags keep the config's)
+    data = replace(data, root=str(root), seed=args.seed, batch_size=args.batch_size, limit=args.limit,
+                   image_store=args.image_store,
+                   task=args.task, labels_csv=args.labels_csv, color=args.color, class_names=class_names_from_args(args),
+                   **given(image_size=args.image_size, validation=args.validation, clahe=args.clahe,
+                           geometry=args.geometry, augment=AUGMENT_PRESETS.get(args.augment)))
+    if args.augment == "none":
+        data = replace(data, augment=None)
+    from .data.population import default_population, parse_range
+    data = replace(data, population_age=parse_range(args.population_age) if getattr(args, "population_age", None)
+                   else default_population(root, data.class_names))
+    model = replace(model, **({"backbone": args.backbone} if args.backbone else {}),
+                    **({"weights": args.weights} if args.weights else {}), allow_download=not args.no_download)
+    train = replace(train.with_epochs(args.epochs1, args.epochs2), seed=args.seed, deterministic=args.deterministic,
+                    feature_cache=not args.no_feature_cache, feature_cache_dir=args.cache_dir,
+                    **given(budget_minutes=args.budget_minutes, optimizer=args.optimizer,
+                            weight_decay=args.weight_decay, schedule=args.schedule, ema_momentum=args.ema,
+                            operating_point=args.operating_point, keep=args.keep),
+                    multilabel_loss=args.loss, focal_gamma=args.focal_gamma, focal_alpha=args.focal_alpha,
+                    verbose=1 if sys.stdout.isatty() else 2)   # progress bars only on a terminal
+    if args.lr is not None:
+        train = replace(train, stage1=replace(train.stage1, learning_rate=args.lr))
+    cam = CamConfig(method=args.cam, target_layer=args.target_layer, top_fraction=args.top_fraction)
+    return data, model, train, cam
 
 
 
@@ -47,7 +94,7 @@ def cmd_demo(args):
                                             has_split("chest_xray") else None, args.seed, not args.no_download)
     print(note)
     args.data_dir = data.root
-    data, model, train, cam = _configs(args, data, model, train)
+    data, model, train, cam = configs_from_args(args, data, model, train)
     _run(args, data, model, train, cam)
 
 
@@ -61,14 +108,14 @@ def _refuse(args, flags, what):
 def cmd_compare(args):
     from .studies import compare_backbones
     _refuse(args, ["--mlflow", "--resume", "--bbox-csv"], "compare")
-    data, model, train, cam = _configs(args, DataConfig(), ModelConfig(), TrainConfig())
+    data, model, train, cam = configs_from_args(args, DataConfig(), ModelConfig(), TrainConfig())
     compare_backbones(data, model, train, args.backbones, Path(args.weights_dir) / "compare",
                       Path(args.results_dir) / "compare", cam)
 
 
 def cmd_train(args):
     from .studies import cross_validate
-    data, model, train, cam = _configs(args, DataConfig(), ModelConfig(), TrainConfig())
+    data, model, train, cam = configs_from_args(args, DataConfig(), ModelConfig(), TrainConfig())
     if args.folds:
         _refuse(args, ["--mlflow", "--resume", "--bbox-csv"], "--folds")
         cross_validate(data, model, train, args.folds, Path(args.weights_dir) / "cv", Path(args.results_dir) / "cv")
@@ -272,7 +319,7 @@ def _shortcut_audit(args):
     from .data.confounders import check_degree
     from .studies import run_shortcut_audit
     degrees = [check_degree(d) for d in args.degree]
-    data, model, train, cam = _configs(args, DataConfig(), ModelConfig(), TrainConfig())
+    data, model, train, cam = configs_from_args(args, DataConfig(), ModelConfig(), TrainConfig())
     methods = tuple(args.methods or ("gradcam", "hirescam", "gradcam++", "fused", "integrated_gradients", "smoothgrad"))
     out = Path(args.out or args.results_dir)      # results-dir: where the trained models' own results go too
     results = run_shortcut_audit(data, model, train, cam, args.confounder, degrees, methods, out,

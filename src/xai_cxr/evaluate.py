@@ -117,13 +117,6 @@ def multilabel_metrics(y_true, proba, label_names, threshold: float = 0.5) -> di
             "exact_match": float(((proba >= threshold) == y_true.astype(bool)).all(1).mean())}
 
 
-def evaluate_predictions(y_true, proba, class_names=("NORMAL", "PNEUMONIA"), threshold: float = 0.5,
-                         n_boot: int = 1000, seed: int = 42, task: str = "binary") -> dict:
-    """All test metrics of ``task`` (a ``tasks.TASKS`` name) as one JSON-ready dict."""
-    from .tasks import get_task
-    return get_task(task).metrics(y_true, proba, class_names, threshold, n_boot, seed)
-
-
 def binary_report(y_true, proba, class_names=("NORMAL", "PNEUMONIA"), threshold: float = 0.5,
                   n_boot: int = 1000, seed: int = 42) -> dict:
     """Two classes: point metrics of the positive class (index 1) at ``threshold``, bootstrap CIs and the

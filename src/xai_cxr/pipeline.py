@@ -231,10 +231,10 @@ def fit(model, prep: Prepared, data_cfg: DataConfig, train_cfg: TrainConfig, wei
 
 def evaluate_on_test(model, test: ImageSet, data_cfg: DataConfig, skipped=()):
     """Metrics dict and class probabilities of ``model`` on the decoded test split."""
-    from .evaluate import evaluate_predictions, predict_proba
+    from .evaluate import predict_proba
     spec = BACKBONES[backbone_of(model)]
     proba = predict_proba(model, make_dataset(test.images, None, spec.preprocess, batch_size=data_cfg.batch_size))
-    metrics = evaluate_predictions(test.labels, proba, data_cfg.class_names, seed=data_cfg.seed, task=data_cfg.task)
+    metrics = get_task(data_cfg.task).metrics(test.labels, proba, data_cfg.class_names, seed=data_cfg.seed)
     metrics["skipped_images"] = [{"path": p, "reason": r} for p, r in skipped]
     return metrics, proba
 
@@ -267,7 +267,7 @@ def apply_operating_point(rule: str, metrics: dict, prep: Prepared, data_cfg: Da
     """Choose the decision threshold by ``rule`` on the validation split's calibrated probabilities (the ones the
     app, API and report show), store it in the card, and return the test metrics at that threshold, with the
     metrics at 0.5 kept under "at_threshold_0.5"."""
-    from .evaluate import evaluate_predictions, operating_threshold
+    from .evaluate import operating_threshold
     from .models.calibration import apply_temperature
     if get_task(data_cfg.task).multilabel or len(data_cfg.class_names) != 2:
         print(f"note: operating point {rule} not applied: it is for two-class tasks (this one has "
@@ -276,8 +276,8 @@ def apply_operating_point(rule: str, metrics: dict, prep: Prepared, data_cfg: Da
     t = operating_threshold(prep.val.labels, val_calibrated[:, 1], rule)
     card = ModelCard.load(weights_dir)
     replace(card, threshold=t).save(weights_dir)
-    out = evaluate_predictions(prep.test.labels, apply_temperature(test_proba, temperature), data_cfg.class_names,
-                               threshold=t, seed=data_cfg.seed, task=data_cfg.task)
+    out = get_task(data_cfg.task).metrics(prep.test.labels, apply_temperature(test_proba, temperature),
+                                          data_cfg.class_names, threshold=t, seed=data_cfg.seed)
     keep = ("accuracy", "recall", "specificity", "precision", "f1", "confusion_matrix")
     out = {**metrics, **out, "at_threshold_0.5": {k: metrics[k] for k in keep if k in metrics}}
     out["operating_point"] = {"rule": rule, "threshold": t, "on": "calibrated probability of "
