@@ -147,10 +147,11 @@ class AuditConfig:
 def atomic_path(path: str | Path):
     """Yield a temporary path beside ``path``; when the block ends without an error it replaces ``path`` in one
     rename, so a reader never sees a half-written file (on an error the temporary file is removed). The temporary
-    name keeps the extensions (``.ood.tmp.npz``, ``.model.tmp.weights.h5``): Keras and numpy check them."""
+    name keeps the extensions (``.ood.<pid>.tmp.npz``, ``.model.<pid>.tmp.weights.h5``: Keras and numpy check
+    them) and holds the process id, so two processes writing the same file never share a temporary one."""
     path = Path(path)
     base, dot, rest = path.name.partition(".")
-    tmp = path.with_name(f".{base}.tmp{dot}{rest}")
+    tmp = path.with_name(f".{base}.{os.getpid()}.tmp{dot}{rest}")
     try:
         yield tmp
         os.replace(tmp, path)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import atomic_path
 from ..data import encode_labels, label_array, make_dataset
 from . import BACKBONES, backbone_layers, backbone_of
 
@@ -93,9 +94,8 @@ def disk_features(model, layer_name: str, images: np.ndarray, preprocess, cache_
         free = _free_bytes(folder)
         if free is not None and free < feats.nbytes + 2**20:
             raise OSError(f"needs {feats.nbytes / 2**20:.0f} MiB, {free / 2**20:.0f} MiB free")
-        tmp = folder / f"features.{os.getpid()}.tmp.npy"
-        np.save(tmp, feats)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            np.save(tmp, feats)
         meta_path.write_text(json.dumps({"key": key, "layer": layer_name, "shape": list(feats.shape),
                                          "dtype": np.dtype(dtype).str}))
         return np.load(path, mmap_mode="r")

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from ..config import write_json_atomic
+from ..config import atomic_path, write_json_atomic
 
 
 def write_state(obj: dict, path: Path) -> None:
@@ -52,12 +51,10 @@ class AtomicBestCheckpoint(keras.callbacks.Callback):
         value = (logs or {}).get(self.monitor)
         if value is None or not value < self.best:
             return
-        tmp = self.path.with_name(self.path.name.replace(".weights.h5", ".tmp.weights.h5"))
         try:
-            (self.save_model or self.model).save_weights(tmp)
-            os.replace(tmp, self.path)
+            with atomic_path(self.path) as tmp:
+                (self.save_model or self.model).save_weights(tmp)
         except OSError as exc:                  # e.g. the disk filled up half-way: the previous best stays
-            tmp.unlink(missing_ok=True)
             raise OSError(exc.errno, f"could not save the checkpoint {self.path} ({exc.strerror or exc}); the "
                                      f"previous best weights (epoch {self.best_epoch and self.best_epoch + 1}) are "
                                      "intact. Free disk space and rerun with --resume") from exc

@@ -6,14 +6,13 @@ model holds that stage's best weights (lowest validation loss), which are also o
 """
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from ..config import StageConfig, TrainConfig, write_json_atomic
+from ..config import StageConfig, TrainConfig, atomic_path, write_json_atomic
 from . import set_trainable
 
 def ensure_free_space(folder: Path, needed_bytes: int) -> None:
@@ -176,9 +175,8 @@ def train_two_stage(model, train_ds, val_ds, cfg: TrainConfig, out_dir: str | Pa
         compile_for_stage(fit_model, stage, cfg, strategy, pos_weight, multilabel, _steps(fit_train))
         history[name] = _fit_stage(model, fit_model, fit_train, fit_val, name, stage, cfg, state_dir, ckpt_path,
                                    class_weight, resume, deadline)
-        tmp = state_dir / f"{name}.tmp.weights.h5"
-        model.save_weights(tmp)
-        os.replace(tmp, state_dir / f"{name}.weights.h5")
+        with atomic_path(state_dir / f"{name}.weights.h5") as tmp:
+            model.save_weights(tmp)
         write_state({"history": history[name]}, done)
     write_json_atomic(history, out_dir / "history.json")
     return history
@@ -226,9 +224,8 @@ def _fit_stage(model, fit_model, train_ds, val_ds, name: str, stage: StageConfig
                   callbacks=[backup, *ema, ckpt, es, *plateau, NaNGuard(), state, *budget], verbose=cfg.verbose,
                   shuffle=False)
     if cfg.keep == "last":              # the live weights of the final epoch replace the best epoch's file
-        tmp = ckpt_path.with_name(ckpt_path.name.replace(".weights.h5", ".tmp.weights.h5"))
-        model.save_weights(tmp)
-        os.replace(tmp, ckpt_path)
+        with atomic_path(ckpt_path) as tmp:
+            model.save_weights(tmp)
         best = f"; the best holdout epoch was {ckpt.best_epoch + 1}" if ckpt.best_epoch is not None else ""
         print(f"[{name}] kept the last epoch ({len(state.history().get('loss', []))}){best} → {ckpt_path}")
     elif ckpt.best_epoch is not None:
