@@ -175,6 +175,7 @@ def test_real_kermany_scan_pipeline_forward_and_gradcam(kermany224):
     assert maps.shape == (6, 64, 64) and np.isfinite(maps).all()
 
 
+@pytest.mark.slow
 def test_cli_audit_writes_tables_figures_and_galleries(trained, phantom_root):
     import pandas as pd
     from xai_cxr.cli import main

@@ -123,6 +123,14 @@ def test_explain_returns_the_overlay_png_of_the_gradcam_map(api):
     assert got.shape == (64, 64, 3) and np.abs(got.astype(int) - want).max() <= 1
 
 
+def test_explain_offers_exactly_the_explainer_registry(api):
+    from xai_cxr.explain.registry import EXPLAINERS
+    url, _, _ = api
+    r = httpx.post(f"{url}/explain", params={"method": "occlusion"},
+                   files={"file": ("b.png", _png(_xray(1)), "image/png")}, timeout=60)
+    assert r.status_code == 422 and r.json()["detail"] == f"unknown method 'occlusion'; choose from {list(EXPLAINERS)}"
+
+
 def test_concurrent_requests_are_batched_and_none_is_lost(api):
     url, _, app = api
     before = len(app.state.batcher.batches)
