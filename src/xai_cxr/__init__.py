@@ -1,8 +1,9 @@
 """xai_cxr: explainable pneumonia detection on chest X-rays.
 
-Modules, one concern each: ``config`` (frozen dataclasses), ``data`` (scan, decode, tf.data),
-``phantom`` (synthetic X-rays with known lesions), ``models`` (backbone registry), ``train``,
-``evaluate``, ``cam`` (Grad-CAM family), ``overlay``, ``pipeline`` (the end-to-end run), ``cli``.
+Layers, arrows pointing down: ``data`` (scan, decode, phantoms, tf.data), ``models`` (backbones, training,
+calibration, the out-of-distribution detector, the referral rule), ``explain`` (CAMs, attributions, overlays,
+their metrics), ``serve`` (the predictor, API, app, report, export); on top ``config``, ``evaluate``,
+``pipeline`` and ``studies``, ``commands`` and ``cli`` (``xai-cxr``). The README's "Layout" names every module.
 Importing the package has no side effects: TensorFlow is imported only by the modules that need it.
 """
 
