@@ -160,8 +160,9 @@ def test_cli_bad_confounder_input_is_a_clear_error(tmp_path, capsys):
                 cv2.imwrite(str(pets / split / cls / f"{cls}{i}.png"), np.full((16, 16), 100 + i, np.uint8))
     assert main(["audit", "--confounder", "tag", "--data-dir", str(pets), "--classes", "auto"]) == 2
     assert "['cat', 'dog']" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match="only apply with --confounder"):       # training flags need --confounder
-        main(["audit", "--epochs1", "3", "--data-dir", str(root)])
+    for flag in (["--epochs1", "3"], ["--mlflow-store", "elsewhere"], ["--population-age", "18-90"]):
+        with pytest.raises(SystemExit, match="only apply with --confounder"):   # training flags need --confounder
+            main(["audit", *flag, "--data-dir", str(root)])
 
 
 def _result(degree, flips, over_random):

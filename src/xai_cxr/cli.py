@@ -51,8 +51,9 @@ def _add_common(p, data=True, cam=("cam", "target_layer", "top_fraction"), resul
 
 
 def _add_data_flags(p) -> None:
-    """The flags of a training run: data, model, schedule, task, caching, tracking."""
+    """The flags of a training run: data, model, schedule, task, caching, tracking (one argument group)."""
     from .models import BACKBONES
+    p = p.add_argument_group("training", "data, model and schedule of a training run")
     p.add_argument("--data-dir", default="chest_xray", help="folder with train/ [val/] test/ (default: chest_xray)")
     p.add_argument("--image-size", type=int, default=None, help="input side in px (default 256; demo 128)")
     p.add_argument("--batch-size", type=int, default=32)
@@ -132,11 +133,14 @@ def _add_data_flags(p) -> None:
                    help="continue a killed run from its last finished epoch (state in WEIGHTS_DIR/train_state)")
 
 
-# flags of _add_common(data=True) that only a training run reads (audit accepts them with --confounder only)
-_TRAINING_DESTS = ("image_size", "batch_size", "limit", "validation", "backbone", "weights", "epochs1", "epochs2",
-                   "budget_minutes", "optimizer", "ema", "operating_point", "keep", "weight_decay", "schedule", "lr", "clahe", "geometry", "population_age", "task", "bbox_csv", "loss", "focal_gamma", "focal_alpha", "classes", "color",
-                   "augment", "image_store", "cache_dir", "no_feature_cache", "mlflow", "resume", "deterministic", "cam",
-                   "top_fraction", "results_dir")
+def _training_defaults(parser) -> dict:
+    """Defaults of the flags only a training run reads (audit accepts them with --confounder only): the "training"
+    argument group — every flag of ``_add_data_flags`` but the two an audit reads too, --data-dir and --labels-csv —
+    and the CAM and results flags."""
+    group = next(g for g in parser._action_groups if g.title == "training")
+    dests = [a.dest for a in group._group_actions if a.dest not in ("data_dir", "labels_csv")]
+    dests += ["cam", "top_fraction", "results_dir"]
+    return {k: parser.get_default(k) for k in dests}
 
 
 def _env_no_download() -> bool:
@@ -237,7 +241,7 @@ def _add_audit(sub, cmd_audit) -> None:
     a.add_argument("--copy-dir", default="confounded", help="where the contaminated copies of the data go")
     _add_common(a, data=True)
     a.set_defaults(func=cmd_audit, data_dir="phantoms/chest_xray")
-    a.set_defaults(training_defaults={k: a.get_default(k) for k in _TRAINING_DESTS})
+    a.set_defaults(training_defaults=_training_defaults(a))
 
 
 def _add_serving(sub, cmd_report, cmd_serve, cmd_app) -> None:
