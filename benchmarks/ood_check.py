@@ -147,7 +147,8 @@ def to_markdown(results: dict) -> str:
         row = m["scores"]["combined (reference design)"]
         cells = [f"{row[s]['flagged_share']:.0%}" + (f" (AUROC {row[s]['auroc']:.2f})" if "auroc" in row[s] else "")
                  for s in SETS]
-        rows.append(f"| {Path(m['weights_dir']).parent.name}/{Path(m['weights_dir']).name} | " + " | ".join(cells) + " |")
+        w = Path(m["weights_dir"])
+        rows.append(f"| {w.parents[1].name}/{w.parent.name} ({m['backbone']}) | " + " | ".join(cells) + " |")
     out = head + "\n".join(rows)
     names = list(results["models"][0]["scores"])
     mean = lambda v, s, k: np.mean([m["scores"][v][s].get(k, np.nan) for m in results["models"]])  # noqa: E731
@@ -169,16 +170,18 @@ def main(argv=None) -> int:
     p.add_argument("--work", type=Path, default=Path("benchmarks/runs/ood_check"))
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--table", action="store_true", help="print the markdown tables of --out and stop")
+    p.add_argument("--append", action="store_true", help="add these models to --out instead of starting it anew")
     args = p.parse_args(argv)
     if args.table:
         print(to_markdown(json.loads(args.out.read_text())))
         return 0
     if not args.weights_dirs:
         p.error("--weights-dirs is required (or --table)")
-    out = {"date": dt.date.today().isoformat(), "command": "python benchmarks/ood_check.py " + " ".join(
-        sys.argv[1:] if argv is None else argv), "quantile": QUANTILE, "models": []}
+    command = "python benchmarks/ood_check.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    out = json.loads(args.out.read_text()) if args.append and args.out.is_file() else \
+        {"quantile": QUANTILE, "models": []}
     for w in args.weights_dirs:
-        out["models"].append(one_model(w, args.work))
+        out["models"].append({"date": dt.date.today().isoformat(), "command": command, **one_model(w, args.work)})
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(out, indent=2))
         print(json.dumps(out["models"][-1]["scores"]["combined (reference design)"], indent=1), flush=True)
