@@ -150,15 +150,20 @@ def to_markdown(results: dict) -> str:
         w = Path(m["weights_dir"])
         rows.append(f"| {w.parents[1].name}/{w.parent.name} ({m['backbone']}) | " + " | ".join(cells) + " |")
     out = head + "\n".join(rows)
-    names = list(results["models"][0]["scores"])
-    mean = lambda v, s, k: np.mean([m["scores"][v][s].get(k, np.nan) for m in results["models"]])  # noqa: E731
-    out += ("\n\n| score (mean of the models) | Kermany test flagged | external flagged (normal / pneumonia) | "
-            "external AUROC | external FPR at 95% TPR | phantoms flagged | NIH DICOM flagged |\n|---|---|---|---|---|---|---|\n")
-    out += "\n".join(
-        f"| {v} | {mean(v, 'kermany_test', 'flagged_share'):.1%} | {mean(v, 'external_adult', 'flagged_share'):.0%} "
-        f"({mean(v, 'external_adult_normal', 'flagged_share'):.0%} / {mean(v, 'external_adult_pneumonia', 'flagged_share'):.0%})"
-        f" | {mean(v, 'external_adult', 'auroc'):.2f} | {mean(v, 'external_adult', 'fpr_at_95tpr'):.2f} | "
-        f"{mean(v, 'phantoms', 'flagged_share'):.0%} | {mean(v, 'nih_dicom', 'flagged_share'):.0%} |" for v in names)
+    groups: dict[str, list] = {}
+    for m in results["models"]:                       # the per-score table needs the same branches: per backbone
+        groups.setdefault(m["backbone"], []).append(m)
+    for backbone, models in groups.items():
+        mean = lambda v, s, k: np.mean([m["scores"][v][s].get(k, np.nan) for m in models])  # noqa: E731
+        out += (f"\n\n| score ({backbone}, mean of {len(models)}) | Kermany test flagged | external flagged (normal / "
+                "pneumonia) | external AUROC | external FPR at 95% TPR | phantoms flagged | NIH DICOM flagged |\n"
+                "|---|---|---|---|---|---|---|\n")
+        out += "\n".join(
+            f"| {v} | {mean(v, 'kermany_test', 'flagged_share'):.1%} | {mean(v, 'external_adult', 'flagged_share'):.0%}"
+            f" ({mean(v, 'external_adult_normal', 'flagged_share'):.0%} / "
+            f"{mean(v, 'external_adult_pneumonia', 'flagged_share'):.0%}) | {mean(v, 'external_adult', 'auroc'):.2f} | "
+            f"{mean(v, 'external_adult', 'fpr_at_95tpr'):.2f} | {mean(v, 'phantoms', 'flagged_share'):.0%} | "
+            f"{mean(v, 'nih_dicom', 'flagged_share'):.0%} |" for v in models[0]["scores"])
     return out
 
 

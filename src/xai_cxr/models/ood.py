@@ -86,16 +86,19 @@ class OODDetector:
     def z(self, raw: np.ndarray) -> np.ndarray:
         return (np.asarray(raw, np.float64) - self.centre) / self.scale
 
+    @property
+    def summed(self) -> list[int]:
+        """Column indices of the ``combine`` branches."""
+        return [self.branches.index(b) for b in self.combine]
+
     def combined(self, z: np.ndarray) -> np.ndarray:
-        idx = [self.branches.index(b) for b in self.combine]
-        return np.asarray(z)[:, idx].sum(1)
+        return np.asarray(z)[:, self.summed].sum(1)
 
     def assess(self, branch_values: dict[str, np.ndarray]) -> "Assessment":
         """The combined score of each film, whether it is flagged, every branch's z and the loudest branch."""
         z = self.z(self.raw(branch_values))
         score = self.combined(z)
-        idx = [self.branches.index(b) for b in self.combine]
-        loudest = np.asarray(self.combine)[z[:, idx].argmax(1)] if len(z) else np.array([], str)
+        loudest = np.asarray(self.combine)[z[:, self.summed].argmax(1)] if len(z) else np.array([], str)
         return Assessment(score, score > self.threshold, z, tuple(loudest))
 
     def save(self, folder: str | Path) -> Path:
