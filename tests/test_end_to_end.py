@@ -104,7 +104,7 @@ def test_fit_ood_rebuilds_the_detector_from_the_same_training_films(trained, tmp
     (copy / "ood.npz").unlink()
     assert main(["fit-ood", str(copy)]) == 0
     before, after = OODDetector.load(out / "weights"), OODDetector.load(copy)
-    assert after.branches == before.branches and after.calibrated_on == before.calibrated_on == "train"
+    assert after.branches == before.branches and after.calibrated_on == before.calibrated_on == "train, held out of the detector"
     for b, f in zip(before.branches, before.fits):      # the features' class means: the same films, the same model
         if f is not None and not b.startswith("input_"):
             np.testing.assert_allclose(after.fits[after.branches.index(b)].means, f.means, rtol=1e-4, atol=1e-5)

@@ -73,7 +73,7 @@ class OODDetector:
     combine: tuple[str, ...]                   # branches summed into the combined score
     threshold: float                           # combined scores above it are flagged
     quantile: float                            # which quantile of the calibration films' combined scores it is
-    calibrated_on: str                         # "holdout" | "train"
+    calibrated_on: str                         # "holdout" | "train, held out of the detector"
     grid: int = 1                              # layer features are averaged over a grid × grid split of the map
     input_check: object = field(default=None, compare=False)   # models.input_check.InputCheck, when a branch needs it
 
@@ -267,19 +267,27 @@ def image_branch_values(model, images: np.ndarray, preprocess, layers: tuple[str
 
 def fit_for_model(model, preprocess, train_images, train_labels, calibration_images=None,
                   quantile: float = DEFAULT_QUANTILE, input_check: bool = True, seed: int = 42,
-                  combine: tuple[str, ...] | None = None, grid: int = DEFAULT_GRID) -> OODDetector:
-    """The detector of a trained model: Mahalanobis branches fitted on the training films, every branch
-    standardised and the threshold set on ``calibration_images`` (in-distribution films it did not train on),
-    or on the training films when None. ``input_check`` also trains the input-level autoencoder on the
-    training films and adds its branches."""
+                  combine: tuple[str, ...] | None = None, grid: int = DEFAULT_GRID,
+                  calibration_share: float = 0.2) -> OODDetector:
+    """The detector of a trained model: Mahalanobis branches (and the input-level autoencoder, ``input_check``)
+    fitted on the training films, every branch standardised and the threshold set on ``calibration_images``
+    (in-distribution films the model did not train on). Without them, a seeded ``calibration_share`` of the
+    training films is kept out of the detector's own fit and calibrates it ("train, held out of the detector"):
+    scored against a fit that saw them, training films look closer than any new film, and the threshold would flag
+    ordinary new films by the dozen (measured: half of the demo's phantom test films)."""
     layers = depth_layers(model)
+    fit_images, fit_labels, calibrated_on = train_images, np.asarray(train_labels), "holdout"
+    if calibration_images is None:            # (a memory-mapped store stays mapped on the holdout path)
+        order = np.random.default_rng(seed).permutation(len(train_images))
+        n_cal = max(1, int(round(calibration_share * len(train_images))))
+        fit_idx, cal_idx = np.sort(order[n_cal:]), np.sort(order[:n_cal])
+        fit_images, fit_labels = train_images[fit_idx], fit_labels[fit_idx]
+        calibration_images, calibrated_on = train_images[cal_idx], "train, held out of the detector"
     check = None
     if input_check:
         from .input_check import fit_input_check
-        check = fit_input_check(train_images, seed=seed)
-    train = image_branch_values(model, train_images, preprocess, layers, check, grid)
-    held_out = calibration_images is not None
-    calib = image_branch_values(model, calibration_images, preprocess, layers, check, grid) if held_out else train
+        check = fit_input_check(fit_images, seed=seed)
+    train = image_branch_values(model, fit_images, preprocess, layers, check, grid)
+    calib = image_branch_values(model, calibration_images, preprocess, layers, check, grid)
     plain = (ENERGY_BRANCH, *(check.plain_branches if check else ()))
-    return fit_detector(train, train_labels, calib, plain, combine, quantile, "holdout" if held_out else "train",
-                        grid, check)
+    return fit_detector(train, fit_labels, calib, plain, combine, quantile, calibrated_on, grid, check)
