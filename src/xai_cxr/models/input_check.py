@@ -31,11 +31,11 @@ def to_input(images: np.ndarray, size: int = SIZE) -> np.ndarray:
     return (out.astype(np.float32) / 255.0)[..., None]
 
 
-def build_autoencoder(size: int = SIZE, seed: int = 42):
-    """(encoder, autoencoder): 64² → 8×8×4 code (256 numbers) → 64², three stride-2 convolutions each way."""
+def build_autoencoder(size: int = SIZE):
+    """(scorer, autoencoder): 64² → 8×8×4 code (256 numbers) → 64², three stride-2 convolutions each way; the
+    scorer shares its layers and gives the code and the rebuilt film from one forward pass."""
     import keras
     from keras import layers
-    keras.utils.set_random_seed(seed)
     x_in = keras.Input((size, size, 1), name="film")
     x = x_in
     for i, filters in enumerate((16, 32, 64)):
@@ -45,14 +45,14 @@ def build_autoencoder(size: int = SIZE, seed: int = 42):
     for i, filters in enumerate((64, 32, 16)):
         y = layers.Conv2DTranspose(filters, 3, strides=2, padding="same", activation="relu", name=f"dec{i}")(y)
     y = layers.Conv2D(1, 3, padding="same", activation="sigmoid", name="rebuilt")(y)
-    return keras.Model(x_in, layers.Flatten(name="code_flat")(code), name="encoder"), \
+    return keras.Model(x_in, [layers.Flatten(name="code_flat")(code), y], name="input_scorer"), \
         keras.Model(x_in, y, name="input_autoencoder")
 
 
 @dataclass(frozen=True)
 class InputCheck:
-    encoder: object
-    autoencoder: object
+    scorer: object                      # film → (code, rebuilt film)
+    autoencoder: object                 # film → rebuilt film (what trains and is saved)
     plain_branches: tuple[str, ...] = (INPUT_PREFIX + "error",)
 
     def branch_values(self, images: np.ndarray, batch_size: int = 128) -> dict[str, np.ndarray]:
@@ -61,10 +61,10 @@ class InputCheck:
         errors, codes = [], []
         for s in range(0, len(x), batch_size):
             b = x[s:s + batch_size]
-            rebuilt = np.asarray(self.autoencoder(b, training=False))
+            code, rebuilt = (np.asarray(o) for o in self.scorer(b, training=False))
             errors.append(((rebuilt - b) ** 2).mean((1, 2, 3)))
-            codes.append(np.asarray(self.encoder(b, training=False)))
-        dim = int(self.encoder.output.shape[-1])
+            codes.append(code)
+        dim = int(self.scorer.outputs[0].shape[-1])
         return {INPUT_PREFIX + "error": np.concatenate(errors) if errors else np.zeros(0),
                 INPUT_PREFIX + "latent": np.concatenate(codes) if codes else np.zeros((0, dim))}
 
@@ -79,9 +79,9 @@ class InputCheck:
         path = Path(folder) / FILE
         if not path.is_file():
             return None
-        encoder, autoencoder = build_autoencoder()
+        scorer, autoencoder = build_autoencoder()
         autoencoder.load_weights(path)
-        return cls(encoder, autoencoder)
+        return cls(scorer, autoencoder)
 
 
 def fit_input_check(images: np.ndarray, seed: int = 42, epochs: int = EPOCHS, batch_size: int = 64,
@@ -89,7 +89,8 @@ def fit_input_check(images: np.ndarray, seed: int = 42, epochs: int = EPOCHS, ba
     """Train the autoencoder on the training films (MSE, Adam 1e-3, a fixed number of epochs, seeded)."""
     import keras
     x = to_input(images)
-    encoder, autoencoder = build_autoencoder(seed=seed)
+    keras.utils.set_random_seed(seed)              # here, not in the builder: loading a detector seeds nothing
+    scorer, autoencoder = build_autoencoder()
     autoencoder.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
     autoencoder.fit(x, x, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=verbose)
-    return InputCheck(encoder, autoencoder)
+    return InputCheck(scorer, autoencoder)
