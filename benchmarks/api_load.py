@@ -34,7 +34,8 @@ def start_server(max_batch: int, port: int, mc_passes: int):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "-1"}
     proc = subprocess.Popen([sys.executable, "-m", "xai_cxr.cli", "serve", "--phantom", "--weights-dir", "no-such-dir",
                              "--port", str(port),
-                             "--max-batch", str(max_batch), "--max-wait-ms", "10", "--mc-passes", str(mc_passes)], env=env,
+                             "--max-batch", str(max_batch), "--max-wait-ms", "10", "--mc-passes", str(mc_passes)],
+                             env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(600):                       # the first start may train the phantom model (~40 s)
         try:

@@ -49,10 +49,10 @@ def aspect_auc(root: Path) -> dict:
 
 def probe(run: Path, data: Path, last_epoch: bool = False) -> dict:
     from sklearn.metrics import roc_auc_score
+
     from xai_cxr.config import DataConfig
-    from xai_cxr.data import make_dataset
-    from xai_cxr.evaluate import predict_proba
     from xai_cxr.models import BACKBONES, load_trained_model
+    from xai_cxr.models.predict import predict_images
     from xai_cxr.pipeline import prepare_data
     model, card = load_trained_model(run / "weights")
     if last_epoch:
@@ -63,7 +63,7 @@ def probe(run: Path, data: Path, last_epoch: bool = False) -> dict:
     y, pre = test.labels, BACKBONES[card.backbone].preprocess
     rows = []
     for f in FACTORS:
-        p = predict_proba(model, make_dataset(width_scaled(test.images, f), None, pre, batch_size=64))[:, 1]
+        p = predict_images(model, width_scaled(test.images, f), pre, batch_size=64)[:, 1]
         rows.append({"width_factor": f, "mean_p_pneumonia_normal_films": float(p[y == 0].mean()),
                      "specificity": float((p[y == 0] < 0.5).mean()), "sensitivity": float((p[y == 1] >= 0.5).mean()),
                      "roc_auc": float(roc_auc_score(y, p))})

@@ -33,6 +33,7 @@ QUANTILE = 0.97
 def film_sets(card, prep, work: Path) -> dict[str, np.ndarray]:
     """name → decoded films (uint8, the model's input size and geometry, through the library's own paths)."""
     import cv2
+
     from xai_cxr.data import fit_size, load_images, read_gray, scan_dataset
     from xai_cxr.data.phantom import PhantomConfig, write_phantom_dataset
     size, clahe, geometry = card.image_size, card.clahe, card.geometry
@@ -127,7 +128,8 @@ def one_model(weights_dir: Path, work: Path) -> dict:
     dcm = (SHARED / "dicom" / "nih-chestxray14-no-finding.dcm").read_bytes()
     nih = pred.predict(sets["nih_dicom"], mc=True, age_outside=[age_outside(dcm, population)])[0]
     return {"weights_dir": str(weights_dir), "backbone": card.backbone, "fit": summary,
-            "fit_seconds": round(fit_s, 1), "branches": list(det.branches), "scores": summarise(det, holdout_z, z_by_set),
+            "fit_seconds": round(fit_s, 1), "branches": list(det.branches), "scores": summarise(det, holdout_z,
+                                                                                                z_by_set),
             "predictions_on_external": external,
             "nih_dicom": {"label": nih.label, "confidence": nih.confidence, "decision": nih.decision,
                           "reasons": nih.reasons, "ood_score": nih.ood_score, "threshold": det.threshold,

@@ -7,7 +7,8 @@ training (`pipeline.apply_operating_point`), applied after the fact to the weigh
         --runs benchmarks/runs/cxr-res/seed42 benchmarks/runs/cxr-res/seed1 benchmarks/runs/cxr-res/seed2
 
 With `--last-epoch` the run's last-epoch weights (`weights/train_state/stage1/latest.weights.h5`, the live weights
-backup keeps for --resume) replace the best-holdout-epoch weights, and the temperature is refitted on the holdout for them
+backup keeps for --resume) replace the best-holdout-epoch weights, and the temperature is refitted on the holdout for
+them
 — what `--keep last` does at the end of training.
 
 Writes benchmarks/results/operating_point.json.
@@ -30,10 +31,10 @@ KEYS = ("accuracy", "recall", "specificity", "roc_auc")
 
 def evaluate_run(run: Path, rule: str, data: Path, last_epoch: bool = False) -> dict:
     from xai_cxr.config import DataConfig
-    from xai_cxr.data import make_dataset
-    from xai_cxr.evaluate import operating_threshold, predict_proba
+    from xai_cxr.evaluate import operating_threshold
     from xai_cxr.models import BACKBONES, load_trained_model
     from xai_cxr.models.calibration import apply_temperature, fit_temperature, load_temperature
+    from xai_cxr.models.predict import predict_images
     from xai_cxr.pipeline import prepare_data
     from xai_cxr.tasks import get_task
     weights = run / "weights"
@@ -45,10 +46,10 @@ def evaluate_run(run: Path, rule: str, data: Path, last_epoch: bool = False) -> 
     pre = BACKBONES[card.backbone].preprocess
     if last_epoch:
         model.load_weights(weights / "train_state" / "stage1" / "latest.weights.h5")
-    val_raw = predict_proba(model, make_dataset(prep.val.images, None, pre, batch_size=64))
+    val_raw = predict_images(model, prep.val.images, pre, batch_size=64)
     temperature = fit_temperature(val_raw, prep.val.labels) if last_epoch else load_temperature(weights)
     val = apply_temperature(val_raw, temperature)
-    test = apply_temperature(predict_proba(model, make_dataset(prep.test.images, None, pre, batch_size=64)),
+    test = apply_temperature(predict_images(model, prep.test.images, pre, batch_size=64),
                              temperature)
     t = operating_threshold(prep.val.labels, val[:, 1], rule)
     at = {name: get_task(card.task).metrics(prep.test.labels, test, card.class_names, threshold=thr)

@@ -88,8 +88,9 @@ def part_cam(args):
     from tf_keras_vis.gradcam import Gradcam
     from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
     from tf_keras_vis.utils.scores import CategoricalScore
-    from xai_cxr.explain.cam import GradCAM
+
     from xai_cxr.data import load_images, scan_dataset, to_model_input
+    from xai_cxr.explain.cam import GradCAM
     from xai_cxr.models import BACKBONES
     size, n, bs = args.cam_size, args.cam_images, 16
     df = scan_dataset(_root())
@@ -120,9 +121,9 @@ def part_cam(args):
 
 
 def part_inference(args):
-    from xai_cxr.data import load_images, make_dataset, scan_dataset, to_model_input
-    from xai_cxr.evaluate import predict_proba
+    from xai_cxr.data import load_images, scan_dataset, to_model_input
     from xai_cxr.models import BACKBONES
+    from xai_cxr.models.predict import predict_images
     size, n = args.cam_size, args.infer_images
     prep = BACKBONES["vgg19"].preprocess
     df = scan_dataset(_root())
@@ -130,7 +131,7 @@ def part_inference(args):
     x = to_model_input(test.images, prep).numpy()
     model, _ = _vgg19(size)
     raw = _rate(lambda: model.predict(x, batch_size=32, verbose=0), n)
-    ours = _rate(lambda: predict_proba(model, make_dataset(test.images, None, prep, batch_size=32)), n)
+    ours = _rate(lambda: predict_images(model, test.images, prep, batch_size=32), n)
     return {"image_size": size, "images": n, "images_per_second": {"model_predict_in_memory": round(raw, 2),
                                                                   "xai_cxr_pipeline": round(ours, 2)},
             "ratio": round(ours / raw, 3)}
@@ -185,10 +186,11 @@ def naive_dataset(manifest, size, preprocess, batch_size=32, shuffle=False, seed
 
 def part_train(args):
     import numpy as np
+
     from xai_cxr.config import DataConfig, ModelConfig, TrainConfig
     from xai_cxr.models import BACKBONES, build_model, imagenet_available
-    from xai_cxr.pipeline import evaluate_on_test, fit, prepare_data
     from xai_cxr.models.train import seed_everything, train_two_stage
+    from xai_cxr.pipeline import evaluate_on_test, fit, prepare_data
     size = args.train_size
     data = DataConfig(root=str(_root()), image_size=size, limit=args.train, seed=0, batch_size=32)
     t0 = time.perf_counter()

@@ -32,7 +32,8 @@ def sample():
         for line in open("/proc/self/status"):
             if line.startswith(("RssAnon:", "RssFile:")):
                 vals[line.split(":")[0]] = int(line.split()[1]) / 1024
-        peak["anon"] = max(peak["anon"], vals.get("RssAnon", 0)); peak["file"] = max(peak["file"], vals.get("RssFile", 0))
+        peak["anon"] = max(peak["anon"], vals.get("RssAnon", 0))
+        peak["file"] = max(peak["file"], vals.get("RssFile", 0))
         time.sleep(0.05)
 threading.Thread(target=sample, daemon=True).start()
 df = scan_dataset(root)
@@ -50,8 +51,9 @@ t0 = time.time()
 model.fit(ds, epochs=1, verbose=0)
 train_s = time.time() - t0
 time.sleep(0.2)
-print(json.dumps({"n": len(data.images), "mode": mode, "decode_s": decode_s, "train_img_per_s": len(data.images) / train_s,
-                  "peak_rss_anon_mb": peak["anon"], "peak_rss_file_mb": peak["file"]}))
+print(json.dumps({"n": len(data.images), "mode": mode, "decode_s": decode_s,
+                  "train_img_per_s": len(data.images) / train_s, "peak_rss_anon_mb": peak["anon"],
+                  "peak_rss_file_mb": peak["file"]}))
 '''
 
 
@@ -74,7 +76,8 @@ def main(argv=None) -> int:
                 rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
                 print(rows[-1], flush=True)
     RESULTS.write_text(json.dumps({"date": dt.date.today().isoformat(),
-                                   "command": "python benchmarks/store_memory.py --sizes " + " ".join(map(str, args.sizes)),
+                                   "command": "python benchmarks/store_memory.py --sizes " + " ".join(map(str,
+                                                                                                          args.sizes)),
                                    "runs": rows}, indent=2))
     return 0
 

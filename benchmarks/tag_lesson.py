@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     from xai_cxr.explain.metrics.probes import model_predictor, what_the_model_reads
     from xai_cxr.explain.metrics.shortcut import lesson
     from xai_cxr.models import load_trained_model
-    from xai_cxr.pipeline import demo_configs
+    from xai_cxr.recipes import demo_configs
     from xai_cxr.studies import run_shortcut_audit
     data_root = args.data.resolve() if args.data else None
     work = args.work / (f"{args.size}" + ("_real" if data_root else ""))
@@ -52,7 +52,8 @@ def main(argv=None) -> int:
                                  "out", "weights", "copies", n_images=20, quiet=True)
     print(lesson(results))
     out = {"date": dt.date.today().isoformat(), "command": f"python benchmarks/tag_lesson.py --size {args.size}"
-           + (f" --data {args.data}" if args.data else ""), "data": str(args.data or "phantoms"), "size": args.size, "films": args.films, "epochs": args.epochs,
+           + (f" --data {args.data}" if args.data else ""), "data": str(args.data or "phantoms"), "size": args.size,
+           "films": args.films, "epochs": args.epochs,
            "runs": [{**r.summary, "table": r.table.to_dict("records")} for r in results], "lesson": lesson(results),
            "probes": {}}
     df = scan_dataset(work / "copies" / "tag_100" / "chest_xray")

@@ -31,12 +31,12 @@ def main():
     ap.add_argument("--epochs2", type=int, default=1)
     args = ap.parse_args()
     import numpy as np
+
     from xai_cxr.config import DataConfig, ModelConfig, TrainConfig
-    from xai_cxr.models import imagenet_available
     from xai_cxr.data.phantom import PhantomConfig, write_phantom_dataset
-    from xai_cxr.pipeline import evaluate_on_test, fit, prepare_data
-    from xai_cxr.models import build_model
+    from xai_cxr.models import build_model, imagenet_available
     from xai_cxr.models.train import seed_everything
+    from xai_cxr.pipeline import evaluate_on_test, fit, prepare_data
 
     root = KERMANY if KERMANY.is_dir() else write_phantom_dataset(HERE / "results" / "phantoms", PhantomConfig())
     from xai_cxr.config import AUGMENT_PRESETS
@@ -48,7 +48,8 @@ def main():
     prep.val = prep.test
     weights = "imagenet" if imagenet_available() else "none"
     rows = {}
-    runs = (("naive", False, None), ("feature_cache", True, None), ("width_jitter_default", True, AUGMENT_PRESETS["aspect"]))
+    runs = (("naive", False, None), ("feature_cache", True, None), ("width_jitter_default", True,
+                                                                    AUGMENT_PRESETS["aspect"]))
     for name, cache, augment in runs:
         train = replace(TrainConfig(seed=0, verbose=0, feature_cache=cache), early_stopping_patience=100
                         ).with_epochs(args.epochs1, args.epochs2)

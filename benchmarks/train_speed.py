@@ -46,6 +46,7 @@ def clock_ghz() -> float:
 
 def measure(backbone: str, size: int, precision: str) -> dict:
     import keras
+
     from xai_cxr.config import ModelConfig
     from xai_cxr.models import build_model
     keras.mixed_precision.set_global_policy(precision)

@@ -41,7 +41,8 @@ def main(argv=None) -> int:
     result = {"date": dt.date.today().isoformat(), "weights_dir": str(args.weights_dir),
               "command": f"python benchmarks/where_it_looks.py --weights-dir {args.weights_dir} --name {args.name}",
               "regions": regions.to_dict(orient="records")}
-    Path(__file__).parent.joinpath("results", f"where_it_looks_{args.name}.json").write_text(json.dumps(result, indent=2))
+    Path(__file__).parent.joinpath("results", f"where_it_looks_{args.name}.json").write_text(json.dumps(result,
+                                                                                                        indent=2))
     print(regions.to_markdown(index=False, floatfmt=".3f"))
     return 0
 

@@ -88,6 +88,7 @@ def test_without_trained_weights_the_page_says_it_runs_the_phantom_model(app_env
 
 def test_sample_picker_and_several_explainers_side_by_side(app_env):
     import importlib.util
+
     from xai_cxr.explain.registry import EXPLAINERS
     from xai_cxr.serve.inference import Predictor
     spec = importlib.util.spec_from_file_location("xai_app", APP)           # the page's own sample films
@@ -167,7 +168,9 @@ def test_an_operating_point_in_the_card_is_the_sliders_default_and_decides(phant
     """A card whose threshold came from --operating-point (here 0.97, above the old slider's 0.95 end) opens with
     that threshold and decides by it."""
     from dataclasses import replace
+
     from streamlit.runtime.caching import cache_data, cache_resource
+
     from xai_cxr.models import ModelCard
     from xai_cxr.serve.inference import Predictor
     weights = tmp_path / "weights"

@@ -1,8 +1,8 @@
 """Integrated Gradients and SmoothGrad against hand computations on tiny models."""
 import numpy as np
 import pytest
-
 from conftest import build_tiny
+
 from xai_cxr.explain.attribution import BlurIntegratedGradients, IntegratedGradients, SmoothGrad
 
 

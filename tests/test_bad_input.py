@@ -8,12 +8,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import write_dicom
 from PIL import Image
 
-from conftest import write_dicom
-
-from xai_cxr.data import (DatasetLayoutError, ImageReadError, load_images, read_gray, require_splits,
-                          scan_dataset)
+from xai_cxr.data import DatasetLayoutError, ImageReadError, load_images, read_gray, require_splits, scan_dataset
 
 RNG = np.random.default_rng(0)
 GRAY = RNG.integers(0, 256, (24, 32), dtype=np.uint8)

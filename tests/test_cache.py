@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from xai_cxr.models.cache import cache_layer, StageFeatureCache, extract_features, model_after
 from xai_cxr.config import ModelConfig, TrainConfig
 from xai_cxr.data import make_dataset, to_model_input
 from xai_cxr.models import BACKBONES, build_model, set_trainable
+from xai_cxr.models.cache import StageFeatureCache, cache_layer, extract_features, model_after
 
 PREP = BACKBONES["vgg19"].preprocess
 

@@ -2,8 +2,15 @@
 import numpy as np
 import pytest
 
-from xai_cxr.models.calibration import (accuracy_at_coverage, apply_temperature, calibration_report,
-                                 expected_calibration_error, fit_temperature, load_temperature, save_temperature)
+from xai_cxr.models.calibration import (
+    accuracy_at_coverage,
+    apply_temperature,
+    calibration_report,
+    expected_calibration_error,
+    fit_temperature,
+    load_temperature,
+    save_temperature,
+)
 
 
 def _softmax(z):
@@ -30,7 +37,7 @@ def test_temperature_keeps_the_predicted_class_and_one_is_the_identity():
 def test_multilabel_temperature_scales_each_sigmoid_logit():
     z = np.array([[2.0, -1.0]])
     p = 1 / (1 + np.exp(-z))
-    assert np.allclose(apply_temperature(p, 2.0, multilabel=True), 1 / (1 + np.exp(-z / 2)), atol=1e-6)
+    assert np.allclose(apply_temperature(p, 2.0, "sigmoid"), 1 / (1 + np.exp(-z / 2)), atol=1e-6)
 
 
 def test_ece_matches_a_hand_computation():
@@ -65,6 +72,7 @@ def test_calibration_report_fits_on_validation_only(tmp_path):
 def test_mc_dropout_samples_dropout_but_keeps_batchnorm_in_inference_mode():
     import keras
     from keras import layers
+
     from xai_cxr.models.uncertainty import mc_dropout_model, mc_predict
     x = np.random.default_rng(3).normal(size=(6, 5)).astype("float32")
 

@@ -1,11 +1,10 @@
 """Grad-CAM against an independent numpy computation, and the Keras 3 layer-lookup traps."""
 import numpy as np
 import pytest
-
-from xai_cxr.explain.registry import cam_classes
-
 from conftest import build_tiny
+
 from xai_cxr.explain.cam import GradCAM, normalize_maps
+from xai_cxr.explain.registry import cam_classes
 
 
 def numpy_conv_relu(x, kernel, bias):

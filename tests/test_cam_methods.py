@@ -1,13 +1,11 @@
 """Every CAM method against its formula computed independently in numpy on a tiny fixed-weight model."""
 import numpy as np
 import pytest
-
-from xai_cxr.explain.registry import cam_classes
-
 from conftest import build_tiny
 from test_cam import numpy_conv_relu
-from xai_cxr.explain.cam import (EigenCAM, FusedCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM,
-                         choose_target_layer)
+
+from xai_cxr.explain.cam import EigenCAM, FusedCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM, choose_target_layer
+from xai_cxr.explain.registry import cam_classes
 
 
 def np_forward(model, x, head):
@@ -100,7 +98,8 @@ def test_scorecam_matches_numpy():
 def test_hirescam_equals_gradcam_when_gradients_are_spatially_constant():
     model = build_tiny("gap", seed=6)
     x = np.random.default_rng(3).normal(size=(3, 8, 8, 1)).astype("float32")
-    np.testing.assert_allclose(HiResCAM(model, "conv")(x, targets=1), cam_classes()["gradcam"](model, "conv")(x, targets=1),
+    np.testing.assert_allclose(HiResCAM(model, "conv")(x, targets=1), cam_classes()["gradcam"](model,
+                                                                                               "conv")(x, targets=1),
                                atol=1e-5)
 
 

@@ -3,13 +3,20 @@ it should, the scores against numpy by hand, bad input, and an end-to-end run on
 import hashlib
 
 import cv2
-
 import numpy as np
 import pandas as pd
 import pytest
 
-from xai_cxr.data.confounders import (CONFOUNDERS, apply, check_degree, confounder_sensitivity, contaminate, get_confounder,
-                                 ncc, negative_class)
+from xai_cxr.data.confounders import (
+    CONFOUNDERS,
+    apply,
+    check_degree,
+    confounder_sensitivity,
+    contaminate,
+    get_confounder,
+    ncc,
+    negative_class,
+)
 
 
 def _film(h, w, seed=0):
@@ -167,6 +174,7 @@ def test_cli_bad_confounder_input_is_a_clear_error(tmp_path, capsys):
 
 def _result(degree, flips, over_random):
     import pandas as pd
+
     from xai_cxr.explain.metrics.shortcut import ShortcutResult
     methods = list(over_random) + ["random", "centre"]
     sens = [0.10 + over_random.get(m, 0.0) for m in methods[:-2]] + [0.10, 0.0]

@@ -6,9 +6,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xai_cxr.data import (DatasetLayoutError, ImageReadError, class_weights, holdout_split, limit_train,
-                          load_images, make_dataset, parse_kermany_name, read_gray, scan_dataset,
-                          select_validation)
+from xai_cxr.data import (
+    DatasetLayoutError,
+    ImageReadError,
+    class_weights,
+    holdout_split,
+    limit_train,
+    load_images,
+    make_dataset,
+    parse_kermany_name,
+    read_gray,
+    scan_dataset,
+    select_validation,
+)
 
 
 def _img(path, value=128, shape=(20, 24)):
@@ -255,6 +265,7 @@ def test_tta_averages_exactly_the_listed_views(tmp_path):
     """A model whose output depends on position: TTA's probabilities = the mean of the model on the identity
     and the 90% centre zoom, computed here by hand (crop, resize, predict, average)."""
     import keras
+
     from xai_cxr.data import scan_dataset
     from xai_cxr.data.phantom import PhantomConfig, write_phantom_dataset
     from xai_cxr.data.stream import stream_predict
@@ -270,7 +281,8 @@ def test_tta_averages_exactly_the_listed_views(tmp_path):
     grays = np.stack([cv2.resize(cv2.imread(p, cv2.IMREAD_GRAYSCALE), (40, 40), interpolation=cv2.INTER_AREA)
                       for p in res["paths"]])
     zoomed = np.stack([cv2.resize(g[2:38, 2:38], (40, 40), interpolation=cv2.INTER_LINEAR) for g in grays])
-    probs = [model.predict(np.repeat(v[..., None], 3, -1).astype("float32") / 255.0, verbose=0) for v in (grays, zoomed)]
+    probs = [model.predict(np.repeat(v[..., None], 3, -1).astype("float32") / 255.0, verbose=0) for v in (grays,
+                                                                                                          zoomed)]
     np.testing.assert_allclose(res["proba"], (probs[0] + probs[1]) / 2, rtol=1e-5, atol=1e-6)
     plain = stream_predict(model, manifest, 40, unit)["proba"]
     assert not np.allclose(plain, res["proba"], atol=1e-6)
@@ -282,6 +294,7 @@ def test_random_gamma_is_one_power_curve_per_image_within_its_range_and_identity
     """Each augmented image is 255·(x/255)^γ for a single γ of its own (recovered from one pixel, checked on
     all of them by numpy) with |log γ| ≤ factor; the images get different γ; inference leaves x alone."""
     import tensorflow as tf
+
     from xai_cxr.data.gamma import RandomGamma
     ramp = np.linspace(0, 255, 32 * 32, dtype=np.float32).reshape(1, 32, 32, 1)
     x = np.repeat(ramp, 6, axis=0)
@@ -298,8 +311,9 @@ def test_aspect_augmentation_changes_the_width_alone_within_its_range():
     """`--augment aspect`: a centred white bar keeps its height exactly; its width is zoomed by 1/(1 ± 0.3),
     both narrower and wider across draws (the squash-shortcut lever)."""
     import tensorflow as tf
+
     from xai_cxr.config import AUGMENT_PRESETS, AugmentConfig
-    from xai_cxr.data.images import augmenter
+    from xai_cxr.data.batches import augmenter
     only = AugmentConfig(rotation_deg=0, zoom=0, translate=0, brightness=0, contrast=0,
                          aspect=AUGMENT_PRESETS["aspect"].aspect)
     img = np.zeros((64, 64, 64, 1), np.float32)

@@ -1,8 +1,8 @@
 """Same seed → same manifest, split, weights and metrics (CPU, tiny model)."""
-import pytest
 import json
 
 import numpy as np
+import pytest
 
 from xai_cxr.config import CamConfig, DataConfig, ModelConfig, TrainConfig
 from xai_cxr.data.phantom import PhantomConfig, write_phantom_dataset

@@ -1,8 +1,8 @@
 """DICOM input: the same decoder for files, uploads and API requests; pixels checked against numpy."""
 import numpy as np
 import pytest
-
 from conftest import SHARED, write_dicom
+
 from xai_cxr.data import ImageReadError, decode_image, read_gray
 
 RNG = np.random.default_rng(7)

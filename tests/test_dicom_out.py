@@ -7,7 +7,6 @@ import cv2
 import numpy as np
 import pydicom
 import pytest
-
 from conftest import write_dicom
 
 pytest.importorskip("highdicom")
@@ -71,7 +70,7 @@ def test_png_input_and_a_dicom_without_uids_are_refused_with_the_reason(tmp_path
 
 def test_cli_explain_writes_the_png_overlay_as_dicom(phantom_weights, tmp_path):
     from xai_cxr.cli import main
-    from xai_cxr.data import read_gray, fit_size
+    from xai_cxr.data import fit_size, read_gray
     from xai_cxr.models import ModelCard
     src = _source(tmp_path / "film.dcm")
     assert main(["explain", str(src), "--weights-dir", str(phantom_weights), "--out", str(tmp_path / "png"),
@@ -98,6 +97,7 @@ def test_cli_explain_refuses_dicom_out_for_a_png_before_any_work(phantom_weights
 def test_api_explain_returns_the_overlay_as_dicom_and_refuses_it_for_a_png(phantom_weights, tmp_path):
     httpx = pytest.importorskip("httpx")
     from test_serve import _serve
+
     from xai_cxr.serve.api import create_app
     from xai_cxr.serve.inference import Predictor
     predictor = Predictor.from_weights_dir(phantom_weights, mc_passes=1)

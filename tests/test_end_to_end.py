@@ -96,6 +96,7 @@ def test_cli_explain_and_evaluate(trained, phantom_root, capsys):
 
 def test_fit_ood_rebuilds_the_detector_from_the_same_training_films(trained, tmp_path):
     import shutil
+
     from xai_cxr.cli import main
     from xai_cxr.models.ood import OODDetector
     out, _ = trained
@@ -104,7 +105,8 @@ def test_fit_ood_rebuilds_the_detector_from_the_same_training_films(trained, tmp
     (copy / "ood.npz").unlink()
     assert main(["fit-ood", str(copy)]) == 0
     before, after = OODDetector.load(out / "weights"), OODDetector.load(copy)
-    assert after.branches == before.branches and after.calibrated_on == before.calibrated_on == "train, held out of the detector"
+    assert after.branches == before.branches
+    assert after.calibrated_on == before.calibrated_on == "train, held out of the detector"
     for b, f in zip(before.branches, before.fits):      # the features' class means: the same films, the same model
         if f is not None and not b.startswith("input_"):
             np.testing.assert_allclose(after.fits[after.branches.index(b)].means, f.means, rtol=1e-4, atol=1e-5)
@@ -156,8 +158,8 @@ def test_vgg19_two_stage_freezes_then_finetunes_block5(tmp_path):
 
 def test_real_kermany_scan_pipeline_forward_and_gradcam(kermany224):
     """The real 224-px Kermany copy: manifest counts, then decode → pipeline → forward → Grad-CAM."""
-    from xai_cxr.explain.cam import GradCAM
     from xai_cxr.data import load_images, make_dataset, scan_dataset
+    from xai_cxr.explain.cam import GradCAM
     from xai_cxr.models import BACKBONES, build_model
     df = scan_dataset(kermany224)
     test = df[df.split == "test"]
@@ -178,6 +180,7 @@ def test_real_kermany_scan_pipeline_forward_and_gradcam(kermany224):
 @pytest.mark.slow
 def test_cli_audit_writes_tables_figures_and_galleries(trained, phantom_root):
     import pandas as pd
+
     from xai_cxr.cli import main
     out, _ = trained
     assert main(["audit", "--weights-dir", str(out / "weights"), "--data-dir", str(phantom_root),
@@ -188,7 +191,8 @@ def test_cli_audit_writes_tables_figures_and_galleries(trained, phantom_root):
     assert loc[["pointing_game", "top5_hit_rate", "iou", "dice"]].apply(lambda c: c.between(0, 1).all()).all()
     faith = pd.read_csv(out / "audit" / "audit_faithfulness.csv").set_index("method")
     for m in ("gradcam", "fused"):             # the ratio column is each method's AUC over the random map's
-        assert faith.loc[m, "deletion_vs_random"] == pytest.approx(faith.loc[m, "deletion_auc"] / faith.loc["random", "deletion_auc"], rel=1e-3)
+        ratio = faith.loc[m, "deletion_auc"] / faith.loc["random", "deletion_auc"]
+        assert faith.loc[m, "deletion_vs_random"] == pytest.approx(ratio, rel=1e-3)
     sanity = pd.read_csv(out / "audit" / "audit_sanity.csv")
     assert set(sanity.verdict.str.split().str[0]) <= {"pass", "FAIL"} and len(sanity) == 4
     assert sanity.rho_label_randomized.between(-1, 1).all()
@@ -199,9 +203,9 @@ def test_cli_audit_writes_tables_figures_and_galleries(trained, phantom_root):
 
 
 def test_subtype_task_trains_three_classes_end_to_end(phantom_root, tmp_path):
-    from xai_cxr.tasks import TASKS
     from xai_cxr.models import ModelCard
     from xai_cxr.pipeline import prepare_data, run
+    from xai_cxr.tasks import TASKS
     data = DataConfig(root=str(phantom_root), image_size=64, batch_size=8, task="subtype",
                       class_names=TASKS["subtype"].class_names)
     prep = prepare_data(data, progress=False)
@@ -272,6 +276,7 @@ def test_cli_segment_scores_unet_and_gradcam_against_masks(trained, phantom_root
 @pytest.mark.slow
 def test_cli_compare_ensemble_against_its_members(phantom_root, tmp_path):
     import pandas as pd
+
     from xai_cxr.cli import main
     assert main(["compare", "--backbones", "mobilenetv2", "ensemble", "--data-dir",
                  str(phantom_root), "--weights", "none", "--image-size", "32", "--batch-size", "8",
@@ -293,9 +298,10 @@ def test_cli_compare_ensemble_against_its_members(phantom_root, tmp_path):
 def test_mask_layout_like_lgg_brain_mri_trains_and_audits_against_masks(tmp_path):
     """<case>/<name>.tif with <name>_mask.tif beside it (RGB TIFF slices), no split folders."""
     import pandas as pd
+
     from xai_cxr.cli import main
-    from xai_cxr.tasks import get_task
     from xai_cxr.data.phantom import make_phantom
+    from xai_cxr.tasks import get_task
     rng = np.random.default_rng(5)
     root = tmp_path / "lgg"
     for case in range(8):

@@ -92,6 +92,7 @@ def test_export_of_a_folder_without_a_card_names_the_missing_file(tmp_path):
 
 def test_onnx_export_without_tf2onnx_says_which_extra_to_install(tmp_path, monkeypatch):
     import sys
+
     from xai_cxr.serve.export import ExportError, export
     monkeypatch.setitem(sys.modules, "tf2onnx", None)
     with pytest.raises(ExportError, match=r"pip install 'xai-cxr\[export\]'"):

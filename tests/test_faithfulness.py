@@ -1,13 +1,25 @@
 """Deletion/insertion, ROAD, localization scores and sanity checks on hand-checkable cases."""
 import numpy as np
 import pytest
-
 from conftest import build_tiny
-from xai_cxr.explain.metrics.faithfulness import (centre_bias_maps, curve_auc, deletion_insertion, perturbation_stack,
-                                  random_maps, road)
+
+from xai_cxr.explain.metrics.faithfulness import (
+    centre_bias_maps,
+    curve_auc,
+    deletion_insertion,
+    perturbation_stack,
+    random_maps,
+    road,
+)
 from xai_cxr.explain.metrics.localization import iou_dice, pointing_game, top_fraction_hit_rate
-from xai_cxr.explain.metrics.sanity import (cascading_randomization, label_randomization, permuted_labels, randomized_copy,
-                            spearman_per_image, weighted_layers)
+from xai_cxr.explain.metrics.sanity import (
+    cascading_randomization,
+    label_randomization,
+    permuted_labels,
+    randomized_copy,
+    spearman_per_image,
+    weighted_layers,
+)
 
 
 def test_perturbation_stack_deletes_hottest_pixels_first():
@@ -114,12 +126,13 @@ def test_label_randomization_compares_maps_of_the_two_models():
 
 
 def test_audit_on_all_images_with_predicted_targets_scores_localization_on_lesions_only():
-    from xai_cxr.explain.metrics.audit import audit
+    import keras
+    import pandas as pd
+    from keras import layers
+
     from xai_cxr.config import AuditConfig
     from xai_cxr.data import ImageSet
-    import pandas as pd
-    import keras
-    from keras import layers
+    from xai_cxr.explain.metrics.audit import audit
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (10, 16, 16), dtype=np.uint8)
     labels = np.arange(10) % 2

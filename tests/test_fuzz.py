@@ -7,7 +7,6 @@ import sys
 
 import cv2
 import numpy as np
-
 from conftest import SHARED, write_dicom
 
 

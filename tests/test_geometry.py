@@ -101,6 +101,7 @@ def test_http_api_predicts_on_the_padded_film(padded_model):
     httpx = pytest.importorskip("httpx")
     pytest.importorskip("fastapi")
     from test_serve import _serve
+
     from xai_cxr.serve.api import create_app
     from xai_cxr.serve.inference import Predictor
     folder, card, film = padded_model
@@ -133,6 +134,7 @@ def test_evaluate_scores_the_padded_films(padded_model, tmp_path):
     """Labels chosen so that the padded films' probabilities rank them perfectly (ROC-AUC 1) while the squashed
     ones' do not: evaluate's AUC says which geometry it used."""
     from sklearn.metrics import roc_auc_score
+
     from xai_cxr.cli import main
     folder, card, _ = padded_model
     from xai_cxr.data.phantom import make_phantom

@@ -36,6 +36,7 @@ def test_gradcam_beats_random_and_centre_maps_on_phantom_lesions(phantom_model):
 
 def test_sanity_check_fails_a_map_that_ignores_the_model():
     from conftest import build_tiny
+
     from xai_cxr.explain.cam import GradCAM
     from xai_cxr.explain.metrics.sanity import cascading_randomization, verdict
     model = build_tiny(size=12, channels=1, filters=4)
@@ -68,6 +69,7 @@ def _independent_gradcam(model, x, layer_name, targets):
 @pytest.mark.parametrize("backbone, layer, size", [("cxr-small", "block4_relu2", 64), ("vgg19", "block5_conv3", 64)])
 def test_gradcam_matches_an_independent_tape_on_real_heads(backbone, layer, size):
     import keras
+
     from xai_cxr.config import ModelConfig
     from xai_cxr.explain.cam import GradCAM
     from xai_cxr.models import build_model

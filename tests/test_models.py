@@ -3,8 +3,16 @@ import numpy as np
 import pytest
 
 from xai_cxr.config import ModelConfig
-from xai_cxr.models import (BACKBONES, ModelCard, WeightsNotFoundError, backbone_layers, build_model,
-                            load_trained_model, resolve_weights, set_trainable)
+from xai_cxr.models import (
+    BACKBONES,
+    ModelCard,
+    WeightsNotFoundError,
+    backbone_layers,
+    build_model,
+    load_trained_model,
+    resolve_weights,
+    set_trainable,
+)
 
 
 def test_weights_path_must_exist():
@@ -49,6 +57,7 @@ def test_trained_model_round_trip_and_wrong_size_error(tmp_path):
 def test_training_refuses_to_start_without_disk_space(tmp_path, monkeypatch):
     import shutil
     from collections import namedtuple
+
     from xai_cxr.config import TrainConfig
     from xai_cxr.models.train import train_two_stage
     usage = namedtuple("usage", "total used free")
@@ -84,6 +93,7 @@ def test_nan_loss_stops_training_with_a_message(tmp_path, capsys):
 def test_mixed_bfloat16_model_matches_float32_predictions_and_gradcam():
     """Same weights under the mixed_bfloat16 policy: probabilities within 0.05, Grad-CAM ranks alike."""
     import keras
+
     from xai_cxr.explain.cam import GradCAM
     from xai_cxr.explain.metrics.sanity import spearman_per_image
     from xai_cxr.models.train import set_precision
@@ -138,7 +148,9 @@ def test_budget_stops_after_the_last_epoch_that_fits_and_keeps_the_best_epoch(tm
     so training stops after epoch 3 of 20, and the weights kept are the best holdout epoch's: their validation
     loss, evaluated again, is the minimum of the three logged."""
     import itertools
+
     import keras
+
     from xai_cxr.config import TrainConfig
     from xai_cxr.data import make_dataset
     from xai_cxr.models import callbacks
@@ -186,6 +198,7 @@ def test_keep_last_saves_the_final_epoch_not_the_best(tmp_path):
 
 def test_cxr_res_trains_a_step_saves_reloads_to_the_same_predictions_and_has_residual_cam_layer(tmp_path):
     import keras
+
     from xai_cxr.explain.cam import GradCAM
     from xai_cxr.models import load_trained_model
     model = build_model(ModelConfig(backbone="cxr-res", weights="none"), 64)
@@ -222,6 +235,7 @@ def test_ema_checkpoint_keeps_the_moving_average_of_the_best_epoch_not_the_live_
     """With --ema the weights kept are the exponential moving average, computed here by hand from the live
     weights after every step (avg = w after the first step, then m·avg + (1-m)·w), at the best holdout epoch."""
     import keras
+
     from xai_cxr.config import TrainConfig
     from xai_cxr.data import make_dataset
     from xai_cxr.models import callbacks
@@ -261,6 +275,7 @@ def test_planned_cosine_equals_keras_cosine_decay_until_replanned():
     """Unplanned, the movable schedule is Keras's own CosineDecay with warm-up, step for step; after ``plan(n)``
     it is the same curve squeezed to end at step n (0 there and after)."""
     import keras
+
     from xai_cxr.models.schedule import PlannedCosine
     ours = PlannedCosine(1e-3, 10, 200)
     keras_ = keras.optimizers.schedules.CosineDecay(0.0, 190, warmup_target=1e-3, warmup_steps=10)
@@ -288,6 +303,7 @@ def test_budget_replans_the_cosine_so_the_last_epoch_run_gets_the_floor_and_keep
     planner sees 25 s left → 3 epochs in all; the schedule's end moves to epoch 3, training stops there, the rate of
     the last step is 4% of the peak (not the ~0.9·peak of epoch 3 of 20), and ``keep="last"`` keeps it."""
     import itertools
+
     from xai_cxr.config import TrainConfig
     from xai_cxr.data import make_dataset
     from xai_cxr.models import callbacks

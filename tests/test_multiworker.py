@@ -101,7 +101,9 @@ def test_two_workers_on_localhost_end_identical_and_equal_to_one_process(tmp_pat
 
 def test_only_the_chief_writes_into_the_weights_and_results_folders(monkeypatch, tmp_path):
     from types import SimpleNamespace
-    from xai_cxr import commands, pipeline, runtime
+
+    from xai_cxr import pipeline, runtime
+    from xai_cxr.commands import training as commands
     seen = []
     monkeypatch.setattr(pipeline, "run", lambda *a: seen.append(a[4:6]) or {})
     args = SimpleNamespace(strategy=object(), weights_dir=str(tmp_path / "w"), results_dir=str(tmp_path / "r"),

@@ -68,8 +68,8 @@ def test_notebook_runs_on_phantoms_as_the_base_install_would(tmp_path):
 
 @pytest.mark.slow
 def test_notebook_default_vgg19_path_on_nested_kaggle_layout(kermany224, standin_keras_home, tmp_path, monkeypatch):
-    """Real films in the Kaggle zip's nested layout, BACKBONE left at "vgg19", ImageNet from the stand-in file;
-    then `xai-cxr explain` uses the model the notebook trained."""
+    """Real films in the Kaggle zip's nested layout, RECIPE left at "reference" (VGG19), ImageNet from the stand-in
+    file; then `xai-cxr explain` uses the model the notebook trained."""
     home, _, _ = standin_keras_home
     monkeypatch.setenv("KERAS_HOME", str(home))              # inherited by the kernel
     data = tmp_path / "chest_xray" / "chest_xray"
@@ -103,6 +103,7 @@ def test_notebook_on_phantoms_probes_the_model_and_its_planted_tag_teaches_the_r
     trained, and its planted-tag half shows a model that uses the tag (most normal films flip when it is added) beside
     a control in which Grad-CAM stays off the tag (within a random map's sensitivity + 0.05)."""
     import pandas as pd
+
     from xai_cxr.explain.metrics.shortcut import FALSE_ALARM_MARGIN
     text = _execute(_with_parameters(DATA_DIR="no_such_folder"), tmp_path)
     assert "What this model reads" in text and "width × 0.8…1.25" in text

@@ -88,6 +88,7 @@ def test_detector_survives_save_and_load_and_reads_the_earlier_single_layer_file
 
 def test_grid_pool_averages_each_cell_of_the_map():
     import keras
+
     from xai_cxr.models.ood import grid_pool
     maps = np.arange(2 * 4 * 6 * 3, dtype=np.float32).reshape(2, 4, 6, 3)
     x = keras.Input((4, 6, 3))
@@ -101,6 +102,7 @@ def test_grid_pool_averages_each_cell_of_the_map():
 
 def test_energy_is_minus_logsumexp_of_the_prediction_layer_logits_on_a_model_with_known_weights():
     import keras
+
     from xai_cxr.models import HEAD_PREFIX
     from xai_cxr.models.ood import logits_of
     x = keras.Input((3,))
@@ -134,9 +136,10 @@ def small_phantom_model(tmp_path_factory):
 
 
 def _phantoms(size, seed, n=30):
+    import tempfile
+
     from xai_cxr.data import load_images, scan_dataset
     from xai_cxr.data.phantom import PhantomConfig, write_phantom_dataset
-    import tempfile
     root = write_phantom_dataset(tempfile.mkdtemp(), PhantomConfig(image_size=size, n_train=0, n_test=n, seed=seed))
     return load_images(scan_dataset(root), 64, progress=False).images
 
@@ -183,10 +186,11 @@ def test_without_a_holdout_a_share_of_the_training_films_calibrates_and_new_film
     """Scored against a fit that saw them, training films look closer than any new film: calibrating on them would
     flag most new in-distribution films (a 1,024-number branch fitted on 160 films). A held-out share keeps the
     stated rate."""
+    import keras
+
     from xai_cxr.config import ModelConfig
     from xai_cxr.models import BACKBONES, build_model
     from xai_cxr.models.ood import fit_for_model
-    import keras
     keras.utils.set_random_seed(0)
     model = build_model(ModelConfig(backbone="cxr-small", weights="none"), 32)
     rng = np.random.default_rng(0)

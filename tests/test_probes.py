@@ -4,8 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from xai_cxr.explain.metrics.probes import (blur_region, region_masks, verdict, what_the_model_reads,
-                                            width_scaled)
+from xai_cxr.explain.metrics.probes import blur_region, region_masks, verdict, what_the_model_reads, width_scaled
 
 S = 64
 
@@ -156,8 +155,9 @@ def test_metadata_baseline_is_at_chance_when_nothing_carries_the_label(tmp_path)
 def test_metadata_baseline_keeps_a_patients_films_on_one_side(tmp_path):
     """Two films per patient with identical metadata and the label: grouped folds cannot memorise a patient, so
     the AUC stays at chance; ungrouped folds would see the twin and score far higher."""
-    from xai_cxr.data.metadata import metadata_baseline
     import pandas as pd
+
+    from xai_cxr.data.metadata import metadata_baseline
     rng = np.random.default_rng(2)
     n = 40
     base = pd.DataFrame({"width": rng.integers(100, 200, n), "height": rng.integers(100, 200, n),
@@ -173,6 +173,7 @@ def test_metadata_baseline_keeps_a_patients_films_on_one_side(tmp_path):
 
 def test_data_baseline_samples_at_most_max_films_stratified_and_groups_by_patient(tmp_path):
     import pandas as pd
+
     from xai_cxr.explain.metrics.probes import data_baseline
     labels = np.r_[np.zeros(30, int), np.ones(10, int)]
     rng = np.random.default_rng(0)

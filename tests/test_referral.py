@@ -8,8 +8,8 @@ import shutil
 import cv2
 import numpy as np
 import pytest
-
 from conftest import write_dicom
+
 from xai_cxr.data.population import age_outside, default_population, parse_range
 from xai_cxr.models import referral
 
@@ -67,7 +67,7 @@ def test_population_flag_and_kermany_default():
 
 def test_train_config_records_the_population_in_the_card(tmp_path):
     from xai_cxr.cli import build_parser
-    from xai_cxr.commands import configs_from_args
+    from xai_cxr.commands.configs import configs_from_args
     from xai_cxr.config import DataConfig, ModelConfig, TrainConfig
     for cls in ("NORMAL", "PNEUMONIA"):
         (tmp_path / "chest_xray" / "train" / cls).mkdir(parents=True)
@@ -99,8 +99,8 @@ def test_blank_or_constant_images_are_refused_as_bad_input(kermany_like_weights)
 
 
 def test_uncertainty_above_the_limit_refers_every_film(kermany_like_weights):
-    from xai_cxr.serve.inference import Predictor
     from xai_cxr.data.phantom import make_phantom
+    from xai_cxr.serve.inference import Predictor
     img = make_phantom(np.random.default_rng(1), 64, n_lesions=1)[0]
     pred = Predictor.from_weights_dir(kermany_like_weights, mc_passes=1, refer_above=-1.0)
     p = pred.predict(img[None], mc=False)[0]
@@ -111,6 +111,7 @@ def test_uncertainty_above_the_limit_refers_every_film(kermany_like_weights):
 def test_api_refers_an_adult_dicom_and_never_returns_its_age(kermany_like_weights, tmp_path):
     httpx = pytest.importorskip("httpx")
     from test_serve import _serve
+
     from xai_cxr.serve.api import create_app
     from xai_cxr.serve.inference import Predictor
     url, stop = _serve(create_app(Predictor.from_weights_dir(kermany_like_weights, mc_passes=2)))

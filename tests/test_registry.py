@@ -9,6 +9,7 @@ from xai_cxr.explain.registry import EXPLAINERS, explainer_names, get_spec, laye
 @pytest.fixture(scope="module")
 def small_model():
     import keras
+
     from xai_cxr.config import ModelConfig
     from xai_cxr.models import build_model
     keras.utils.set_random_seed(0)

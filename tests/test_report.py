@@ -3,8 +3,8 @@ import re
 
 import numpy as np
 import pytest
-
 from conftest import write_dicom
+
 from xai_cxr.cli import main
 
 
@@ -15,7 +15,7 @@ def _dicom_xray(path):
 
 
 def test_html_report_states_prediction_identity_and_disclaimer_without_phi(phantom_weights, tmp_path, capsys):
-    from xai_cxr.serve.inference import weights_sha256
+    from xai_cxr.models.folder import sha256_of
     _dicom_xray(tmp_path / "scan.dcm")
     out = tmp_path / "r.html"
     assert main(["report", str(tmp_path / "scan.dcm"), "--out", str(out), "--weights-dir", str(phantom_weights),
@@ -27,7 +27,7 @@ def test_html_report_states_prediction_identity_and_disclaimer_without_phi(phant
     else:
         assert f"<h2 class='answer'>{said} — " in html
     assert "Research use only" in html
-    assert weights_sha256(phantom_weights / "model.weights.h5") in html
+    assert sha256_of(phantom_weights / "model.weights.h5") in html
     assert html.count("data:image/png;base64,") == 3              # input + two overlays
     text = re.sub(r"base64,[A-Za-z0-9+/=]+", "", html)             # base64 may spell anything by chance
     assert "Doe" not in text and "PID-98765" not in text
@@ -61,7 +61,8 @@ def _prediction(**kw):
 
 
 class _Card:
-    backbone, image_size, geometry, class_names, population_age = "cxr-res", 160, "squash", ("NORMAL", "PNEUMONIA"), (1, 5)
+    backbone, image_size, geometry, class_names, population_age = "cxr-res", 160, "squash", ("NORMAL",
+                                                                                             "PNEUMONIA"), (1, 5)
 
 
 class _Predictor:

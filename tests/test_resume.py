@@ -1,14 +1,15 @@
 """Kill a training process with SIGKILL (twice, the second time right as it saves), resume, and check the
 run finishes with the planned number of epochs and loadable weights."""
-import pytest
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 import textwrap
+import time
 from pathlib import Path
+
+import pytest
 
 SCRIPT = textwrap.dedent('''
     import os, sys, time, json
@@ -83,6 +84,7 @@ def test_cosine_schedule_with_adamw_trains_and_records_state_without_a_plateau_c
     state is still written; the schedule spans the stage: 1 warm-up epoch, decayed to 0 after the last."""
     import keras
     import numpy as np
+
     from xai_cxr.config import ModelConfig, TrainConfig
     from xai_cxr.data import make_dataset
     from xai_cxr.models import build_model
@@ -103,6 +105,7 @@ def test_cosine_schedule_with_adamw_trains_and_records_state_without_a_plateau_c
 
 def _tiny_run(tmp_path, epochs=3, resume=False, **kw):
     import numpy as np
+
     from xai_cxr.config import ModelConfig, TrainConfig
     from xai_cxr.data import make_dataset
     from xai_cxr.models import build_model
@@ -118,7 +121,9 @@ def test_a_checkpoint_save_that_fails_half_way_leaves_the_previous_best_intact(t
     """The disk fills up while the second improvement is being written: training stops with an error that
     names the file and the fix, no temp file is left, and model.weights.h5 + its state are the first save's."""
     import errno
+
     import numpy as np
+
     from xai_cxr.models.callbacks import read_state
     model, ds, train = _tiny_run(tmp_path, epochs=4)
     real_save, saves = type(model).save_weights, []

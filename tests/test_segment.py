@@ -3,8 +3,15 @@ import numpy as np
 import pytest
 
 from xai_cxr.data.phantom import make_phantom
-from xai_cxr.models.segment import (SegmentConfig, build_unet, classify_then_segment, dice_bce_loss, mask_scores,
-                             segment, train_unet)
+from xai_cxr.models.segment import (
+    SegmentConfig,
+    build_unet,
+    classify_then_segment,
+    dice_bce_loss,
+    mask_scores,
+    segment,
+    train_unet,
+)
 
 
 def _phantoms(n, size=64, seed=0):
@@ -34,7 +41,8 @@ def test_unet_learns_phantom_lesions_dice_rises():
     cfg = SegmentConfig(base_filters=8, depth=3, epochs=1, batch_size=8, seed=0)
     short, _ = train_unet(images, masks, cfg=cfg)
     before = mask_scores(segment(short, test_images) >= 0.5, test_masks)["dice"]
-    long, history = train_unet(images, masks, cfg=SegmentConfig(base_filters=8, depth=3, epochs=12, batch_size=8, seed=0))
+    long, history = train_unet(images, masks, cfg=SegmentConfig(base_filters=8, depth=3, epochs=12, batch_size=8,
+                                                                seed=0))
     after = mask_scores(segment(long, test_images) >= 0.5, test_masks)["dice"]
     assert history["loss"][-1] < history["loss"][0]
     assert after > before + 0.1 and after > 0.3, (before, after)

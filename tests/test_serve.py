@@ -37,8 +37,8 @@ def _serve(app):
 
 @pytest.fixture(scope="module")
 def api(phantom_weights):
-    from xai_cxr.serve.inference import Predictor
     from xai_cxr.serve.api import create_app
+    from xai_cxr.serve.inference import Predictor
     predictor = Predictor.from_weights_dir(phantom_weights, mc_passes=5)
     app = create_app(predictor, max_batch=8, max_wait_ms=50, max_bytes=2_000_000)
     url, stop = _serve(app)
@@ -201,6 +201,7 @@ def test_serve_caps_malloc_arenas_unless_the_user_set_them(monkeypatch):
     """glibc's per-thread arenas made the API's RSS creep under load (benchmarks/api_soak.py); `serve` caps them
     with mallopt on Linux and leaves a user's MALLOC_ARENA_MAX alone."""
     import sys
+
     from xai_cxr.runtime import limit_malloc_arenas
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
     assert limit_malloc_arenas() is False

@@ -1,12 +1,11 @@
 """Streaming evaluation + Grad-CAM: same answers as the in-memory path, and memory that does not grow
 with the number of images (1k vs 10k phantoms, each in a fresh process)."""
-import pytest
 import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
+import pytest
 from conftest import build_tiny
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "stream_memory.py"
@@ -21,9 +20,10 @@ def _bench():
 
 def test_stream_predict_matches_in_memory_and_skips_bad_files(tmp_path):
     import cv2
-    from xai_cxr.explain.cam import GradCAM
+
     from xai_cxr.data import load_images, to_model_input
     from xai_cxr.data.stream import stream_predict
+    from xai_cxr.explain.cam import GradCAM
     rng = np.random.default_rng(0)
     paths = []
     for i in range(11):

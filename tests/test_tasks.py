@@ -1,8 +1,8 @@
 """The task registry (declared once, read back from the card) and the shared explanation targets."""
 import numpy as np
 import pytest
-
 from conftest import build_tiny
+
 from xai_cxr.tasks import TASKS, get_task
 
 P = np.array([[0.70, 0.30], [0.60, 0.40], [0.20, 0.80]])
@@ -24,11 +24,37 @@ def test_subtype_decides_by_argmax_and_multilabel_per_label():
 
 
 def test_each_task_declares_its_head_and_loss():
-    heads = {name: (t.activation, t.loss) for name, t in TASKS.items()}
-    assert heads == {"binary": ("softmax", "categorical"), "subtype": ("softmax", "categorical"),
-                     "multilabel": ("sigmoid", "binary_per_label"), "mask": ("softmax", "categorical")}
+    import keras
+
+    from xai_cxr.config import TrainConfig
+    heads = {name: (t.activation, type(t.objective()(TrainConfig())[0]).__name__) for name, t in TASKS.items()}
+    assert heads == {"binary": ("softmax", "CategoricalCrossentropy"), "subtype": ("softmax",
+                                                                                   "CategoricalCrossentropy"),
+                     "multilabel": ("sigmoid", "BinaryFocalCrossentropy"), "mask": ("softmax",
+                                                                                    "CategoricalCrossentropy")}
+    loss = get_task("binary").objective()(TrainConfig(label_smoothing=0.1))[0]
+    assert isinstance(loss, keras.losses.CategoricalCrossentropy) and loss.get_config()["label_smoothing"] == 0.1
     with pytest.raises(ValueError, match="unknown task 'nope'"):
         get_task("nope")
+
+
+def test_multilabel_objective_follows_the_loss_setting_with_its_weights():
+    """focal: Keras's binary focal loss with the configured gamma/alpha; bce: the per-label weighted BCE with the
+    positive weights training_weights computed (negatives / positives), checked against numpy."""
+    from xai_cxr.config import TrainConfig
+    task = get_task("multilabel")
+    labels = np.array([[1, 0], [0, 0], [1, 1], [0, 0]], np.float32)
+    weights = task.training_weights(labels, 2)
+    np.testing.assert_allclose(weights["pos_weight"], [1.0, 3.0])             # 2/2 and 3/1
+    focal = task.objective(**weights)(TrainConfig(focal_gamma=1.5, focal_alpha=0.4))[0].get_config()
+    assert (focal["gamma"], focal["alpha"], focal["apply_class_balancing"]) == (1.5, 0.4, True)
+    bce = task.objective(**weights)(TrainConfig(multilabel_loss="bce"))[0]
+    p = np.array([[0.8, 0.3], [0.4, 0.6], [0.9, 0.2], [0.1, 0.1]], np.float32)
+    w = np.array([1.0, 3.0])
+    expected = -(w * labels * np.log(p) + (1 - labels) * np.log(1 - p)).mean(-1)
+    np.testing.assert_allclose(np.asarray(bce(labels, p)), expected, rtol=1e-5)
+    assert "class_weight" not in weights and get_task("binary").training_weights(np.array([0, 0, 0, 1]), 2) == {
+        "class_weight": {0: 4 / 6, 1: 2.0}}
 
 
 def test_binary_metrics_use_the_task_threshold():
@@ -59,9 +85,10 @@ def test_mask_layout_under_the_binary_task_points_to_task_mask(tmp_path):
 
 def test_predictor_label_follows_the_card_threshold():
     """The same probabilities give NORMAL at the card's 0.5 and PNEUMONIA at a 0.01 threshold."""
+    import keras
+
     from xai_cxr.models import ModelCard
     from xai_cxr.serve.inference import Predictor
-    import keras
     inp = keras.Input((8, 8, 1))
     out = keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(inp))
     model = keras.Model(inp, out)

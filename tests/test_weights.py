@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 
 from xai_cxr.config import ModelConfig
-from xai_cxr.models import (BACKBONES, IMAGENET_SOURCES, WeightsNotFoundError, build_model, fetch_imagenet,
-                            imagenet_url)
+from xai_cxr.models import BACKBONES, WeightsNotFoundError, build_model, fetch_imagenet
+
+IMAGENET = sorted(n for n, b in BACKBONES.items() if b.imagenet_file)
 
 VGG19_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
 KERAS_MODULE = {"vgg19": "vgg19", "vgg16": "vgg16", "resnet50": "resnet", "densenet121": "densenet",
@@ -35,12 +36,16 @@ def _string_constants(module) -> set[str]:
     return out
 
 
-@pytest.mark.parametrize("name", sorted(IMAGENET_SOURCES))
+def test_every_imagenet_backbone_is_checked_against_keras():
+    assert IMAGENET == sorted(KERAS_MODULE)
+
+
+@pytest.mark.parametrize("name", IMAGENET)
 def test_download_url_and_hash_are_the_ones_keras_itself_uses(name):
-    """Our per-backbone URL folder and md5 are read back from the installed keras.applications source."""
+    """Each entry's URL and md5 are read back from the installed keras.applications source."""
     consts = _string_constants(importlib.import_module(f"keras.src.applications.{KERAS_MODULE[name]}"))
-    folder, md5 = IMAGENET_SOURCES[name]
-    url = imagenet_url(name)
+    url, md5 = BACKBONES[name].imagenet_url, BACKBONES[name].imagenet_md5
+    folder = url.rsplit("/", 1)[0] + "/"
     assert url.endswith(BACKBONES[name].imagenet_file)
     assert url in consts or folder in consts, f"{url} not among keras.applications.{KERAS_MODULE[name]}'s URLs"
     if md5 is not None:
@@ -50,8 +55,9 @@ def test_download_url_and_hash_are_the_ones_keras_itself_uses(name):
 
 
 def test_urls_differ_per_backbone_family():
-    assert imagenet_url("resnet50").startswith("https://storage.googleapis.com/tensorflow/keras-applications/resnet/")
-    assert "vgg19" not in imagenet_url("densenet121")
+    assert BACKBONES["resnet50"].imagenet_url.startswith(
+        "https://storage.googleapis.com/tensorflow/keras-applications/resnet/")
+    assert "vgg19" not in BACKBONES["densenet121"].imagenet_url
 
 
 def test_cached_standin_file_is_the_one_vgg19_loads(standin_keras_home, monkeypatch):
@@ -119,7 +125,8 @@ def test_no_download_error_names_this_backbones_file_and_url(name, tmp_path, mon
     with pytest.raises(WeightsNotFoundError) as info:
         fetch_imagenet(name, allow_download=False)
     msg = str(info.value)
-    assert imagenet_url(name) in msg and BACKBONES[name].imagenet_file in msg and "downloads are switched off" in msg
+    assert BACKBONES[name].imagenet_url in msg and BACKBONES[name].imagenet_file in msg
+    assert "downloads are switched off" in msg
 
 
 def test_environment_variable_forbids_download(tmp_path, monkeypatch):
@@ -130,8 +137,9 @@ def test_environment_variable_forbids_download(tmp_path, monkeypatch):
 
 
 def test_train_stops_on_missing_weights_before_decoding_any_image(tmp_path, monkeypatch, capsys):
-    from xai_cxr import cli, pipeline
+    from xai_cxr import cli
     from xai_cxr.data.phantom import PhantomConfig, write_phantom_dataset
+    from xai_cxr.pipeline import prepare as pipeline
     root = write_phantom_dataset(tmp_path / "chest_xray", PhantomConfig(image_size=32, n_train=4, n_test=2))
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty_keras"))
 
@@ -142,15 +150,17 @@ def test_train_stops_on_missing_weights_before_decoding_any_image(tmp_path, monk
     assert cli.main(["train", "--data-dir", str(root), "--no-download", "--device", "cpu"]) == 2
     assert time.perf_counter() - t0 < 10
     err = capsys.readouterr().err
-    assert imagenet_url("vgg19") in err and "--backbone cxr-small" in err
+    assert BACKBONES["vgg19"].imagenet_url in err and "--backbone cxr-small" in err
 
 
 @pytest.mark.slow
-def test_train_with_defaults_runs_the_reference_path_on_standin_weights(standin_keras_home, tmp_path, monkeypatch, capsys):
+def test_train_with_defaults_runs_the_reference_path_on_standin_weights(standin_keras_home, tmp_path, monkeypatch,
+                                                                        capsys):
     """`xai-cxr train` with no model flags = VGG19 + ImageNet: stage 1 trains the head only, stage 2 unfreezes
     block5_conv1 on with clipnorm 1.0, Grad-CAM on block5_conv3. Trainable counts checked against VGG19's
     layer shapes worked out by hand."""
     import json
+
     from xai_cxr import cli
     from xai_cxr.data.phantom import PhantomConfig, write_phantom_dataset
     home, _, kernel = standin_keras_home
@@ -179,8 +189,8 @@ def test_train_with_defaults_runs_the_reference_path_on_standin_weights(standin_
 
 
 def test_demo_on_phantoms_uses_compact_cnn_without_trying_the_network(tmp_path, monkeypatch):
-    from xai_cxr.models import registry as models
-    from xai_cxr.pipeline import demo_configs
+    from xai_cxr.models import imagenet as models
+    from xai_cxr.recipes import demo_configs
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     monkeypatch.setattr(models, "fetch_imagenet", lambda *a, **k: pytest.fail("the demo tried to fetch weights"))
@@ -190,7 +200,7 @@ def test_demo_on_phantoms_uses_compact_cnn_without_trying_the_network(tmp_path, 
 
 
 def test_demo_on_phantoms_uses_vgg19_when_its_file_is_cached(standin_keras_home, tmp_path, monkeypatch):
-    from xai_cxr.pipeline import demo_configs
+    from xai_cxr.recipes import demo_configs
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("KERAS_HOME", str(standin_keras_home[0]))
     _, model, _, note = demo_configs(None)
@@ -201,7 +211,7 @@ def test_demo_on_real_data_offline_without_the_file_trains_the_from_scratch_reci
     """Kaggle layout, no VGG19 file, downloads off: the demo does not stop, it runs the measured cxr-res recipe;
     with downloads allowed it keeps VGG19 (fetched like Keras)."""
     from xai_cxr.data.phantom import PhantomConfig, write_phantom_dataset
-    from xai_cxr.pipeline import demo_configs
+    from xai_cxr.recipes import demo_configs
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     root = write_phantom_dataset(tmp_path / "chest_xray", PhantomConfig(image_size=32, n_train=2, n_test=2))
     data, model, train, note = demo_configs(root, allow_download=False)
@@ -215,9 +225,9 @@ def test_demo_on_real_data_offline_without_the_file_trains_the_from_scratch_reci
 
 def test_cli_flags_left_unset_keep_the_recipe_and_given_flags_override_it(tmp_path):
     from xai_cxr.cli import build_parser
-    from xai_cxr.commands import configs_from_args
-    from xai_cxr.pipeline import scratch_configs
-    data, model, train = scratch_configs(tmp_path)
+    from xai_cxr.commands.configs import configs_from_args
+    from xai_cxr.recipes import load_recipe
+    data, model, train, _ = load_recipe("cxr-res", tmp_path)
     args = build_parser().parse_args(["train", "--data-dir", str(tmp_path)])
     d, _, t, _ = configs_from_args(args, data, model, train)
     assert (d.clahe, d.validation, d.augment is not None, t.optimizer, t.schedule) == \

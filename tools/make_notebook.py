@@ -27,12 +27,11 @@ on 2 CPU cores), so the heat maps can be *checked* against the truth.
 The switches a researcher needs. `QUICK = True` shrinks everything (a few dozen images, 64 px, one epoch per
 stage) to check that every cell runs; the numbers it prints mean nothing."""),
     code("""DATA_DIR = "chest_xray"   # Kaggle layout: train/ [val/] test/, each with NORMAL/ and PNEUMONIA/
-BACKBONE = "vgg19"        # "vgg19" (the reference design; ImageNet weights downloaded once), "cxr-res" (no pretrained weights: the
-                          # measured from-scratch recipe, its own size/schedule/holdout), "cxr-small", "auto" (= vgg19)
-EPOCHS1 = 7               # stage 1: frozen backbone, head only
-EPOCHS2 = 14              # stage 2: block5_conv1 and above, at most (early stopping ends it sooner)
-IMAGE_SIZE = 256          # input side in px
-VALIDATION = "test"       # "test" like the reference notebook (optimistic, see section 2) or "holdout:0.1" (patient-grouped, honest)
+RECIPE = "reference"      # the training recipe, a file in src/xai_cxr/recipes/ (the same `xai-cxr train --config` reads):
+                          # "reference" (two-stage VGG19, ImageNet weights downloaded once: 256 px, 7 + up to 14 epochs)
+                          # or "cxr-res" (no pretrained weights: the measured from-scratch recipe), or a .json of your own
+VALIDATION = None         # None = the recipe's ("test" for reference, like the reference notebook: optimistic, see
+                          # section 2) or "holdout:0.1" (patient-grouped, honest)
 RUN_EXTRAS = False        # other explainers, subtypes, segmentation, report (section 7)
 QUICK = False             # tiny run that checks the cells, not the science
 SEED = 42
@@ -61,9 +60,10 @@ print("precision policy:", keras.mixed_precision.global_policy().name)"""),
 
 The data folder is scanned into a manifest: one row per image, with the split, the label, and the patient id
 parsed from Kermany's file names (`person1_bacteria_1.jpeg` → `person1`), which the honest holdout needs."""),
-    code("""from xai_cxr.config import CamConfig, DataConfig, ModelConfig, TrainConfig
+    code("""from xai_cxr.config import CamConfig, ModelConfig, TrainConfig
 from xai_cxr.data import find_data_root
-from xai_cxr.pipeline import demo_configs, has_split, scratch_configs
+from xai_cxr.pipeline import has_split
+from xai_cxr.recipes import demo_configs, load_recipe, recipe_path
 from xai_cxr.tasks import get_task
 
 ON_PHANTOMS = not has_split(DATA_DIR)
@@ -71,13 +71,10 @@ if ON_PHANTOMS:       # no Kaggle data: the demo's phantoms at 128 px, its model
     data_cfg, model_cfg, train_cfg, note = demo_configs(None, seed=SEED)
 else:
     root, found = find_data_root(DATA_DIR)
-    note = found or f"data: {root}"
-    if BACKBONE == "cxr-res":   # no ImageNet weights: the recipe measured in docs/results.md (160 px, CLAHE, ...)
-        data_cfg, model_cfg, train_cfg = scratch_configs(root, seed=SEED)
-    else:
-        data_cfg = DataConfig(root=str(root), image_size=IMAGE_SIZE, validation=VALIDATION, seed=SEED)
-        model_cfg = ModelConfig(backbone=BACKBONE)
-        train_cfg = TrainConfig(seed=SEED).with_epochs(stage1=EPOCHS1, stage2=EPOCHS2)
+    note = (found or f"data: {root}") + f"\nrecipe: {recipe_path(RECIPE)}"
+    data_cfg, model_cfg, train_cfg, _ = load_recipe(RECIPE, root, seed=SEED)
+if VALIDATION:
+    data_cfg = replace(data_cfg, validation=VALIDATION)
 if QUICK:
     data_cfg = replace(data_cfg, image_size=64, limit=48)
     train_cfg = train_cfg.with_epochs(stage1=1, stage2=1)
@@ -104,7 +101,8 @@ a random ±30% change of the width (`data_cfg.augment`, on by default; section 6
 
 **Validation data.** Kermany's `val/` split has 16 images, so — like the reference notebook — the **test split serves
 as validation** by default: early stopping and checkpoint selection see the test images, and the test metrics are
-optimistic. `VALIDATION = "holdout:0.1"` holds out 10% of the training *patients* instead (no patient on both
+optimistic (the `reference` recipe). `VALIDATION = "holdout:0.1"` holds out 10% of the training *patients* instead (no
+patient on both
 sides), and the test split stays unseen until section 4."""),
     code("""from xai_cxr.pipeline import prepare_data
 prep = prepare_data(data_cfg)
@@ -137,7 +135,7 @@ print("equal to scikit-learn's compute_class_weight('balanced') and to the weigh
 VGG19 (ImageNet weights) → global average pooling → Dropout 0.4 → Dense 256 (ReLU, L2 1e-4) → Dropout 0.3 →
 softmax. The ImageNet file is fetched the way Keras does it: `~/.keras/models/` when present, otherwise
 downloaded once (Keras's published hash checked); offline, a clear error with the URL stops this cell before any
-training. Without ImageNet weights, set `BACKBONE = "cxr-res"`: a residual BatchNorm network made for that case,
+training. Without ImageNet weights, set `RECIPE = "cxr-res"`: a residual BatchNorm network made for that case,
 trained whole in a single stage (freezing random features teaches nothing) with the recipe measured in
 `docs/results.md` (160 px, CLAHE, augmentation including a random change of the width — the 224-px Kaggle copies
 squash every film to a square, and how wide a chest looks then predicts the label — AdamW on a cosine schedule,
@@ -152,7 +150,7 @@ from xai_cxr.models.train import stages_for
 from xai_cxr.models.train import seed_everything
 model_cfg = resolve_model(model_cfg, data_cfg)       # "auto" → vgg19; ImageNet weights fetched now if needed
 seed_everything(SEED)                                # the head's initial weights too: one seed, one result
-model = build_model(model_cfg, data_cfg.image_size)
+model = build_model(model_cfg, data_cfg.image_size, get_task(data_cfg.task).activation)
 spec = BACKBONES[model_cfg.backbone]
 print(f"{model_cfg.backbone} (weights: {model_cfg.weights}), {model.count_params():,} parameters\\n")
 for name, stage in stages_for(train_cfg, spec.finetune_from):
@@ -165,7 +163,8 @@ for name, stage in stages_for(train_cfg, spec.finetune_from):
     md("""Stage 1 trains only the head on frozen ImageNet features. Without augmentation the frozen backbone's features
 would be computed once and reused every epoch (fast on a CPU); the width jitter changes every image every epoch,
 so they are recomputed — seconds per epoch on a GPU, minutes on a CPU (`data_cfg = replace(data_cfg,
-augment=None)` trades the guard for the speed; section 6b then tells you whether the model reads the width). Stage 2 unfreezes `block5_conv1` and above at a
+augment=None)` trades the guard for the speed; section 6b then tells you whether the model reads the width). Stage 2
+unfreezes `block5_conv1` and above at a
 learning rate 30× smaller, with gradient clipping, so the pretrained filters move only a little. The weights,
 `model_config.json` and `run_config.json` go to `saved_weights/`, which `xai-cxr evaluate`, `explain`, the app
 and the API read."""),
@@ -313,7 +312,8 @@ CPU): it checks the *explainers* on your films, not the model above. On the phan
 flipped 100 of 100 normal films and Grad-CAM put 0.86 of the tag in its top 10%; in the control Grad-CAM stayed at
 a random map's level (0.10) while SmoothGrad, a gradient map, marked the tag's edges (+0.13): a false alarm. On 240
 real films of the 224-px Kermany copy: 234 of 234 normal films flipped, Grad-CAM 0.94 on the tag, its control quiet,
-SmoothGrad +0.27. At 64 px Grad-CAM's coarse map fell on the tag in the control too, hence 96 px here. `xai-cxr audit --confounder tag hyperintensities
+SmoothGrad +0.27. At 64 px Grad-CAM's coarse map fell on the tag in the control too, hence 96 px here. `xai-cxr audit
+--confounder tag hyperintensities
 obstruction --degree 0 0.2 0.5 1` runs the full study."""),
     code("""from xai_cxr.explain.metrics.shortcut import lesson, to_markdown
 from xai_cxr.studies import run_shortcut_audit
@@ -408,7 +408,7 @@ else:
     sub_cfg = replace(data_cfg, task="subtype", class_names=get_task("subtype").class_names)
     sub_prep = prepare_data(sub_cfg, progress=False)
     sub_model_cfg = replace(model_cfg, num_classes=3)
-    sub_model = build_model(sub_model_cfg, sub_cfg.image_size)
+    sub_model = build_model(sub_model_cfg, sub_cfg.image_size, get_task(sub_cfg.task).activation)
     fit(sub_model, sub_prep, sub_cfg, train_cfg, "saved_weights/subtype", model_cfg=sub_model_cfg)
     print(format_metrics(evaluate_on_test(sub_model, sub_prep.test, sub_cfg)[0]))
 else:

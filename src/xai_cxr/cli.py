@@ -42,7 +42,8 @@ def _add_common(p, data=True, cam=("cam", "target_layer", "top_fraction"), resul
         p.add_argument("--cam", choices=[n for n, s in EXPLAINERS.items() if s.layers != "input"], default="gradcam",
                        help="CAM method for the sample grid / overlays (default gradcam)")
     if "target_layer" in cam:
-        p.add_argument("--target-layer", default=None, help="CAM layer (default: the backbone's, block5_conv3 for VGG19)")
+        p.add_argument("--target-layer", default=None,
+                       help="CAM layer (default: the backbone's, block5_conv3 for VGG19)")
     if "top_fraction" in cam:
         p.add_argument("--top-fraction", type=float, default=0.05, help="share of pixels painted red (default 0.05)")
     p.add_argument("--weights-dir", default="saved_weights")
@@ -53,19 +54,25 @@ def _add_common(p, data=True, cam=("cam", "target_layer", "top_fraction"), resul
 def _add_data_flags(p) -> None:
     """The flags of a training run: data, model, schedule, task, caching, tracking (one argument group)."""
     from .models import BACKBONES
-    p = p.add_argument_group("training", "data, model and schedule of a training run")
+    from .recipes import recipe_names
+    p = p.add_argument_group("training", "data, model and schedule of a training run; a flag left out keeps the "
+                                         "value of the recipe (--config) or of the reference design")
+    p.add_argument("--config", default=None, metavar="RECIPE",
+                   help=f"start from a recipe: one of {recipe_names()} (src/xai_cxr/recipes/) or a JSON file of "
+                        "the same form; flags given beside it override its values")
     p.add_argument("--data-dir", default="chest_xray", help="folder with train/ [val/] test/ (default: chest_xray)")
     p.add_argument("--image-size", type=int, default=None, help="input side in px (default 256; demo 128)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--limit", type=int, default=None, help="at most N train images, stratified (quick runs); val/test stay whole")
-    p.add_argument("--validation", default=None, help="test (seed default) | val | holdout:0.1")
+    p.add_argument("--batch-size", type=int, default=None, help="default 32")
+    p.add_argument("--limit", type=int, default=None,
+                   help="at most N train images, stratified (quick runs); val/test stay whole")
+    p.add_argument("--validation", default=None, help="test (the reference design's) | val | holdout:0.1")
     p.add_argument("--backbone", choices=["auto", *BACKBONES], default=None)
     p.add_argument("--weights", default=None,
                    help="imagenet | none | PATH (default: imagenet, downloaded once into ~/.keras/models like Keras)")
     p.add_argument("--no-download", action="store_true", default=_env_no_download(),
                    help="never download ImageNet weights: use ~/.keras/models/ or stop with the URL "
                         "(default when XAI_CXR_NO_DOWNLOAD=1)")
-    p.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=True,
+    p.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None,
                    help="TensorFlow op determinism: same seed → same weights (default on; off is faster on GPUs)")
     p.add_argument("--epochs1", type=int, default=None, help="stage-1 epochs (default 7)")
     p.add_argument("--epochs2", type=int, default=None, help="stage-2 epochs (default 14)")
@@ -85,24 +92,25 @@ def _add_data_flags(p) -> None:
                         "sensitivity:0.95 (highest threshold keeping 95%% sensitivity), specificity:0.9, or youden; "
                         "stored in the model card (evaluate, app, API use it); default 0.5")
     p.add_argument("--schedule", choices=["plateau", "cosine"], default=None,
-                   help="plateau: ReduceLROnPlateau (the reference design); cosine: 1 warm-up epoch, then cosine decay to 0")
+                   help="plateau: ReduceLROnPlateau (the reference design); cosine: 1 warm-up epoch, then cosine decay "
+                        "to 0")
     p.add_argument("--lr", type=float, default=None,
                    help="stage-1 learning rate (default 3e-4, the reference design's)")
-    p.add_argument("--clahe", action="store_true", default=None,
+    p.add_argument("--clahe", action=argparse.BooleanOptionalAction, default=None,
                    help="CLAHE-equalise every image after resizing (training, evaluation and serving alike)")
-    p.add_argument("--task", choices=list(TASKS), default="binary",
+    p.add_argument("--task", choices=list(TASKS), default=None,
                    help="; ".join(f"{t.name}: {t.help}" for t in TASKS.values()))
     p.add_argument("--labels-csv", default=None, help="multilabel: Data_Entry_2017.csv-style labels")
     p.add_argument("--bbox-csv", default=None,
                    help="multilabel: BBox_List_2017.csv-style boxes → Grad-CAM pointing game / IoU against them")
-    p.add_argument("--loss", choices=["focal", "bce"], default="focal",
+    p.add_argument("--loss", choices=["focal", "bce"], default=None,
                    help="multilabel loss: binary focal (default) or per-label weighted BCE")
-    p.add_argument("--focal-gamma", type=float, default=2.0)
-    p.add_argument("--focal-alpha", type=float, default=0.25)
+    p.add_argument("--focal-gamma", type=float, default=None, help="default 2.0")
+    p.add_argument("--focal-alpha", type=float, default=None, help="default 0.25")
     p.add_argument("--classes", default=None,
                    help="class folder names, comma-separated, or 'auto' = the sub-folders of train/ "
                         "(any folder-per-class data set); default NORMAL,PNEUMONIA")
-    p.add_argument("--color", action="store_true",
+    p.add_argument("--color", action="store_true", default=None,
                    help="keep images in colour (non-X-ray data sets); default: decode to grayscale")
     p.add_argument("--augment", nargs="?", const="standard", choices=[*sorted(AUGMENT_PRESETS), "none"], default=None,
                    help="augment training batches (no flips). Default 'aspect' = 'standard' + a random ±30%% zoom "
@@ -124,7 +132,7 @@ def _add_data_flags(p) -> None:
     p.add_argument("--cache-dir", default=None,
                    help="keep frozen-backbone features on disk here (keyed by images, weights, size; "
                         "memory-mapped), reused by later runs; default: memory only")
-    p.add_argument("--no-feature-cache", action="store_true",
+    p.add_argument("--no-feature-cache", action="store_true", default=None,
                    help="run the frozen backbone on every step instead of caching its features once")
     p.add_argument("--mlflow", action="store_true",
                    help="log params, metrics, curves, weights and figures to MLflow (pip install 'xai-cxr[mlflow]')")
@@ -149,8 +157,21 @@ def _env_no_download() -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .commands import (cmd_demo, cmd_compare, cmd_train, cmd_evaluate, cmd_explain, cmd_audit, cmd_segment,
-                           cmd_report, cmd_serve, cmd_app, cmd_phantoms, cmd_export, cmd_fit_ood)
+    from .commands import (
+        cmd_app,
+        cmd_audit,
+        cmd_compare,
+        cmd_demo,
+        cmd_evaluate,
+        cmd_explain,
+        cmd_export,
+        cmd_fit_ood,
+        cmd_phantoms,
+        cmd_report,
+        cmd_segment,
+        cmd_serve,
+        cmd_train,
+    )
     p = argparse.ArgumentParser(prog="xai-cxr", description="Explainable pneumonia detection on chest X-rays")
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="phantoms (or chest_xray/) → training → evaluation → sample_results.png")
@@ -191,15 +212,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(sg, data=False, cam=(), results=False)
     sg.set_defaults(func=cmd_segment)
     _add_serving(sub, cmd_report, cmd_serve, cmd_app)
-    ex = sub.add_parser("export", help="the model as a TensorFlow SavedModel or an ONNX file (uint8 film in, calibrated "
+    ex = sub.add_parser("export",
+                        help="the model as a TensorFlow SavedModel or an ONNX file (uint8 film in, calibrated "
                                        "probabilities out), checked against the Keras model before it is kept")
     ex.add_argument("weights_dir", help="a trained model's folder (model_config.json + model.weights.h5)")
     ex.add_argument("--format", choices=["savedmodel", "onnx"], required=True)
     ex.add_argument("--out", required=True, help="folder for the export, its card, export.json and README.md")
     ex.set_defaults(func=cmd_export, device="cpu")
-    o = sub.add_parser("fit-ood", help="fit (again) the out-of-distribution detector of a trained model on the films it "
+    o = sub.add_parser("fit-ood",
+                       help="fit (again) the out-of-distribution detector of a trained model on the films it "
                                       "was trained on (its run_config.json: same training films, same holdout)")
-    o.add_argument("weights_dir", help="a trained model's folder (model_config.json, model.weights.h5, run_config.json)")
+    o.add_argument("weights_dir",
+                   help="a trained model's folder (model_config.json, model.weights.h5, run_config.json)")
     o.add_argument("--data-dir", default=None, help="where its training data lives now (default: the saved path)")
     o.set_defaults(func=cmd_fit_ood, device="auto")
     g = sub.add_parser("phantoms", help="write a synthetic phantom data set with lesion masks")
@@ -214,8 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_audit(sub, cmd_audit) -> None:
-    from .explain.registry import EXPLAINERS
     from .data.confounders import CONFOUNDERS
+    from .explain.registry import EXPLAINERS
     a = sub.add_parser("audit", help="localization, faithfulness and sanity checks of explainers; with --confounder, "
                                      "the planted-shortcut audit (trains on a contaminated copy first)")
     a.add_argument("--methods", nargs="*", choices=list(EXPLAINERS), default=None,

@@ -1,4 +1,5 @@
-"""Configuration: one frozen dataclass per concern, defaults = the reference design's values (the notebook this project grew from: two-stage VGG19, 7 + 14 epochs, the test split as validation).
+"""Configuration: one frozen dataclass per concern. The defaults are the reference design's values — the notebook
+this project grew from: two-stage VGG19, 7 + 14 epochs, the test split as validation.
 
 The CLI and the notebook build these; library code receives them as arguments and reads no globals.
 Stage 2 of training is an override of a few stage-1 values (see ``TrainConfig``).
@@ -8,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 
 
@@ -22,12 +23,14 @@ class DataConfig:
     validation: str = "test"            # "test" (seed: val has 16 images) | "val" | "holdout:0.1"
     limit: int | None = None            # cap on train images, stratified by class (quick runs); None = all
     class_names: tuple[str, ...] = ("NORMAL", "PNEUMONIA")
-    task: str = "binary"                # "binary" | "subtype" (NORMAL/BACTERIA/VIRUS from Kermany file names) | "multilabel"
+    # "binary" | "subtype" (NORMAL/BACTERIA/VIRUS from Kermany file names) | "multilabel"
+    task: str = "binary"
     labels_csv: str | None = None       # multilabel: NIH ChestX-ray14-style CSV; images are found under ``root``
     seed: int = 42
     workers: int = 4                    # decoder threads (OpenCV releases the GIL)
     color: bool = False                 # keep RGB (non-X-ray data sets); X-rays are decoded to grayscale
-    clahe: bool = False                 # CLAHE after resizing (acquisition-shift lever; off = the reference design's input)
+    # CLAHE after resizing (acquisition-shift lever; off = the reference design's input)
+    clahe: bool = False
     image_store: str | None = None      # decode once into memory-mapped files here (bounded RAM); None = in memory
     population_age: tuple[float, float] | None = None   # ages (years) of the training films' patients, saved in the
                                         # card: a DICOM whose PatientAge is outside is referred. Kermany: (1, 5)
@@ -68,7 +71,6 @@ class ModelConfig:
     dense_units: int = 256
     dropout: tuple[float, float] = (0.4, 0.3)
     l2: float = 1e-4                    # L2 penalty on the dense layer of the head
-    multilabel: bool = False            # sigmoid outputs (one per finding) instead of a softmax
     allow_download: bool | None = None  # ImageNet weights may be downloaded; None = unless XAI_CXR_NO_DOWNLOAD is set
 
 
@@ -103,12 +105,14 @@ class TrainConfig:
     budget_minutes: float | None = None  # wall-clock training budget: stop after the last epoch that fits
     optimizer: str = "adam"             # "adam" (the reference design) | "adamw" (decoupled weight decay)
     weight_decay: float = 1e-4          # AdamW only
-    schedule: str = "plateau"           # "plateau" (ReduceLROnPlateau + early stopping, the reference design) | "cosine" (warm-up +
+    # "plateau" (ReduceLROnPlateau + early stopping, the reference design) | "cosine" (warm-up +
+    schedule: str = "plateau"
                                         # cosine decay over the planned epochs, no early stopping; best epoch kept)
     ema_momentum: float | None = None   # average the weights (Keras use_ema, e.g. 0.99); validation and the best
                                         # checkpoint use the average; None = off
     warmup_epochs: int = 1              # cosine only: linear warm-up from 0 to the stage's learning rate
-    keep: str = "best"                  # weights kept at a stage's end: "best" (lowest validation loss, the reference design's
+    # weights kept at a stage's end: "best" (lowest validation loss, the reference design's
+    keep: str = "best"
                                         # checkpoint) | "last" (the final epoch: a cosine schedule's end)
     operating_point: str | None = None  # two classes: decision threshold chosen on validation after calibration,
                                         # "sensitivity:0.95" | "specificity:0.9" | "youden"; None = 0.5
@@ -174,21 +178,40 @@ def to_json(*configs) -> str:
     return json.dumps({type(c).__name__: asdict(c) for c in configs}, indent=2)
 
 
-def from_json(text: str) -> dict:
-    """Inverse of ``to_json``: {class name: config instance} (tuples and nested configs restored)."""
+CONFIG_CLASSES = {c.__name__: c for c in (DataConfig, ModelConfig, TrainConfig, CamConfig)}
+
+
+def merged(base, values: dict):
+    """``base`` (a config dataclass) with ``values`` applied, recursively: nested configs (a stage, the
+    augmentation) merge field by field, lists become tuples, ``augment`` may name a preset ("aspect") or be null.
+    A key that is not a field raises ValueError naming it (the configs' field names are the vocabulary)."""
+    names = {f.name for f in fields(base)}
+    unknown = sorted(set(values) - names - _RETIRED.get(type(base).__name__, set()))
+    if unknown:
+        raise ValueError(f"{type(base).__name__} has no field(s) {unknown}; its fields: {sorted(names)}")
+    kw = {}
+    for name, value in values.items():
+        if name not in names:
+            continue
+        current = getattr(base, name)
+        if name == "augment" and isinstance(value, str):
+            value = AUGMENT_PRESETS[value]
+        elif name == "augment" and isinstance(value, dict):
+            value = merged(current or AugmentConfig(), value)
+        elif is_dataclass(current) and isinstance(value, dict):
+            value = merged(current, value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kw[name] = value
+    return replace(base, **kw)
+
+
+_RETIRED = {"ModelConfig": {"multilabel"}}     # fields of older run_config.json files, now read from the task
+
+
+def from_json(text: str, base: dict | None = None) -> dict:
+    """Inverse of ``to_json``: {class name: config instance}. Each config present is merged onto ``base``'s (or
+    the class defaults), so a partial object — a recipe file naming only what differs — works too."""
     raw = json.loads(text)
-    out = {}
-    if "DataConfig" in raw:
-        d = dict(raw["DataConfig"], class_names=tuple(raw["DataConfig"]["class_names"]))
-        d["augment"] = AugmentConfig(**d["augment"]) if d.get("augment") else None
-        if d.get("population_age") is not None:
-            d["population_age"] = tuple(d["population_age"])
-        out["DataConfig"] = DataConfig(**d)
-    if "ModelConfig" in raw:
-        out["ModelConfig"] = ModelConfig(**dict(raw["ModelConfig"], dropout=tuple(raw["ModelConfig"]["dropout"])))
-    if "TrainConfig" in raw:
-        t = raw["TrainConfig"]
-        out["TrainConfig"] = TrainConfig(**dict(t, stage1=StageConfig(**t["stage1"]), stage2=StageConfig(**t["stage2"])))
-    if "CamConfig" in raw:
-        out["CamConfig"] = CamConfig(**raw["CamConfig"])
-    return out
+    base = base or {}
+    return {name: merged(base.get(name) or cls(), raw[name]) for name, cls in CONFIG_CLASSES.items() if name in raw}

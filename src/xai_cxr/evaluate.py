@@ -5,11 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 
-def predict_proba(model, dataset) -> np.ndarray:
-    """Class probabilities (N, K) over a tf.data dataset of images or (images, labels)."""
-    return model.predict(dataset, verbose=0)
-
-
 def operating_threshold(y_true, p_pos, rule: str) -> float:
     """The decision threshold on the positive-class probability that ``rule`` picks on validation data:
     "sensitivity:0.95" = the highest threshold whose sensitivity is at least 0.95 (a screening tool fixes the
@@ -83,7 +78,8 @@ def multiclass_metrics(y_true, proba, class_names, n_boot: int = 1000, seed: int
     correct = (y_pred == y_true).astype(float)
     accs = [correct[rng.integers(0, len(correct), len(correct))].mean() for _ in range(n_boot)]
     out = {"accuracy": float(skm.accuracy_score(y_true, y_pred)),
-           "precision": float(skm.precision_score(y_true, y_pred, average="macro", labels=list(range(k)), zero_division=0)),
+           "precision": float(skm.precision_score(y_true, y_pred, average="macro", labels=list(range(k)),
+                                                  zero_division=0)),
            "recall": float(skm.recall_score(y_true, y_pred, average="macro", labels=list(range(k)), zero_division=0)),
            "f1": float(skm.f1_score(y_true, y_pred, average="macro", labels=list(range(k)), zero_division=0)),
            "roc_auc": auc, "averaging": "macro over classes (one-vs-rest for ROC-AUC)",

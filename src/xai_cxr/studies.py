@@ -10,13 +10,21 @@ import numpy as np
 
 from .config import CamConfig, DataConfig, ModelConfig, TrainConfig, write_json_atomic
 from .data import ImageSet, limit_train, load_images, require_splits, to_model_input
-from .tasks import get_task
 from .data.confounders import check_degree, contaminate, get_confounder, negative_class
 from .explain.metrics.shortcut import ShortcutResult, gallery, shortcut_audit, write_tables
-from .models import BACKBONES, backbone_of, build_model
-from .pipeline import (Prepared, evaluate_on_test, fit, lesion_masks, prepare_data, resolve_model, run, save_figure,
-                       train_class_weights)
-
+from .models import BACKBONES, ModelFolder, backbone_of, build_model
+from .pipeline import (
+    Prepared,
+    evaluate_on_test,
+    fit,
+    lesion_masks,
+    prepare_data,
+    resolve_model,
+    run,
+    save_figure,
+    train_class_weights,
+)
+from .tasks import get_task
 
 SUMMARY_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc")
 
@@ -27,6 +35,7 @@ def cross_validate(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: Trai
     patients and is evaluated on the test split. Writes and returns {"folds": [...], "summary": {metric:
     {"mean", "std"}}} (std with ddof=1, across folds)."""
     import pandas as pd
+
     from .data import kfold_splits
     from .models.train import seed_everything
     model_cfg = resolve_model(model_cfg, data_cfg)
@@ -39,7 +48,7 @@ def cross_validate(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: Trai
         print(f"fold {k + 1}/{folds}: train {len(tr)}, validation {len(va)} images "
               f"({fold.val.manifest.patient_id.nunique()} patients)")
         seed_everything(train_cfg.seed, train_cfg.deterministic)
-        model = build_model(model_cfg, data_cfg.image_size)
+        model = build_model(model_cfg, data_cfg.image_size, get_task(data_cfg.task).activation)
         fit(model, fold, data_cfg, train_cfg, Path(weights_dir) / f"fold{k + 1}", model_cfg=model_cfg)
         m, _ = evaluate_on_test(model, prep.test, data_cfg)
         records.append({"fold": k + 1, "train_images": int(len(tr)), "val_images": int(len(va)),
@@ -61,9 +70,10 @@ def bbox_localization(model, test: ImageSet, bbox_csv: str | Path, class_names, 
     (standard tolerance) and IoU / Dice of the top-``fraction`` region, per finding and overall."""
     import pandas as pd
     from PIL import Image
-    from .explain.registry import make_explainer
+
     from .explain.metrics.localization import iou_dice, pointing_game
     from .explain.overlay import top_fraction_mask
+    from .explain.registry import make_explainer
     boxes = pd.read_csv(bbox_csv)
     cols = ["Image Index", "Finding Label", "Bbox [x", "y", "w", "h]"]
     missing = [c for c in cols if c not in boxes.columns]
@@ -84,7 +94,8 @@ def bbox_localization(model, test: ImageSet, bbox_csv: str | Path, class_names, 
         r0, r1 = int(y * size / h0), int(np.ceil((y + h) * size / h0))
         masks[k, max(r0, 0):min(r1, size), max(c0, 0):min(c1, size)] = True
     spec = BACKBONES[backbone_of(model)]
-    heats = make_explainer("gradcam", model, backbone_of(model), target_layer)(to_model_input(test.images[idx], spec.preprocess).numpy(),
+    heats = make_explainer("gradcam", model, backbone_of(model), target_layer)(to_model_input(test.images[idx],
+                                                                                              spec.preprocess).numpy(),
                                                               targets)
     hits = pointing_game(heats, masks)
     iou, dice = iou_dice(np.stack([top_fraction_mask(h, fraction) for h in heats]).astype(float), masks)
@@ -99,13 +110,12 @@ def segmentation_stage(weights_dir: str | Path, data_root: str | Path, seg_cfg=N
     """Classify-then-segment on a data set with lesion masks: train a U-Net on the train split's masks, run
     it on the test images the classifier (from ``weights_dir``) calls positive, and score U-Net masks and
     Grad-CAM (top 5% region) against the true masks. Returns {"scores": {...}, "figure": fig}."""
-    from .explain.registry import make_explainer
     from .explain.metrics.localization import iou_dice
-    from .models import load_trained_model
     from .explain.overlay import top_fraction_mask
+    from .explain.registry import make_explainer
     from .models.segment import SegmentConfig, classify_then_segment, mask_scores, train_unet
     seg_cfg = seg_cfg or SegmentConfig()
-    model, card = load_trained_model(weights_dir)
+    model, card = ModelFolder(weights_dir).load()
     spec = BACKBONES[card.backbone]
     df = get_task(card.task).scan(data_root, card.class_names, card.seed)
     sets = {s: load_images(df[df.split == s], card.image_size, progress=False, color=card.color,
@@ -122,7 +132,8 @@ def segmentation_stage(weights_dir: str | Path, data_root: str | Path, seg_cfg=N
     has = true.reshape(len(true), -1).any(1)
     cam_iou, cam_dice = iou_dice(cam_masks[has].astype(float), true[has])
     scores = {"unet_classify_then_segment": mask_scores(pred_masks, true),
-              "gradcam_top5": {"iou": float(cam_iou.mean()), "dice": float(cam_dice.mean()), "n_images": int(has.sum())},
+              "gradcam_top5": {"iou": float(cam_iou.mean()), "dice": float(cam_dice.mean()),
+                               "n_images": int(has.sum())},
               "unet_final_train_loss": float(history["loss"][-1]), "epochs": seg_cfg.epochs}
     show = np.flatnonzero(has)[:n_show]
     return {"scores": scores, "figure": _segmentation_figure(test.images[show], heats[show], pred_masks[show],
@@ -131,6 +142,7 @@ def segmentation_stage(weights_dir: str | Path, data_root: str | Path, seg_cfg=N
 
 def _segmentation_figure(grays, heats, pred_masks, true_masks):
     import matplotlib.pyplot as plt
+
     from .explain.overlay import mask_overlay, red_overlay
     fig, axes = plt.subplots(len(grays), 3, figsize=(7.5, 2.5 * len(grays)), squeeze=False)
     for row, (g, h, p, t) in enumerate(zip(grays, heats, pred_masks, true_masks)):
@@ -148,7 +160,8 @@ def _segmentation_figure(grays, heats, pred_masks, true_masks):
 
 
 def compare_backbones(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, backbones,
-                      weights_dir: str | Path = "saved_weights/compare", results_dir: str | Path = "sample_results/compare",
+                      weights_dir: str | Path = "saved_weights/compare",
+                      results_dir: str | Path = "sample_results/compare",
                       cam_cfg: CamConfig = CamConfig()):
     """Train and evaluate each backbone (e.g. the ensemble and its members) on the same data and seed; one
     table of test metrics. Writes ``compare.csv`` / ``compare.md`` and returns the DataFrame."""
@@ -174,10 +187,9 @@ def train_label_randomized(weights_dir: str | Path, out_dir: str | Path, data_ro
                            seed: int = 0, epochs: int | None = None):
     """Adebayo et al.'s label randomization: retrain the model of ``weights_dir`` from scratch with its own
     saved configs (``run_config.json``) on the same training images with permuted labels. Returns the model."""
-    from .config import from_json
     from .explain.metrics.sanity import permuted_labels
     from .models.train import seed_everything
-    cfgs = from_json((Path(weights_dir) / "run_config.json").read_text())
+    cfgs = ModelFolder(weights_dir).run_configs()
     data_cfg, model_cfg, train_cfg = cfgs["DataConfig"], cfgs["ModelConfig"], cfgs["TrainConfig"]
     if data_root is not None:
         data_cfg = replace(data_cfg, root=str(data_root))
@@ -187,7 +199,7 @@ def train_label_randomized(weights_dir: str | Path, out_dir: str | Path, data_ro
     shuffled = prep.train.manifest.assign(label_idx=permuted_labels(prep.train.labels, seed))
     prep.train = ImageSet(prep.train.images, shuffled, prep.train.skipped)
     seed_everything(train_cfg.seed, train_cfg.deterministic)
-    model = build_model(model_cfg, data_cfg.image_size)
+    model = build_model(model_cfg, data_cfg.image_size, get_task(data_cfg.task).activation)
     fit(model, prep, data_cfg, train_cfg, out_dir, model_cfg=model_cfg)
     return model
 
@@ -219,7 +231,8 @@ def run_shortcut_audit(data_cfg, model_cfg, train_cfg, cam_cfg, kinds, degrees, 
     if data_cfg.validation == "test":
         # checkpoint selection on the clean test split would pick the epoch that uses the confounder least;
         # validation must come from the (contaminated) training distribution, as in Sun et al.
-        print("note: validation = holdout:0.1 of the contaminated training split (the test split stays clean and unseen)")
+        print("note: validation = holdout:0.1 of the contaminated training split (the test split stays clean and "
+              "unseen)")
         data_cfg = replace(data_cfg, validation="holdout:0.1")
     results, clean_model = [], None
     for kind in kinds:

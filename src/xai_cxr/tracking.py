@@ -56,7 +56,8 @@ def log_run(configs: dict, metrics: dict, history: dict, weights_dir: str | Path
             for name, values in curves.items():
                 for step, v in enumerate(values):
                     mlflow.log_metric(f"{stage}.{name}", float(v), step=step)
-        for f in ("model.weights.h5", "model_config.json", "calibration.json", "run_config.json"):
+        from .models import files
+        for f in (files.WEIGHTS, files.CARD, files.CALIBRATION, files.RUN_CONFIG, files.OOD, files.INPUT_CHECK):
             if (Path(weights_dir) / f).is_file():
                 mlflow.log_artifact(str(Path(weights_dir) / f), "weights")
         if Path(results_dir).is_dir():

@@ -1,12 +1,36 @@
-"""Data: ``scan`` folder layouts into manifests and splits, ``images`` (decode once, tf.data), synthetic
-``phantom`` films with lesion masks, planted ``confounders``, and ``stream``ed evaluation of large sets."""
-from .images import (  # noqa: F401
-    MAX_PIXELS, ImageReadError, is_dicom, decode_image, read_gray, GEOMETRIES, fit_size, load_image, ImageSet,
-    load_images, to_model_input, augmenter, augment_batch, label_array, encode_labels, make_dataset,
-)
+"""Data: ``scan`` folder layouts into manifests, ``splits`` of a manifest, ``decode`` any file once, ``images``
+(the model's square, the uint8 set), ``batches`` (tf.data), synthetic ``phantom`` films with lesion masks, planted
+``confounders``, and ``stream``ed evaluation of large sets."""
+from .batches import augment_batch, augmenter, encode_labels, label_array, make_dataset, to_model_input  # noqa: F401
+from .decode import MAX_PIXELS, ImageReadError, decode_image, is_dicom, read_gray  # noqa: F401
+from .images import GEOMETRIES, ImageSet, fit_size, load_image, load_images  # noqa: F401
 from .scan import (  # noqa: F401
-    IMAGE_EXTENSIONS, SPLITS, LAYOUT, DatasetLayoutError, is_mask_file, mask_beside, patient_split,
-    parse_kermany_name, NIH_FINDINGS, NIH_COLUMNS, scan_labels_csv, detect_classes, scan_dataset,
-    manifest_frame, SUBTYPE_CLASSES, apply_subtypes, MASK_CLASSES, scan_mask_folders, has_split_folders, find_data_root,
-    require_splits, limit_train, holdout_split, kfold_splits, select_validation, class_weights,
+    IMAGE_EXTENSIONS,
+    LAYOUT,
+    MASK_CLASSES,
+    NIH_COLUMNS,
+    NIH_FINDINGS,
+    SPLITS,
+    SUBTYPE_CLASSES,
+    DatasetLayoutError,
+    apply_subtypes,
+    detect_classes,
+    find_data_root,
+    has_split_folders,
+    is_mask_file,
+    manifest_frame,
+    mask_beside,
+    parse_kermany_name,
+    scan_dataset,
+    scan_labels_csv,
+    scan_mask_folders,
+)
+from .splits import (  # noqa: F401
+    class_weights,
+    holdout_split,
+    kfold_splits,
+    limit_train,
+    patient_split,
+    require_splits,
+    select_validation,
 )

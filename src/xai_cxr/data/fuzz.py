@@ -96,7 +96,8 @@ def check(name: str, data: bytes) -> dict:
     """Decode one case: outcome "image" (a 2-D uint8 array), "refused" (ImageReadError naming ``name``) or
     "FAIL: ..." (anything else), with the seconds it took."""
     import time
-    from .images import ImageReadError, decode_image
+
+    from .decode import ImageReadError, decode_image
     t0 = time.perf_counter()
     try:
         img = decode_image(data, name)

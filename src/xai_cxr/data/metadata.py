@@ -43,7 +43,7 @@ def border_mean(gray: np.ndarray, fraction: float = 0.08) -> float:
 
 def film_metadata(paths) -> pd.DataFrame:
     """One row of ``FEATURES`` per file (NaN where a file cannot be read; the reason in column ``error``)."""
-    from .images import ImageReadError, read_gray
+    from .decode import ImageReadError, read_gray
     rows = []
     for p in map(Path, paths):
         try:

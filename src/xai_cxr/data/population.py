@@ -27,10 +27,11 @@ def age_outside(data: bytes, age_range: tuple[float, float] | None) -> bool | No
     """Whether the ``PatientAge`` of the DICOM ``data`` lies outside ``age_range`` (years, inclusive; the upper
     end covers the whole year: 5 means "under 6"). None when the file is no DICOM, has no readable age, or no
     range is known. Only this boolean leaves the function."""
-    from .images import is_dicom
+    from .decode import is_dicom
     if age_range is None or not is_dicom(data):
         return None
     import io
+
     import pydicom
     try:
         ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=["PatientAge"])

@@ -10,6 +10,7 @@ ignore it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 from .attribution import BlurIntegratedGradients, IntegratedGradients, LimeSuperpixels, ShapPartition, SmoothGrad
 from .cam import EigenCAM, FusedCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM
 from .targets import ClassLogit, ClassProbability

@@ -7,41 +7,45 @@ from pathlib import Path
 
 import numpy as np
 
+from .files import CALIBRATION
+
 _EPS = 1e-7
 
 
-def to_logits(proba: np.ndarray, multilabel: bool = False) -> np.ndarray:
+def to_logits(proba: np.ndarray, activation: str = "softmax") -> np.ndarray:
     """Logits that reproduce ``proba``: log p for softmax (equal to the true logits up to a per-row constant,
     which softmax ignores), log(p / (1 - p)) for sigmoid outputs."""
     # clipped only where a log would be infinite (float32's smallest subnormal, float64's last step below 1): a
     # coarser clip made distinct saturated outputs equal, and the ROC-AUC of the scaled probabilities then moved
     p = np.clip(np.asarray(proba, np.float64), 1e-45, 1 - 2 ** -53)
-    return np.log(p / (1 - p)) if multilabel else np.log(p)
+    return np.log(p / (1 - p)) if activation == "sigmoid" else np.log(p)
 
 
-def apply_temperature(proba: np.ndarray, temperature: float, multilabel: bool = False) -> np.ndarray:
+def apply_temperature(proba: np.ndarray, temperature: float, activation: str = "softmax") -> np.ndarray:
     """Probabilities of logits / T. T > 1 softens over-confident outputs; the predicted class never changes."""
-    z = to_logits(proba, multilabel) / float(temperature)
-    if multilabel:                      # float64: a float32 result would merge outputs that T > 1 moved closer
+    z = to_logits(proba, activation) / float(temperature)
+    # float64: a float32 result would merge outputs that T > 1 moved closer
+    if activation == "sigmoid":
         return 1 / (1 + np.exp(-z))
     z -= z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
 
 
-def _nll(proba: np.ndarray, y: np.ndarray, multilabel: bool) -> float:
+def _nll(proba: np.ndarray, y: np.ndarray, activation: str) -> float:
     p = np.clip(proba.astype(np.float64), _EPS, 1 - _EPS)
-    if multilabel:
+    if activation == "sigmoid":
         return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
     return float(-np.log(p[np.arange(len(y)), y]).mean())
 
 
-def fit_temperature(proba: np.ndarray, y: np.ndarray, multilabel: bool = False) -> float:
+def fit_temperature(proba: np.ndarray, y: np.ndarray, activation: str = "softmax") -> float:
     """The T in [0.05, 20] minimising the negative log-likelihood of ``y`` (class indices, or multi-hot when
-    ``multilabel``) under ``apply_temperature(proba, T)``; fit it on validation data, never on the test split."""
+    ``activation`` is "sigmoid") under ``apply_temperature(proba, T)``; fit it on validation data, never on the test
+    split."""
     from scipy.optimize import minimize_scalar
     y = np.asarray(y)
-    res = minimize_scalar(lambda log_t: _nll(apply_temperature(proba, np.exp(log_t), multilabel), y, multilabel),
+    res = minimize_scalar(lambda log_t: _nll(apply_temperature(proba, np.exp(log_t), activation), y, activation),
                           bounds=(np.log(0.05), np.log(20.0)), method="bounded", options={"xatol": 1e-4})
     return float(np.exp(res.x))
 
@@ -79,15 +83,15 @@ def accuracy_at_coverage(y: np.ndarray, pred: np.ndarray, uncertainty: np.ndarra
     return out
 
 
-def calibration_report(y_val, proba_val, y_test, proba_test, multilabel: bool = False) -> dict:
+def calibration_report(y_val, proba_val, y_test, proba_test, activation: str = "softmax") -> dict:
     """Fit T on validation, then report NLL and ECE on the test split before and after, plus accuracy at
     coverage ranked by the calibrated confidence (single-label tasks only)."""
-    t = fit_temperature(proba_val, y_val, multilabel)
-    cal = apply_temperature(proba_test, t, multilabel)
+    t = fit_temperature(proba_val, y_val, activation)
+    cal = apply_temperature(proba_test, t, activation)
     out = {"temperature": round(t, 4), "fitted_on": "validation",
-           "test_nll_before": _nll(proba_test, np.asarray(y_test), multilabel),
-           "test_nll_after": _nll(cal, np.asarray(y_test), multilabel)}
-    if not multilabel:
+           "test_nll_before": _nll(proba_test, np.asarray(y_test), activation),
+           "test_nll_after": _nll(cal, np.asarray(y_test), activation)}
+    if activation != "sigmoid":
         out.update(test_ece_before=expected_calibration_error(y_test, proba_test),
                    test_ece_after=expected_calibration_error(y_test, cal),
                    accuracy_at_coverage=accuracy_at_coverage(y_test, cal.argmax(1), 1 - cal.max(1)))
@@ -114,10 +118,10 @@ def plot_reliability(y, proba_before, proba_after, n_bins: int = 10):
 def save_temperature(folder: str | Path, temperature: float, **extra) -> Path:
     """Write ``calibration.json`` beside the weights (atomically)."""
     from ..config import write_json_atomic
-    return write_json_atomic({"temperature": temperature, **extra}, Path(folder) / "calibration.json")
+    return write_json_atomic({"temperature": temperature, **extra}, Path(folder) / CALIBRATION)
 
 
 def load_temperature(folder: str | Path) -> float:
     """The fitted temperature, or 1.0 (no scaling) for weights trained before calibration existed."""
-    path = Path(folder) / "calibration.json"
+    path = Path(folder) / CALIBRATION
     return float(json.loads(path.read_text())["temperature"]) if path.is_file() else 1.0

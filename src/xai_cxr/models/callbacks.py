@@ -1,5 +1,6 @@
 """The training callbacks: an atomic best-weights checkpoint, the per-epoch training state that makes resume
-exact, a wall-clock budget that stops at an epoch boundary, and a NaN guard that says what to try. Imported by ``train.train_two_stage`` (Keras is imported here)."""
+exact, a wall-clock budget that stops at an epoch boundary, and a NaN guard that says what to try. Imported by
+``train.train_two_stage`` (Keras is imported here)."""
 from __future__ import annotations
 
 import hashlib

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .files import INPUT_CHECK as FILE
+
 SIZE = 64
-FILE = "input_check.weights.h5"
 INPUT_PREFIX = "input_"
 EPOCHS = 20
 

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-OOD_FILE = "ood.npz"
+from .files import OOD as OOD_FILE
+
 WARNING = "outside what this model has seen — do not trust this prediction"
 HEAD_BRANCH = "head"            # the head's features: the input of the prediction layer
 ENERGY_BRANCH = "energy"        # −logsumexp(logits): larger = less like any class (Liu et al. 2020)
@@ -187,7 +188,8 @@ def fit_detector(train: dict[str, np.ndarray], labels: np.ndarray, calibration: 
 def depth_layers(model) -> tuple[str, ...]:
     """The backbone layers whose pooled features are branches: the backbone's ``ood_layers`` when its registry
     entry names them, else the last layer at each spatial resolution of the backbone."""
-    from .registry import BACKBONES, HEAD_PREFIX, backbone_of
+    from .backbones import BACKBONES
+    from .classifier import HEAD_PREFIX, backbone_of
     named = BACKBONES[backbone_of(model)].ood_layers
     if named:
         return named
@@ -203,7 +205,7 @@ def depth_layers(model) -> tuple[str, ...]:
 
 
 def _head_layer(model):
-    from .registry import HEAD_PREFIX
+    from .classifier import HEAD_PREFIX
     return model.get_layer(HEAD_PREFIX + "predictions")
 
 

@@ -10,18 +10,22 @@ from pathlib import Path
 def train_phantom_model(folder: str | Path, seed: int = 42, n_train: int = 120, epochs: tuple[int, int] = (6, 2),
                         size: int = 64) -> Path:
     """Train (once; later calls reuse it) into ``folder/weights`` and return that folder."""
-    from ..config import TrainConfig, ModelConfig
+    from ..config import ModelConfig, TrainConfig
     from ..data import class_weights, load_images, make_dataset, scan_dataset
     from ..data.phantom import PhantomConfig, write_phantom_dataset
-    from .registry import BACKBONES, ModelCard, build_model
+    from . import files
+    from .backbones import BACKBONES
+    from .classifier import build_model
+    from .folder import ModelCard
     from .ood import fit_for_model
     from .train import seed_everything, train_two_stage
     folder = Path(folder)
     weights = folder / "weights"
-    if all((weights / f).is_file() for f in ("model.weights.h5", "model_config.json", "ood.npz")):
+    if all((weights / f).is_file() for f in (files.WEIGHTS, files.CARD, files.OOD)):
         return weights
     root = write_phantom_dataset(folder / "data" / "chest_xray",
-                                 PhantomConfig(image_size=size, n_train=n_train, n_test=max(4, n_train // 4), seed=seed))
+                                 PhantomConfig(image_size=size, n_train=n_train, n_test=max(4, n_train // 4),
+                                               seed=seed))
     manifest = scan_dataset(root)
     train, val = (load_images(manifest[manifest.split == s], size, progress=False) for s in ("train", "test"))
     spec = BACKBONES["cxr-small"]

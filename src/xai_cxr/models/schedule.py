@@ -3,8 +3,8 @@ budget: the decay reaches its floor at the last epoch that runs, however fast th
 epoch (``--keep last``) never keeps a high-learning-rate one."""
 from __future__ import annotations
 
-import numpy as np
 import keras
+import numpy as np
 from keras import ops
 
 from . import callbacks

@@ -90,8 +90,8 @@ def segment(model, images, batch_size: int = 32) -> np.ndarray:
 def classify_then_segment(classifier, preprocess, unet, images, threshold: float = 0.5, batch_size: int = 32):
     """The two-step pipeline: (class probabilities, masks). Images the classifier calls negative (class 0
     most probable) get an empty mask; the U-Net runs only on the others."""
-    from ..data import to_model_input
-    proba = classifier.predict(to_model_input(images, preprocess).numpy(), batch_size=batch_size, verbose=0)
+    from .predict import predict_images
+    proba = predict_images(classifier, images, preprocess, batch_size)
     masks = np.zeros(images.shape[:3], bool)
     pos = np.flatnonzero(proba.argmax(1) > 0)
     if len(pos):

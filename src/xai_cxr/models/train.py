@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from ..config import StageConfig, TrainConfig, atomic_path, write_json_atomic
-from . import set_trainable
+from . import files
+from .classifier import set_trainable
+
 
 def ensure_free_space(folder: Path, needed_bytes: int) -> None:
     """Stop before training when ``folder``'s disk cannot hold the checkpoints (better now than mid-run)."""
@@ -59,11 +61,11 @@ def distribution_strategy(devices: list[str] | None = None):
     return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
 
 
-def compile_for_stage(model, stage: StageConfig, cfg: TrainConfig, strategy=None, pos_weight=None,
-                      multilabel: bool = False, steps_per_epoch: int | None = None) -> None:
+def compile_for_stage(model, stage: StageConfig, cfg: TrainConfig, strategy=None, objective=None,
+                      steps_per_epoch: int | None = None) -> None:
     import contextlib
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
-        _compile(model, stage, cfg, pos_weight, multilabel, steps_per_epoch)
+        _compile(model, stage, cfg, objective, steps_per_epoch)
 
 
 def learning_rate(stage: StageConfig, cfg: TrainConfig, steps_per_epoch: int | None = None):
@@ -104,21 +106,19 @@ def weighted_bce(pos_weight):
     return loss
 
 
-def _compile(model, stage: StageConfig, cfg: TrainConfig, pos_weight=None, multilabel: bool = False,
-             steps_per_epoch: int | None = None) -> None:
-    """The optimizer + the task's loss: per-label focal or weighted BCE (multi-label), else categorical
-    cross-entropy with label smoothing."""
+def categorical_objective(cfg: TrainConfig):
+    """The single-label objective (softmax tasks): categorical cross-entropy with label smoothing, accuracy and
+    AUC. An objective is a callable ``TrainConfig -> (loss, metrics)``, called inside the strategy's scope;
+    a task supplies its own (``tasks.Task.objective``)."""
     import keras
-    opt = make_optimizer(stage, cfg, steps_per_epoch)
-    if multilabel:
-        loss = (keras.losses.BinaryFocalCrossentropy(gamma=cfg.focal_gamma, alpha=cfg.focal_alpha,
-                                                     apply_class_balancing=True)
-                if cfg.multilabel_loss == "focal" else weighted_bce(pos_weight if pos_weight is not None else 1.0))
-        metrics = ["binary_accuracy", keras.metrics.AUC(name="auc", multi_label=True)]
-    else:
-        loss = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
-        metrics = ["accuracy", keras.metrics.AUC(name="auc")]
-    model.compile(optimizer=opt, loss=loss, metrics=metrics)
+    return (keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
+            ["accuracy", keras.metrics.AUC(name="auc")])
+
+
+def _compile(model, stage: StageConfig, cfg: TrainConfig, objective=None, steps_per_epoch: int | None = None) -> None:
+    """The optimizer + the task's objective (default: ``categorical_objective``)."""
+    loss, metrics = (objective or categorical_objective)(cfg)
+    model.compile(optimizer=make_optimizer(stage, cfg, steps_per_epoch), loss=loss, metrics=metrics)
 
 
 def stages_for(cfg: TrainConfig, finetune_from: str | None) -> list[tuple[str, StageConfig]]:
@@ -132,7 +132,7 @@ def stages_for(cfg: TrainConfig, finetune_from: str | None) -> list[tuple[str, S
 
 def train_two_stage(model, train_ds, val_ds, cfg: TrainConfig, out_dir: str | Path,
                     class_weight: dict[int, float] | None = None, finetune_from: str | None = "block5_conv1",
-                    resume: bool = False, stage_data=None, strategy=None, pos_weight=None, multilabel: bool = False):
+                    resume: bool = False, stage_data=None, strategy=None, objective=None):
     """Train ``model`` in place; returns the history {stage: {metric: [per-epoch values]}}.
 
     Best weights of the last stage are at ``out_dir/model.weights.h5``; ``history.json`` beside them.
@@ -141,7 +141,7 @@ def train_two_stage(model, train_ds, val_ds, cfg: TrainConfig, out_dir: str | Pa
     ``stage_data(stage)`` may return (model to fit, train ds, val ds) for a stage — a sub-model sharing
     ``model``'s layers on cached features (see ``cache.py``) — or None for the plain path.
     ``strategy``: the ``tf.distribute`` strategy ``model`` was built under (optimizers are made in its scope).
-    ``multilabel``: the task's loss is per label (``tasks.Task.multilabel``).
+    ``objective``: the task's loss and metrics (``tasks.Task.objective``); None = categorical cross-entropy.
     """
     seed_everything(cfg.seed, cfg.deterministic)
     out_dir = Path(out_dir)
@@ -152,7 +152,7 @@ def train_two_stage(model, train_ds, val_ds, cfg: TrainConfig, out_dir: str | Pa
     state_dir.mkdir(exist_ok=True)
     # best weights + end-of-stage weights + two backups with Adam's two moments, float32, plus slack
     ensure_free_space(out_dir, 4 * model.count_params() * 8 + 50 * 2**20)
-    ckpt_path = out_dir / "model.weights.h5"
+    ckpt_path = out_dir / files.WEIGHTS
     from . import callbacks
     from .callbacks import read_state, write_state
     deadline = None if cfg.budget_minutes is None else callbacks.now() + 60 * cfg.budget_minutes
@@ -172,13 +172,13 @@ def train_two_stage(model, train_ds, val_ds, cfg: TrainConfig, out_dir: str | Pa
         set_trainable(model, train_backbone=stage.train_backbone, unfreeze_from=stage.unfreeze_from)
         cached = stage_data(stage) if stage_data else None
         fit_model, fit_train, fit_val = cached or (model, train_ds, val_ds)
-        compile_for_stage(fit_model, stage, cfg, strategy, pos_weight, multilabel, _steps(fit_train))
+        compile_for_stage(fit_model, stage, cfg, strategy, objective, _steps(fit_train))
         history[name] = _fit_stage(model, fit_model, fit_train, fit_val, name, stage, cfg, state_dir, ckpt_path,
                                    class_weight, resume, deadline)
         with atomic_path(state_dir / f"{name}.weights.h5") as tmp:
             model.save_weights(tmp)
         write_state({"history": history[name]}, done)
-    write_json_atomic(history, out_dir / "history.json")
+    write_json_atomic(history, out_dir / files.HISTORY)
     return history
 
 
@@ -195,6 +195,7 @@ def _fit_stage(model, fit_model, train_ds, val_ds, name: str, stage: StageConfig
     resumable state, the wall-clock budget); leaves ``model`` at the stage's best epoch and returns the
     stage's history."""
     import keras
+
     from .callbacks import AtomicBestCheckpoint, NaNGuard, TrainingState, WallClockBudget
     n_train = sum(w.shape.num_elements() for w in fit_model.trainable_weights)
     print(f"[{name}] lr={stage.learning_rate:g} clipnorm={stage.clipnorm} epochs<={stage.epochs} "

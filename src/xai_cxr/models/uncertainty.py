@@ -30,9 +30,9 @@ def mc_dropout_model(model, seed: int = 42):
     return mc
 
 
-def mc_predict(mc_model, x: np.ndarray, passes: int = 20, batch_size: int = 32, multilabel: bool = False) -> dict:
+def mc_predict(mc_model, x: np.ndarray, passes: int = 20, batch_size: int = 32, activation: str = "softmax") -> dict:
     """Mean and standard deviation of the class probabilities over ``passes`` dropout samples, and the
-    predictive entropy of the mean (nats; summed over labels when ``multilabel``). Each image is repeated
+    predictive entropy of the mean (nats; summed over labels when ``activation`` is "sigmoid"). Each image is repeated
     ``passes`` times inside a batch (every row draws its own dropout mask), so one image costs one call."""
     per_call = max(1, batch_size // passes)
     chunks = []
@@ -44,13 +44,13 @@ def mc_predict(mc_model, x: np.ndarray, passes: int = 20, batch_size: int = 32, 
     samples = np.concatenate(chunks)                    # (N, passes, K)
     mean = samples.mean(1)
     return {"mean": mean.astype(np.float32), "std": samples.std(1).astype(np.float32),
-            "entropy": predictive_entropy(mean, multilabel), "passes": passes}
+            "entropy": predictive_entropy(mean, activation), "passes": passes}
 
 
-def predictive_entropy(proba: np.ndarray, multilabel: bool = False) -> np.ndarray:
+def predictive_entropy(proba: np.ndarray, activation: str = "softmax") -> np.ndarray:
     """Entropy (nats) of each row of class probabilities; for sigmoid outputs the sum of the per-label
     Bernoulli entropies."""
     p = np.clip(np.asarray(proba, np.float64), 1e-7, 1 - 1e-7)
-    if multilabel:
+    if activation == "sigmoid":
         return (-(p * np.log(p) + (1 - p) * np.log(1 - p)).sum(1)).astype(np.float32)
     return (-(p * np.log(p)).sum(1)).astype(np.float32)

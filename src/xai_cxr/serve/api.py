@@ -116,6 +116,7 @@ def create_app(predictor: Predictor, max_batch: int = 16, max_wait_ms: float = 1
                max_bytes: int = MAX_UPLOAD_BYTES, token: str | None = None):
     """The FastAPI application around one loaded ``predictor``; ``token`` guards every path but /health."""
     from fastapi import FastAPI, File, HTTPException, Query, UploadFile
+
     from ..data import ImageReadError
 
     batcher = Batcher(predictor, max_batch, max_wait_ms)
@@ -192,8 +193,10 @@ def create_app(predictor: Predictor, max_batch: int = 16, max_wait_ms: float = 1
 
 
 def serve(weights_dir="saved_weights", host: str = "127.0.0.1", port: int = 8000, max_batch: int = 16,
-          max_wait_ms: float = 10.0, allow_phantom: bool = False, mc_passes: int = 20, token: str | None = None) -> None:
+          max_wait_ms: float = 10.0, allow_phantom: bool = False, mc_passes: int = 20,
+          token: str | None = None) -> None:
     import uvicorn
+
     from .inference import load_predictor
     token = token or os.environ.get(TOKEN_ENV) or None
     predictor = load_predictor(weights_dir, allow_phantom)

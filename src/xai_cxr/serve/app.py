@@ -11,9 +11,9 @@ import numpy as np
 import streamlit as st
 
 from xai_cxr.data import ImageReadError
+from xai_cxr.explain.overlay import png_bytes, red_overlay
 from xai_cxr.explain.registry import EXPLAINERS, explainer_names
 from xai_cxr.serve.inference import load_predictor, phantom_predictor
-from xai_cxr.explain.overlay import png_bytes, red_overlay
 from xai_cxr.serve.report import DISCLAIMER, ood_gauge, render_html, report_fields
 
 FAST = explainer_names(fast_only=True)              # tens of ms per map on a CPU; the rest take seconds
@@ -40,6 +40,7 @@ def explain_cached(_predictor, key: str, gray: np.ndarray, method: str, target: 
 def samples(size: int) -> dict[str, bytes]:
     """Synthetic phantom X-rays (with and without a lesion) as PNG bytes, so the app works with no data."""
     import cv2
+
     from xai_cxr.data.phantom import make_phantom
     out = {}
     for seed, lesions in ((1, 0), (2, 1), (3, 2)):
@@ -101,7 +102,8 @@ def main():
     if problem:
         st.info(problem)
     card = predictor.card
-    st.caption(f"Model: {card.backbone} at {card.image_size}px ({card.geometry}) · classes {', '.join(card.class_names)} · "
+    st.caption(f"Model: {card.backbone} at {card.image_size}px ({card.geometry}) · "
+               f"classes {', '.join(card.class_names)} · "
                f"weights sha256 {predictor.weights_id[:16]}… · temperature {predictor.temperature:.2f}")
 
     with st.sidebar:
@@ -125,5 +127,6 @@ def main():
         show(predictor, name, data, methods or ["gradcam"], fraction, threshold)
 
 
-if __name__ == "__main__":          # `streamlit run` and AppTest execute the file as __main__; importing it renders nothing
+# `streamlit run` and AppTest execute the file as __main__; importing it renders nothing
+if __name__ == "__main__":
     main()

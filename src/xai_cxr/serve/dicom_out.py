@@ -28,6 +28,7 @@ def source_references(data: bytes, name: str = "<upload>") -> dict[str, str]:
     and nothing else. A PNG/JPEG or a DICOM without them is refused with the reason."""
     import pydicom
     from pydicom.errors import InvalidDicomError
+
     from ..data import is_dicom
     if not is_dicom(data, str(name)):
         raise DicomOutError(f"{name}: DICOM output needs a DICOM input — a PNG or JPEG has no study, series or "

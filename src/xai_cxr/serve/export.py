@@ -19,6 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..models import ModelFolder
+from ..tasks import get_task
+
 FORMATS = {"savedmodel": "model", "onnx": "model.onnx"}   # format → what is written inside the export folder
 PARITY_ATOL = 1e-5          # float32 probabilities: the exported graph runs the same ops in another runtime
 
@@ -32,18 +35,18 @@ def serving_model(model, card, temperature: float = 1.0):
     ``model`` with its input preparation and the temperature folded in."""
     import keras
     import tensorflow as tf
+
     from ..data import to_model_input
     from ..models import BACKBONES
-    from ..tasks import get_task
     shape = (card.image_size, card.image_size, 3) if card.color else (card.image_size, card.image_size)
     films = keras.Input(shape, dtype="uint8", name="film")
     preprocess = BACKBONES[card.backbone].preprocess
-    multilabel = get_task(card.task).multilabel
+    sigmoid = get_task(card.task).activation == "sigmoid"
     t = float(temperature)
 
     def calibrate(p):                      # probabilities of logits / T, as models.calibration.apply_temperature
         p = tf.clip_by_value(tf.cast(p, tf.float32), 1e-30, 1.0)
-        if multilabel:
+        if sigmoid:
             logits = tf.math.log(p) - tf.math.log(tf.clip_by_value(1.0 - p, 1e-30, 1.0))
             return tf.sigmoid(logits / t)
         return tf.nn.softmax(tf.math.log(p) / t, axis=-1)
@@ -91,11 +94,6 @@ def export(weights_dir: str | Path, fmt: str, out_dir: str | Path, films: np.nda
     """Export the model in ``weights_dir`` as ``fmt`` (``FORMATS``) into ``out_dir``, check parity on ``films``
     (uint8 at the card's size; phantoms when None) and write the card, ``export.json`` and a README beside it.
     Returns the summary written to ``export.json``; raises ``ExportError`` (nothing left behind) on a parity miss."""
-    from ..models import load_trained_model
-    from ..models.calibration import apply_temperature, load_temperature
-    from ..models.ood import OODDetector
-    from ..tasks import get_task
-    from .inference import weights_sha256
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose from {list(FORMATS)}")
     if fmt == "onnx":
@@ -105,11 +103,12 @@ def export(weights_dir: str | Path, fmt: str, out_dir: str | Path, films: np.nda
             except ImportError as exc:
                 raise ExportError(f"ONNX export needs {name}: pip install 'xai-cxr[export]'") from exc
     weights_dir, out = Path(weights_dir), Path(out_dir)
-    model, card = load_trained_model(weights_dir)                # FileNotFoundError names a missing card / weights
-    temperature = load_temperature(weights_dir)
+    saved = ModelFolder(weights_dir)
+    model, card = saved.load()                                   # FileNotFoundError names a missing card / weights
+    temperature = saved.temperature()
     films = _probe_films(card) if films is None else np.asarray(films, np.uint8)
-    expected = apply_temperature(np.asarray(model(_model_input(films, card), training=False)), temperature,
-                                 get_task(card.task).multilabel).astype(np.float32)
+    expected = get_task(card.task).calibrate(np.asarray(model(_model_input(films, card), training=False)),
+                                             temperature).astype(np.float32)
     out.mkdir(parents=True, exist_ok=True)
     target = out / FORMATS[fmt]
     if target.exists():
@@ -126,9 +125,9 @@ def export(weights_dir: str | Path, fmt: str, out_dir: str | Path, films: np.nda
                           "TensorFlow / Keras / onnxruntime versions")
     np.savez_compressed(out / "parity_films.npz", films=films, probabilities=expected)
     card.save(out)
-    ood = OODDetector.load(weights_dir)
+    ood = saved.detector()
     summary = {"format": fmt, "file": FORMATS[fmt], "sha256": _sha256(target), "size_bytes": _size_bytes(target),
-               "weights_sha256": weights_sha256(weights_dir / "model.weights.h5"), "temperature": temperature,
+               "weights_sha256": saved.weights_sha256(), "temperature": temperature,
                "parity_max_abs_diff": diff, "parity_tolerance": PARITY_ATOL, "parity_films": int(len(films)),
                "input": {"name": "film", "dtype": "uint8",
                          "shape": ["batch", card.image_size, card.image_size] + ([3] if card.color else []),
@@ -137,7 +136,8 @@ def export(weights_dir: str | Path, fmt: str, out_dir: str | Path, films: np.nda
                "output": {"name": "probabilities", "classes": list(card.class_names), "threshold": card.threshold,
                           "calibrated": True},
                "out_of_distribution_detector": "not exported: it reads the network's features at several depths; use "
-                                               "the package (xai_cxr.serve.inference.Predictor: it also refers films) for it"
+                                               "the package (xai_cxr.serve.inference.Predictor: it also refers films) "
+                                               "for it"
                if ood else "none was fitted for this model"}
     (out / "export.json").write_text(json.dumps(summary, indent=2))
     (out / "README.md").write_text(_readme(summary, card))

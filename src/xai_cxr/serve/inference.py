@@ -2,29 +2,19 @@
 MC-dropout uncertainty and explanation maps. The app, the HTTP API and the report all go through it."""
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..explain.registry import make_explainer
 from ..data import decode_image, fit_size
-from ..models import referral
+from ..explain.registry import make_explainer
+from ..models import ModelFolder, referral
 from ..models.ood import WARNING as OOD_WARNING
 from ..tasks import Task, get_task
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024        # the largest Kermany JPEG is ~3 MB; a 16-bit 3k×3k DICOM ~18 MB
-
-
-def weights_sha256(path: str | Path) -> str:
-    """SHA-256 of the weights file: the model's identity in reports and API answers."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass
@@ -77,14 +67,10 @@ class Predictor:
     def from_weights_dir(cls, folder: str | Path, **kw) -> "Predictor":
         """Load ``model_config.json`` + ``model.weights.h5`` (weights only, no pickle) and the fitted
         temperature; raises FileNotFoundError / ValueError with the fix when they are missing or do not fit."""
-        from ..models.calibration import load_temperature
-        from ..models import load_trained_model
-        model, card = load_trained_model(folder)
-        wid = weights_sha256(Path(folder) / "model.weights.h5")
-        from ..models.ood import OODDetector
-        calibrated = (Path(folder) / "calibration.json").is_file()
-        return cls(model, card, load_temperature(folder), wid, source=str(folder), calibrated=calibrated,
-                   ood=OODDetector.load(folder), **kw)
+        saved = ModelFolder(folder)
+        model, card = saved.load()
+        return cls(model, card, saved.temperature(), saved.weights_sha256(), source=str(folder),
+                   calibrated=saved.calibrated, ood=saved.detector(), **kw)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -128,22 +114,21 @@ class Predictor:
         refer, by ``models.referral`` from the out-of-distribution detector, the uncertainty and ``age_outside``
         (per image True / False / None, from ``age_outside(bytes)``). A multi-label model's label is its most
         probable finding."""
-        from ..models.calibration import apply_temperature
         from ..models.uncertainty import mc_dropout_model, mc_predict, predictive_entropy
         x = self._inputs(grays)
-        multilabel = self.task.multilabel
-        proba = apply_temperature(self._forward(x), self.temperature, multilabel)
+        task = self.task
+        proba = task.calibrate(self._forward(x), self.temperature)
         std = np.zeros_like(proba)
         entropy = np.zeros(len(x), np.float32)
         if mc and self.mc_passes > 1:
             if self._mc is None:
                 self._mc = mc_dropout_model(self.model) or False
             if self._mc:
-                r = mc_predict(self._mc, x, self.mc_passes, batch_size=self.mc_rows, multilabel=multilabel)
-                mean = apply_temperature(r["mean"], self.temperature, multilabel)
-                std, entropy = r["std"], predictive_entropy(mean, multilabel)
-        decided = self.task.decide(proba, self.card.threshold if threshold is None else threshold)
-        labels = [int(p.argmax()) if multilabel else int(d) for p, d in zip(proba, decided)]
+                r = mc_predict(self._mc, x, self.mc_passes, batch_size=self.mc_rows, activation=task.activation)
+                mean = task.calibrate(r["mean"], self.temperature)
+                std, entropy = r["std"], predictive_entropy(mean, task.activation)
+        decided = task.decide(proba, self.card.threshold if threshold is None else threshold)
+        labels = [int(k) for k in task.explained(proba, decided)]
         sd = np.array([s[k] for s, k in zip(std, labels)], float)
         verdict = self.assess(grays)
         flags = np.zeros(len(x), bool) if verdict is None else verdict.flagged
@@ -216,9 +201,9 @@ def phantom_predictor(folder: str | Path | None = None, seed: int = 42, n_train:
 
 def load_predictor(weights_dir: str | Path | None = "saved_weights", allow_phantom: bool = True) -> Predictor:
     """The trained model in ``weights_dir``, or — when there is none and ``allow_phantom`` — the phantom model."""
-    if weights_dir and (Path(weights_dir) / "model.weights.h5").is_file():
+    if weights_dir and ModelFolder(weights_dir).weights.is_file():
         return Predictor.from_weights_dir(weights_dir)
     if not allow_phantom:
-        raise FileNotFoundError(f"{Path(weights_dir or 'saved_weights') / 'model.weights.h5'} not found: "
+        raise FileNotFoundError(f"{ModelFolder(weights_dir or 'saved_weights').weights} not found: "
                                 "train first (`xai-cxr train` or `xai-cxr demo`)")
     return phantom_predictor()

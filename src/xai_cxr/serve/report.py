@@ -105,7 +105,8 @@ def render_html(gray: np.ndarray, overlays: dict[str, np.ndarray], fields: dict,
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>xai-cxr report</title><style>{_STYLE}"
             f"</style></head><body><h1>Chest X-ray model report</h1><p class='warn'>{DISCLAIMER}</p>"
             f"<h2 class='{'refer' if fields['decision'].startswith('REFER') else 'answer'}'>"
-            f"{html.escape(headline(fields))}</h2>{''.join(figs)}{_gauge_html(gauge)}<table>{rows}</table><p class='warn'>{DISCLAIMER}</p></body></html>")
+            f"{html.escape(headline(fields))}</h2>{''.join(figs)}{_gauge_html(gauge)}<table>{rows}</table>"
+            f"<p class='warn'>{DISCLAIMER}</p></body></html>")
 
 
 def render_pdf(path: str | Path, gray: np.ndarray, overlays: dict[str, np.ndarray], fields: dict) -> Path:

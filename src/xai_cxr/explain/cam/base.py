@@ -3,7 +3,8 @@ epsilon-guarded normalisation and upsampling. A method overrides ``weights(acts,
 
 What is explained is a ``Target`` of the class logits (``explain/targets.py``, shared with the input
 attributions): by default the class's logit before the softmax/sigmoid, computed from the head's input and
-kernel (the caller's model is never edited or cloned). Layers inside nested sub-models are reached by running the outer model
+kernel (the caller's model is never edited or cloned). Layers inside nested sub-models are reached by running the outer
+model
 layer by layer, which avoids Keras 3's "Graph disconnected" and "layer has never been called" errors.
 """
 from __future__ import annotations

@@ -40,6 +40,7 @@ def choose_target_layer(model, images, method: type[BaseCAM] | None = None, min_
 
     Returns (layer, reasons for each layer passed over)."""
     import warnings
+
     from .gradcam import GradCAM
     method = method or GradCAM
     reasons = []

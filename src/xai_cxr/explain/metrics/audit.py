@@ -10,13 +10,13 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from ..registry import explainer_names, get_spec, layers_for, make_explainer
 from ...config import AuditConfig
 from ...data import ImageSet, to_model_input
-from .faithfulness import centre_bias_maps, deletion_insertion, random_maps, road
-from .localization import iou_dice, pointing_game, top_fraction_hit_rate
 from ...models import BACKBONES
 from ..overlay import gallery
+from ..registry import explainer_names, get_spec, layers_for, make_explainer
+from .faithfulness import centre_bias_maps, deletion_insertion, random_maps, road
+from .localization import iou_dice, pointing_game, top_fraction_hit_rate
 from .sanity import cascading_randomization, label_randomization, verdict
 
 
@@ -30,10 +30,10 @@ def method_names(cfg: AuditConfig) -> list[str]:
 
 
 def predictor(model, preprocess, batch_size: int = 64):
-    """uint8 gray images (B, H, W) → class probabilities (B, K)."""
-    def predict(grays):
-        return model.predict(to_model_input(grays, preprocess).numpy(), batch_size=batch_size, verbose=0)
-    return predict
+    """uint8 gray images (B, H, W) → class probabilities (B, K): ``models.predict.predict_images`` bound to
+    ``model``."""
+    from ...models.predict import predict_images
+    return lambda grays: predict_images(model, grays, preprocess, batch_size)
 
 
 def _maps(explainer, x, targets):
@@ -153,7 +153,8 @@ def error_galleries(model, backbone: str, test: ImageSet, masks=None, fraction: 
 def to_markdown(result: dict) -> str:
     parts = []
     if result["localization"] is not None:
-        parts += ["### Localization against lesion masks", result["localization"].to_markdown(index=False, floatfmt=".3f")]
+        parts += ["### Localization against lesion masks", result["localization"].to_markdown(index=False,
+                                                                                              floatfmt=".3f")]
     parts += ["### Faithfulness (deletion AUC and ROAD MoRF: lower is better; insertion AUC and ROAD LeRF: "
               "higher is better; ROAD = mean target probability after removing 10-90% of pixels with "
               "neighbour imputation)",

@@ -29,7 +29,8 @@ CORNER_FRACTION = 0.25          # side of each corner square, as a share of the 
 # 0.34-0.36 for the three models trained without the width jitter, 0.014-0.024 for the four trained with it.
 # Regions: the share of films whose decision flips when the region is blurred away, and the mean |ΔP(positive)|.
 # Corners: models that read a planted tag in the bottom-left corner moved by 0.13-0.14 there, models without such a
-# cue by at most 0.03 in any corner (a weak 240-film control on real films: 0.051, a narrow FAIL). The border ring covers 29% of the film and blurs the chest's edges with any marker:
+# cue by at most 0.03 in any corner (a weak 240-film control on real films: 0.051, a narrow FAIL). The border
+# ring covers 29% of the film and blurs the chest's edges with any marker:
 # models without a border cue moved by 0.09-0.10 with 7-7.5% flips, so its limits sit above that floor.
 THRESHOLDS = {"width": 0.10, "region_flips": 0.05, "region_mean_change": 0.05,
               "border_flips": 0.10, "border_mean_change": 0.15, "metadata_auc": 0.70}
@@ -155,9 +156,9 @@ def verdict(width: pd.DataFrame, regions: pd.DataFrame, metadata: dict | None = 
 def model_predictor(model, backbone: str, temperature: float = 1.0, batch_size: int = 64):
     """uint8 films (N, H, W) → the calibrated class probabilities the app and API show (the card's threshold
     applies to these)."""
+    from ...models import BACKBONES
     from ...models.calibration import apply_temperature
     from .audit import predictor
-    from ...models import BACKBONES
     raw = predictor(model, BACKBONES[backbone].preprocess, batch_size)
     return lambda images: apply_temperature(raw(images), temperature)
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ...data.confounders import apply, confounder_sensitivity, get_confounder, ncc, negative_class
 from ...data import ImageSet, to_model_input
+from ...data.confounders import apply, confounder_sensitivity, get_confounder, ncc, negative_class
 from .faithfulness import centre_bias_maps, random_maps
 
 FALSE_ALARM_MARGIN = 0.05     # a control-run sensitivity more than this above the random map's is a false alarm …
@@ -146,13 +146,15 @@ def lesson(results: list[ShortcutResult]) -> str:
         if s["degree"] > 0:
             if share >= USED:
                 best = t.drop(index=["random", "centre"])["sensitivity_top10"]
-                lines.append(f"{where}: the model uses the {s['confounder']} ({s['flips']} of {s['negatives']} negative "
-                             f"films flip when it is added); the maps put {best.min():.2f}-{best.max():.2f} of its "
-                             f"pixels in their top 10% (random map {t.loc['random', 'sensitivity_top10']:.2f}).")
+                lines.append(f"{where}: the model uses the {s['confounder']} ({s['flips']} of {s['negatives']} "
+                             f"negative films flip when it is added); the maps put "
+                             f"{best.min():.2f}-{best.max():.2f} of its pixels in their top 10% (random map "
+                             f"{t.loc['random', 'sensitivity_top10']:.2f}).")
             else:
-                lines.append(f"{where}: THIS RUN CANNOT TELL: the model trained with the {s['confounder']} flipped only "
-                             f"{s['flips']} of {s['negatives']} negative films, so it barely uses it and the maps have "
-                             "nothing to find. Train longer, at a larger size, or with it on more films.")
+                lines.append(f"{where}: THIS RUN CANNOT TELL: the model trained with the {s['confounder']} "
+                             f"flipped only {s['flips']} of {s['negatives']} negative films, so it barely uses it "
+                             "and the maps have nothing to find. Train longer, at a larger size, or with it on more "
+                             "films.")
         elif not control_is_clean(s):
             lines.append(f"control ({s['confounder']} never in training): the clean model itself reacts to the "
                          f"{s['confounder']} ({s['flips']} flips), so it is no false-alarm control.")
@@ -181,6 +183,7 @@ def control_is_clean(summary: dict) -> bool:
 def gallery(result: ShortcutResult):
     """Flip cases: clean | confounded | each method's top-10% overlay, the confounder outlined in yellow."""
     import matplotlib.pyplot as plt
+
     from ..overlay import red_overlay
     ex = result.examples
     n, methods = len(ex["clean"]), list(ex["maps"])
@@ -229,7 +232,8 @@ REGIONS = {
     "corners (15% squares)": lambda y, x: ((y < 0.15) | (y > 0.85)) & ((x < 0.15) | (x > 0.85)),
     "central column (heart, mediastinum)": lambda y, x: (x >= 0.35) & (x <= 0.65) & (y >= 0.15) & (y <= 0.85),
     "lower band (diaphragm)": lambda y, x: (y >= 0.72) & (y <= 0.92) & (x >= 0.08) & (x <= 0.92),
-    "lung fields (approx.)": lambda y, x: (y >= 0.12) & (y < 0.72) & (((x >= 0.12) & (x < 0.35)) | ((x > 0.65) & (x <= 0.88))),
+    "lung fields (approx.)": lambda y,
+    x: (y >= 0.12) & (y < 0.72) & (((x >= 0.12) & (x < 0.35)) | ((x > 0.65) & (x <= 0.88))),
 }
 
 
@@ -258,14 +262,15 @@ def where_it_looks(model, backbone: str, test: ImageSet, class_names, method: st
     """Where a trained model looks on average: each test film's map for its predicted class; per predicted class,
     the share of top-``fraction`` heat in the named regions (a table) and the mean map (a figure)."""
     import matplotlib.pyplot as plt
-    from ..registry import make_explainer
+
     from ...models import BACKBONES
+    from ..registry import make_explainer
     spec = BACKBONES[backbone]
     explainer = make_explainer(method, model, backbone, target_layer)
     pred, heats = [], []
     for start in range(0, len(test.images), batch_size):
         x = to_model_input(test.images[start:start + batch_size], spec.preprocess).numpy()
-        p = model.predict(x, verbose=0).argmax(1)
+        p = np.asarray(model.predict(x, batch_size=batch_size, verbose=0)).argmax(1)   # maps need ``x`` anyway
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             heats.append(explainer(x, p))

@@ -1,0 +1,235 @@
+"""Commands on a trained model and data: ``evaluate``, ``explain``, ``audit`` (and the planted-shortcut audit),
+``segment``."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from ..config import CamConfig
+from ..models import ModelFolder
+from ..tasks import get_task
+from .configs import base_configs, configs_from_args
+from .serving import _dicom_references, _write_dicom_overlay
+
+
+def cmd_evaluate(args):
+    import numpy as np
+
+    from ..config import write_json_atomic
+    from ..data import require_splits
+    from ..data.stream import stream_predict
+    from ..evaluate import format_metrics
+    from ..models import BACKBONES, referral
+    from ..models.calibration import accuracy_at_coverage
+    from ..serve.inference import Predictor
+    predictor = Predictor.from_weights_dir(args.weights_dir)
+    model, card = predictor.model, predictor.card
+    task = get_task(card.task)
+    df = task.scan(args.data_dir, card.class_names, card.seed, args.labels_csv)
+    require_splits(df, "test", root=args.data_dir)
+    decide = (lambda grays: predictor.predict(grays, mc=True)) if task.per_image_figures else None   # noqa: E731
+    out = stream_predict(model, df[df.split == "test"], card.image_size, BACKBONES[card.backbone].preprocess,
+                         progress=True, color=card.color, batch_size=args.batch_size, clahe=card.clahe,
+                         geometry=card.geometry, tta=args.tta, per_chunk=decide)
+    # the card's threshold applies to calibrated probabilities (as in the app and API; at 0.5 nothing changes)
+    proba = task.calibrate(out["proba"], predictor.temperature)
+    m = task.metrics(out["labels"], proba, card.class_names, card.threshold, seed=args.seed)
+    if out["records"] is not None:
+        preds = out["records"]
+        labels = np.array([card.class_names.index(p.label) for p in preds])
+        correct = labels == np.asarray(out["labels"])
+        m["referral"] = referral.summary([tuple(p.reasons) for p in preds], correct)
+        m["referral"]["rule"] = (f"refer when out of distribution (combined score > {predictor.ood.threshold:.2f})"
+                                 if predictor.ood else "no out-of-distribution detector beside the weights") + \
+            f" or MC-dropout sd > {predictor.refer_above:.2f}"
+        m["risk_coverage_by_uncertainty"] = accuracy_at_coverage(
+            np.asarray(out["labels"]), labels, np.array([p.uncertainty for p in preds]),
+            coverages=tuple(np.round(np.arange(1.0, 0.45, -0.05), 2)))
+        r = m["referral"]
+        print(f"referral: {r['coverage']:.1%} answered (accuracy {r['accuracy_answered'] or float('nan'):.3f}), "
+              f"{r['referred']:.1%} referred — out of distribution {r['referred_out_of_distribution']:.1%}, "
+              f"uncertain {r['referred_uncertain']:.1%}; accuracy of all films {r['accuracy_all']:.3f}")
+    m["skipped_images"] = [{"path": p, "reason": r} for p, r in out["skipped"]]
+    results = Path(args.results_dir)
+    write_json_atomic(m, results / "metrics.json")
+    print(format_metrics(m))
+    for p, r in out["skipped"]:
+        print(f"skipped {p}: {r}")
+    print(f"metrics → {results / 'metrics.json'}")
+
+
+def cmd_explain(args):
+    import cv2
+    import numpy as np
+    import pandas as pd
+
+    from ..config import atomic_path
+    from ..data import ImageReadError
+    from ..explain.overlay import jet_overlay, red_overlay
+    from ..models import BACKBONES
+    from ..pipeline import explain_images
+    from ..serve.inference import Predictor
+    refs = _dicom_references(args.images) if args.dicom_out else {}
+    predictor = Predictor.from_weights_dir(args.weights_dir)
+    model, card = predictor.model, predictor.card
+    spec = BACKBONES[card.backbone]
+    grays, names, ages, skipped = [], [], [], []
+    for path in args.images:
+        try:
+            data = Path(path).read_bytes()
+            grays.append(predictor.load(data, path))        # blank or constant images are refused here
+            names.append(Path(path))
+            ages.append(predictor.age_outside(data))
+        except (ImageReadError, OSError, cv2.error) as exc:
+            skipped.append((path, str(exc)))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if grays:
+        cam = CamConfig(method=args.cam, target_layer=args.target_layer, top_fraction=args.top_fraction)
+        heats, _, _ = explain_images(model, np.stack(grays), spec.preprocess, cam, card.target_layer)
+        preds = predictor.predict(np.stack(grays), mc=True, age_outside=ages)
+        rows = []
+        for g, h, p, name in zip(grays, heats, preds, names):
+            panel = np.hstack([red_overlay(g, h, args.top_fraction), jet_overlay(g, h)])
+            dest = out / f"{name.stem}_{args.cam}.png"
+            cv2.imwrite(str(dest), cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
+            said = (f"REFER ({'; '.join(p.reason_text)}) — model output, not an answer: {p.label} "
+                    f"({p.confidence:.1%})") if p.referred else f"{p.label} ({p.confidence:.1%})"
+            print(f"{name}: {said} → {dest}")
+            rows.append({"file": name.name, "decision": p.decision, "reasons": ";".join(p.reasons),
+                         "label": p.label, "confidence": p.confidence, "uncertainty": p.uncertainty,
+                         "ood_score": p.ood_score, "ood_threshold": p.ood_threshold, "map": dest.name})
+            if args.dicom_out and str(name) in refs:
+                _write_dicom_overlay(refs[str(name)], red_overlay(g, h, args.top_fraction), p.label, p.confidence,
+                                     predictor.weights_id, args.cam,
+                                     Path(args.dicom_out) / f"{name.stem}_{args.cam}.dcm")
+        with atomic_path(out / "decisions.csv") as tmp:
+            pd.DataFrame(rows).to_csv(tmp, index=False)
+        print(f"decisions → {out / 'decisions.csv'}")
+    for p, why in skipped:
+        print(f"skipped {p}: {why}", file=sys.stderr)
+    if skipped and not grays:
+        sys.exit(1)
+
+
+def cmd_audit(args):
+    import matplotlib
+    matplotlib.use("Agg")
+    given = [k for k, v in args.training_defaults.items() if getattr(args, k) != v]
+    if args.confounder:
+        if args.label_randomization:
+            sys.exit("error: --label-randomization audits a saved model; it does not combine with --confounder")
+        return _shortcut_audit(args)
+    if given:
+        sys.exit(f"error: {', '.join('--' + k.replace('_', '-') for k in given)} only apply with --confounder "
+                 "(which trains a model); the audit of a saved model reads its settings from WEIGHTS_DIR")
+    args.out = args.out or "sample_results/audit"
+    from ..config import AuditConfig
+    from ..data import load_images, require_splits
+    from ..explain.metrics.audit import audit, to_markdown
+    from ..pipeline import lesion_masks
+    model, card = ModelFolder(args.weights_dir).load()
+    df = get_task(card.task).scan(args.data_dir, card.class_names, card.seed, args.labels_csv)
+    require_splits(df, "test", root=args.data_dir)
+    test = load_images(df[df.split == "test"], card.image_size, color=card.color, clahe=card.clahe,
+                       geometry=card.geometry)
+    masks = lesion_masks(test, card.image_size)
+    cfg = AuditConfig(methods=tuple(args.methods or ()), n_images=args.n_images, steps=args.steps,
+                      baseline=args.baseline, seed=args.seed, images=args.images, target=args.target)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    label_model = None
+    if args.label_randomization:
+        from ..studies import train_label_randomized
+        print("label randomization: retraining the same model on permuted training labels ...")
+        label_model = train_label_randomized(args.weights_dir, out / "label_randomized_weights", args.data_dir,
+                                             args.seed)
+    result = audit(model, card.backbone, test, masks, cfg, args.target_layer, label_model=label_model)
+    md = to_markdown(result)
+    (out / "audit.md").write_text(f"# Explanation audit\n\nmodel: {card.backbone} at {card.image_size}px "
+                                  f"({args.weights_dir}); data: {args.data_dir} test split\n\n" + md)
+    for key in ("localization", "faithfulness", "sanity"):
+        if result[key] is not None:
+            result[key].to_csv(out / f"audit_{key}.csv", index=False)
+    _audit_figures(model, card, test, masks, result["maps"], out, args.target_layer)
+    regions_md = _where_it_looks(model, card, test, out, args.target_layer)
+    print(md + "\n" + regions_md)
+    if get_task(card.task).operating_point_applies(card.class_names):            # two classes: the probes apply
+        print(_what_it_reads(model, card, test, df, out, args.weights_dir, args.seed))
+    print(f"audit → {out}/audit.md, audit_*.csv, regions.csv, mean_maps.png, methods/*.png, galleries/*.png, "
+          "what_it_reads_*.csv")
+
+
+def _what_it_reads(model, card, test, manifest, out: Path, weights_dir, seed: int) -> str:
+    """The shortcut probes (width, border, corners) on the test films and the metadata-only baseline on the
+    data's files → what_it_reads_*.csv and a section of audit.md; returns the markdown."""
+    from ..explain.metrics.probes import data_baseline, model_predictor, to_markdown, what_the_model_reads
+    print("probing what the model reads (width, border, corners; metadata-only baseline) ...")
+    predict = model_predictor(model, card.backbone, ModelFolder(weights_dir).temperature())
+    report = what_the_model_reads(predict, test.images, test.labels, 1, card.threshold,
+                                  data_baseline(manifest, seed=seed))
+    for name in ("verdict", "width", "regions"):
+        getattr(report, name).to_csv(out / f"what_it_reads_{name}.csv", index=False)
+    md = to_markdown(report)
+    with open(out / "audit.md", "a") as f:
+        f.write("\n### What does the model read? Shortcut probes (thresholds in docs/results.md)\n\n" + md)
+    return md
+
+
+def _audit_figures(model, card, test, masks, maps_by_method, out: Path, target_layer) -> None:
+    """Per method a gallery of its maps; the error galleries (false positives / negatives) of Grad-CAM."""
+    from ..explain.metrics.audit import error_galleries
+    from ..explain.overlay import gallery
+    from ..pipeline import save_figure
+    for name, (idx, maps) in maps_by_method.items():
+        k = idx[:12]
+        fig = gallery(test.images[k], maps[:12], [test.manifest.path[i].split("/")[-1][:22] for i in k],
+                      None if masks is None else masks[k], suptitle=f"{name}: top 5% of heat")
+        save_figure(fig, out / "methods" / f"{name}.png")
+    for name, fig in error_galleries(model, card.backbone, test, masks, target_layer=target_layer,
+                                     class_names=card.class_names).items():
+        save_figure(fig, out / "galleries" / f"{name}.png")
+
+
+def _where_it_looks(model, card, test, out: Path, target_layer) -> str:
+    """Share of Grad-CAM's top-5% heat per region by predicted class → regions.csv, mean_maps.png, audit.md."""
+    from ..explain.metrics.shortcut import where_it_looks
+    from ..pipeline import save_figure
+    regions, fig = where_it_looks(model, card.backbone, test, card.class_names, target_layer=target_layer)
+    regions.to_csv(out / "regions.csv", index=False)
+    save_figure(fig, out / "mean_maps.png")
+    regions_md = regions.to_markdown(index=False, floatfmt=".3f")
+    with open(out / "audit.md", "a") as f:
+        f.write("\n### Where the model looks: share of Grad-CAM's top-5% heat per region, by predicted class "
+                "(share_of_image = what a random map gets)\n\n" + regions_md + "\n")
+    return regions_md
+
+
+def _shortcut_audit(args):
+    from ..data.confounders import check_degree
+    from ..studies import run_shortcut_audit
+    degrees = [check_degree(d) for d in args.degree]
+    data, model, train, cam = configs_from_args(args, *base_configs(args))
+    methods = tuple(args.methods or ("gradcam", "hirescam", "gradcam++", "fused", "integrated_gradients", "smoothgrad"))
+    out = Path(args.out or args.results_dir)      # results-dir: where the trained models' own results go too
+    results = run_shortcut_audit(data, model, train, cam, args.confounder, degrees, methods, out,
+                                 Path(args.weights_dir) / "confounders", args.copy_dir, args.n_images)
+    from ..explain.metrics.shortcut import to_markdown
+    print(to_markdown(results))
+    print(f"planted-shortcut audit → {out}/confounder_<kind>/confounder_audit.md, .csv, gallery_*.png")
+
+
+def cmd_segment(args):
+    import matplotlib
+    matplotlib.use("Agg")
+    from ..config import write_json_atomic
+    from ..models.segment import SegmentConfig
+    from ..pipeline import save_figure
+    from ..studies import segmentation_stage
+    res = segmentation_stage(args.weights_dir, args.data_dir, SegmentConfig(epochs=args.epochs, seed=args.seed))
+    out = Path(args.out)
+    write_json_atomic(res["scores"], out / "segmentation.json")
+    save_figure(res["figure"], out / "segmentation.png")
+    print(json.dumps(res["scores"], indent=2))
+    print(f"segmentation → {out}/segmentation.json, segmentation.png")
