@@ -163,13 +163,26 @@ def atomic_path(path: str | Path):
         tmp.unlink(missing_ok=True)
 
 
-def write_json_atomic(obj, path: str | Path) -> Path:
-    """Write ``obj`` as JSON through ``atomic_path`` (creating the folder), so a crash never leaves a half-written
-    file."""
+def write_text_atomic(text: str, path: str | Path) -> Path:
+    """Write ``text`` through ``atomic_path`` (creating the folder), so a crash never leaves a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2))
+        tmp.write_text(text)
+    return path
+
+
+def write_json_atomic(obj, path: str | Path) -> Path:
+    """``obj`` as indented JSON through ``write_text_atomic``."""
+    return write_text_atomic(json.dumps(obj, indent=2), path)
+
+
+def write_csv_atomic(frame, path: str | Path) -> Path:
+    """A pandas DataFrame as CSV (no index) through ``atomic_path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
     return path
 
 

@@ -8,7 +8,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import CamConfig, DataConfig, ModelConfig, TrainConfig, write_json_atomic
+from .config import (
+    CamConfig,
+    DataConfig,
+    ModelConfig,
+    TrainConfig,
+    write_csv_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 from .data import ImageSet, limit_train, load_images, require_splits, to_model_input
 from .data.confounders import check_degree, contaminate, get_confounder, negative_class
 from .explain.metrics.shortcut import ShortcutResult, gallery, shortcut_audit, write_tables
@@ -177,8 +185,8 @@ def compare_backbones(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: T
     table = pd.DataFrame(rows)
     out = Path(results_dir)
     out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "compare.csv", index=False)
-    (out / "compare.md").write_text(table.to_markdown(index=False, floatfmt=".3f") + "\n")
+    write_csv_atomic(table, out / "compare.csv")
+    write_text_atomic(table.to_markdown(index=False, floatfmt=".3f") + "\n", out / "compare.md")
     print(table.to_markdown(index=False, floatfmt=".3f"))
     return table
 

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..config import CamConfig
+from ..config import CamConfig, write_csv_atomic
 from ..models import ModelFolder
 from ..tasks import get_task
 from .configs import base_configs, configs_from_args
@@ -151,7 +151,7 @@ def cmd_audit(args):
                                   f"({args.weights_dir}); data: {args.data_dir} test split\n\n" + md)
     for key in ("localization", "faithfulness", "sanity"):
         if result[key] is not None:
-            result[key].to_csv(out / f"audit_{key}.csv", index=False)
+            write_csv_atomic(result[key], out / f"audit_{key}.csv")
     _audit_figures(model, card, test, masks, result["maps"], out, args.target_layer)
     regions_md = _where_it_looks(model, card, test, out, args.target_layer)
     print(md + "\n" + regions_md)
@@ -170,7 +170,7 @@ def _what_it_reads(model, card, test, manifest, out: Path, weights_dir, seed: in
     report = what_the_model_reads(predict, test.images, test.labels, 1, card.threshold,
                                   data_baseline(manifest, seed=seed))
     for name in ("verdict", "width", "regions"):
-        getattr(report, name).to_csv(out / f"what_it_reads_{name}.csv", index=False)
+        write_csv_atomic(getattr(report, name), out / f"what_it_reads_{name}.csv")
     md = to_markdown(report)
     with open(out / "audit.md", "a") as f:
         f.write("\n### What does the model read? Shortcut probes (thresholds in docs/results.md)\n\n" + md)
@@ -197,7 +197,7 @@ def _where_it_looks(model, card, test, out: Path, target_layer) -> str:
     from ..explain.metrics.shortcut import where_it_looks
     from ..pipeline import save_figure
     regions, fig = where_it_looks(model, card.backbone, test, card.class_names, target_layer=target_layer)
-    regions.to_csv(out / "regions.csv", index=False)
+    write_csv_atomic(regions, out / "regions.csv")
     save_figure(fig, out / "mean_maps.png")
     regions_md = regions.to_markdown(index=False, floatfmt=".3f")
     with open(out / "audit.md", "a") as f:

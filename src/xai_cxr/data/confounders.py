@@ -16,6 +16,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from ..config import write_csv_atomic
+
 FRAME = 320                     # the geometry below is in pixels of a 320×320 frame
 TAG_TEXT = "CXR-ROOM1"
 NEGATIVE_NAMES = ("normal", "negative", "no_finding", "no_lesion")
@@ -146,7 +148,7 @@ def contaminate(manifest: pd.DataFrame, src_root: str | Path, dst_root: str | Pa
             shutil.copy2(mask, dst_root / Path(mask).relative_to(src_root))
         rows.append({"path": str(dst), "split": row.split, "label": row.label, "confounded": confounded})
     out = pd.DataFrame(rows)
-    out.to_csv(dst_root / "confounders.csv", index=False)
+    write_csv_atomic(out, dst_root / "confounders.csv")
     return out
 
 

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from .. import CLASS_NAMES
+from ..config import write_json_atomic
 
 
 @dataclass(frozen=True)
@@ -134,5 +135,5 @@ def write_phantom_dataset(root: str | Path, cfg: PhantomConfig = PhantomConfig()
                 name = _name(label, patient, i % 2, rng)
                 cv2.imwrite(str(folder / name), img)
                 cv2.imwrite(str(folder / name.replace(".png", "_mask.png")), lesion.astype(np.uint8) * 255)
-    stamp.write_text(json.dumps(asdict(cfg), indent=2))
+    write_json_atomic(asdict(cfg), stamp)
     return root

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import atomic_path
+from ..config import atomic_path, write_json_atomic
 from ..data import encode_labels, label_array, make_dataset
 from . import BACKBONES, backbone_layers, backbone_of
 
@@ -96,8 +96,8 @@ def disk_features(model, layer_name: str, images: np.ndarray, preprocess, cache_
             raise OSError(f"needs {feats.nbytes / 2**20:.0f} MiB, {free / 2**20:.0f} MiB free")
         with atomic_path(path) as tmp:
             np.save(tmp, feats)
-        meta_path.write_text(json.dumps({"key": key, "layer": layer_name, "shape": list(feats.shape),
-                                         "dtype": np.dtype(dtype).str}))
+        write_json_atomic({"key": key, "layer": layer_name, "shape": list(feats.shape),
+                           "dtype": np.dtype(dtype).str}, meta_path)
         return np.load(path, mmap_mode="r")
     except OSError as exc:
         print(f"feature cache: cannot write to {cache_dir} ({exc}); keeping the features in memory for this "

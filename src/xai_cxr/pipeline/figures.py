@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import CamConfig, DataConfig
+from ..config import CamConfig, DataConfig, atomic_path
 from ..data import ImageSet, to_model_input
 from ..models import BACKBONES, backbone_of
 from ..models.predict import predict_images
@@ -63,6 +63,7 @@ def save_figure(fig, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import atomic_path, write_json_atomic, write_text_atomic
 from ..models import ModelFolder
 from ..tasks import get_task
 
@@ -123,7 +124,8 @@ def export(weights_dir: str | Path, fmt: str, out_dir: str | Path, films: np.nda
         raise ExportError(f"the {fmt} export of {weights_dir} gives probabilities up to {diff:.2e} away from the "
                           f"Keras model's (tolerance {PARITY_ATOL:g}); nothing was kept. Report it with your "
                           "TensorFlow / Keras / onnxruntime versions")
-    np.savez_compressed(out / "parity_films.npz", films=films, probabilities=expected)
+    with atomic_path(out / "parity_films.npz") as tmp:
+        np.savez_compressed(tmp, films=films, probabilities=expected)
     card.save(out)
     ood = saved.detector()
     summary = {"format": fmt, "file": FORMATS[fmt], "sha256": _sha256(target), "size_bytes": _size_bytes(target),
@@ -139,8 +141,8 @@ def export(weights_dir: str | Path, fmt: str, out_dir: str | Path, films: np.nda
                                                "the package (xai_cxr.serve.inference.Predictor: it also refers films) "
                                                "for it"
                if ood else "none was fitted for this model"}
-    (out / "export.json").write_text(json.dumps(summary, indent=2))
-    (out / "README.md").write_text(_readme(summary, card))
+    write_json_atomic(summary, out / "export.json")
+    write_text_atomic(_readme(summary, card), out / "README.md")
     return summary
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ...config import write_csv_atomic, write_text_atomic
 from ...data import ImageSet, to_model_input
 from ...data.confounders import apply, confounder_sensitivity, get_confounder, ncc, negative_class
 from .faithfulness import centre_bias_maps, random_maps
@@ -220,9 +221,9 @@ def write_tables(results: list[ShortcutResult], folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     table = pd.concat([r.table.assign(confounder=r.summary["confounder"], degree=r.summary["degree"],
                                       flips=r.summary["flips"]) for r in results], ignore_index=True)
-    table.to_csv(folder / "confounder_audit.csv", index=False)
-    pd.DataFrame([r.summary for r in results]).to_csv(folder / "confounder_runs.csv", index=False)
-    (folder / "confounder_audit.md").write_text("# Planted-shortcut audit\n\n" + to_markdown(results))
+    write_csv_atomic(table, folder / "confounder_audit.csv")
+    write_csv_atomic(pd.DataFrame([r.summary for r in results]), folder / "confounder_runs.csv")
+    write_text_atomic("# Planted-shortcut audit\n\n" + to_markdown(results), folder / "confounder_audit.md")
 
 
 # Named regions of a frontal chest film, as (rows, cols) in fractions of the image: where markers, the heart and the
