@@ -91,5 +91,9 @@ def configs_from_args(args, data: DataConfig, model: ModelConfig, train: TrainCo
     if getattr(args, "population_age", None) is None and data.population_age is None:
         data = replace(data, population_age=default_population(root, data.class_names))
     model = replace(configs["model"], allow_download=not args.no_download)
-    cam = CamConfig(method=args.cam, target_layer=args.target_layer, top_fraction=args.top_fraction)
-    return data, model, configs["train"], cam
+    return data, model, configs["train"], cam_config_from_args(args)
+
+
+def cam_config_from_args(args) -> CamConfig:
+    """The CAM flags (--cam, --target-layer, --top-fraction) as a CamConfig."""
+    return CamConfig(method=args.cam, target_layer=args.target_layer, top_fraction=args.top_fraction)

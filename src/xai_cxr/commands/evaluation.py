@@ -6,10 +6,10 @@ import json
 import sys
 from pathlib import Path
 
-from ..config import CamConfig, write_csv_atomic
+from ..config import write_csv_atomic
 from ..models import ModelFolder
 from ..tasks import get_task
-from .configs import base_configs, configs_from_args
+from .configs import base_configs, cam_config_from_args, configs_from_args
 from .serving import _dicom_references, _write_dicom_overlay
 
 
@@ -86,7 +86,7 @@ def cmd_explain(args):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if grays:
-        cam = CamConfig(method=args.cam, target_layer=args.target_layer, top_fraction=args.top_fraction)
+        cam = cam_config_from_args(args)
         heats, _, _ = explain_images(model, np.stack(grays), spec.preprocess, cam, card.target_layer)
         preds = predictor.predict(np.stack(grays), mc=True, age_outside=ages)
         rows = []
