@@ -12,8 +12,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .attribution import BlurIntegratedGradients, IntegratedGradients, LimeSuperpixels, ShapPartition, SmoothGrad
-from .cam import EigenCAM, FusedCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM
-from .targets import ClassLogit, ClassProbability
+from .cam import (
+    AblationCAM,
+    ContrastiveGradCAM,
+    EigenCAM,
+    FusedCAM,
+    GradCAM,
+    GradCAMPlusPlus,
+    HiResCAM,
+    LayerCAM,
+    ScoreCAM,
+)
+from .perturbation import RISE, BlurOcclusion, Occlusion
+from .targets import ClassLogit, ClassProbability, ContrastiveLogit
 
 
 @dataclass(frozen=True)
@@ -38,6 +49,7 @@ class ExplainerSpec:
 
 
 LOGIT, PROBABILITY = ClassLogit.description, ClassProbability.description      # what is explained (targets.py)
+CONTRAST = ContrastiveLogit.description
 EXPLAINERS: dict[str, ExplainerSpec] = {
     "gradcam": ExplainerSpec(GradCAM, True, "fast", LOGIT),
     "gradcam++": ExplainerSpec(GradCAMPlusPlus, True, "fast", LOGIT),
@@ -46,11 +58,16 @@ EXPLAINERS: dict[str, ExplainerSpec] = {
     "scorecam": ExplainerSpec(ScoreCAM, False, "slow", PROBABILITY),
     "eigencam": ExplainerSpec(EigenCAM, False, "fast", "none: the activations' first principal component"),
     "fused": ExplainerSpec(FusedCAM, True, "fast", LOGIT, layers="fusion"),
+    "ablationcam": ExplainerSpec(AblationCAM, False, "slow", LOGIT, audited_by_default=False),
+    "contrastive": ExplainerSpec(ContrastiveGradCAM, True, "fast", CONTRAST),
     "integrated_gradients": ExplainerSpec(IntegratedGradients, True, "slow", LOGIT, "input", False),
     "integrated_gradients_blur": ExplainerSpec(BlurIntegratedGradients, True, "slow", LOGIT, "input", False),
     "smoothgrad": ExplainerSpec(SmoothGrad, True, "slow", LOGIT, "input", False),
     "lime": ExplainerSpec(LimeSuperpixels, False, "slow", PROBABILITY, "input", False),
     "shap": ExplainerSpec(ShapPartition, False, "slow", PROBABILITY, "input", False),
+    "occlusion": ExplainerSpec(Occlusion, False, "slow", PROBABILITY, "input", False),
+    "occlusion_blur": ExplainerSpec(BlurOcclusion, False, "slow", PROBABILITY, "input", False),
+    "rise": ExplainerSpec(RISE, False, "slow", PROBABILITY, "input", False),
 }
 
 

@@ -7,6 +7,8 @@ the (B,) score whose gradient or change is explained:
 
 - ``ClassLogit`` (default): the class's logit; for a multi-label (sigmoid) model, the logit of one finding.
 - ``ClassProbability``: the class's probability after the head's softmax/sigmoid (what LIME and SHAP explain).
+- ``ContrastiveLogit``: the class's logit minus the mean logit of the other classes (evidence for it *against*
+  the others).
 
 ``predicted_class`` is the one place where "no target given → the predicted class" is decided.
 """
@@ -66,3 +68,15 @@ class ClassProbability:
         proba = tf.sigmoid(logits) if activation == "sigmoid" else \
             tf.nn.softmax(logits) if activation == "softmax" else logits
         return tf.gather(proba, targets, axis=1, batch_dims=1)
+
+
+class ContrastiveLogit:
+    """Score = the target's logit minus the mean of the other classes' logits (two classes: z_t − z_other)."""
+    description = "class logit minus the other classes' mean logit"
+
+    def __call__(self, logits, targets, activation: str | None = None):
+        import tensorflow as tf
+        k = tf.cast(tf.shape(logits)[1], logits.dtype)
+        picked = tf.gather(logits, targets, axis=1, batch_dims=1)
+        others = (tf.reduce_sum(logits, axis=1) - picked) / tf.maximum(k - 1, 1)
+        return picked - others
