@@ -7,8 +7,8 @@ import pytest
 from conftest import build_tiny
 from test_cam import numpy_conv_relu
 
-from xai_cxr.explain.registry import EXPLAINERS, make_explainer
 from xai_cxr.explain.perturbation import RISE, BlurOcclusion, Occlusion
+from xai_cxr.explain.registry import EXPLAINERS, make_explainer
 
 SIZE = 32
 BOX = (slice(6, 14), slice(18, 26))            # rows, cols of the region the box models read
