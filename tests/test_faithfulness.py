@@ -4,9 +4,11 @@ import pytest
 from conftest import build_tiny
 
 from xai_cxr.explain.metrics.faithfulness import (
+    NEIGHBOURS,
     centre_bias_maps,
     curve_auc,
     deletion_insertion,
+    noisy_linear_impute,
     perturbation_stack,
     random_maps,
     road,
@@ -58,6 +60,56 @@ def test_deletion_of_the_evidence_beats_a_random_map():
     morf = road(predict, gray, perfect, [1], fractions=(0.0625,), order="morf")
     lerf = road(predict, gray, perfect, [1], fractions=(0.0625,), order="lerf")
     assert morf[0, 0] < lerf[0, 0]
+
+
+def test_noisy_linear_imputation_of_one_pixel_is_the_weighted_mean_of_its_neighbours():
+    gray = np.arange(9, dtype=float).reshape(3, 3) * 10
+    removed = np.zeros((3, 3), bool)
+    removed[1, 1] = True
+    direct = gray[0, 1] + gray[2, 1] + gray[1, 0] + gray[1, 2]
+    diagonal = gray[0, 0] + gray[0, 2] + gray[2, 0] + gray[2, 2]
+    got = noisy_linear_impute(gray, removed, noise=0.0)
+    assert got[1, 1] == pytest.approx(direct / 6 + diagonal / 12)        # the weights sum to 1 inside
+    np.testing.assert_array_equal(got[~removed], gray[~removed])
+
+
+def test_noisy_linear_imputation_of_two_neighbours_and_an_edge_pixel_by_hand():
+    """Two removed neighbours a, b inside a 3 × 4 film: a = A + b/6, b = B + a/6 (A, B: their known neighbours'
+    weighted sums) ⇒ a = (A + B/6) / (1 − 1/36). A corner pixel: the weighted mean of the 3 neighbours it has."""
+    rng = np.random.default_rng(0)
+    gray = rng.integers(0, 255, (3, 4)).astype(float)
+    removed = np.zeros((3, 4), bool)
+    removed[1, 1] = removed[1, 2] = True
+
+    def known(r, c):
+        return sum(wt * gray[r + dr, c + dc] for dr, dc, wt in NEIGHBOURS
+                   if 0 <= r + dr < 3 and 0 <= c + dc < 4 and not removed[r + dr, c + dc])
+    a_known, b_known = known(1, 1), known(1, 2)
+    a = (a_known + b_known / 6) / (1 - 1 / 36)
+    b = b_known + a / 6
+    got = noisy_linear_impute(gray, removed, noise=0.0)
+    assert got[1, 1] == pytest.approx(a) and got[1, 2] == pytest.approx(b)
+    corner = np.zeros((3, 4), bool)
+    corner[0, 0] = True
+    expected = (gray[0, 1] / 6 + gray[1, 0] / 6 + gray[1, 1] / 12) / (1 / 6 + 1 / 6 + 1 / 12)
+    assert noisy_linear_impute(gray, corner, noise=0.0)[0, 0] == pytest.approx(expected)
+
+
+def test_road_most_relevant_first_on_a_perfect_map_falls_below_a_random_map():
+    yy, xx = np.mgrid[0:32, 0:32]
+    square = (yy >= 8) & (yy < 16) & (xx >= 8) & (xx < 16)
+
+    def predict(stack):
+        p = stack[:, square].mean(1) / 255.0
+        return np.stack([1 - p, p], 1)
+
+    gray = np.where(square, 255, 40).astype(np.uint8)[None]
+    perfect = square.astype(float)[None] + 0.01 * np.random.default_rng(0).random((1, 32, 32))
+    fractions = (0.0625, 0.125, 0.25)
+    morf_perfect = road(predict, gray, perfect, [1], fractions, order="morf")
+    morf_random = road(predict, gray, random_maps(1, (32, 32), seed=3), [1], fractions, order="morf")
+    assert morf_perfect.mean() < 0.5 * morf_random.mean()
+    assert morf_perfect[0, 0] < 0.3                                     # the square filled from its dark border
 
 
 def test_centre_bias_peaks_in_the_middle():

@@ -48,3 +48,23 @@ def iou_dice(heats: np.ndarray, masks: np.ndarray, threshold: float = 0.5) -> tu
     union = (pred | masks).sum(axis=(1, 2))
     total = pred.sum(axis=(1, 2)) + masks.sum(axis=(1, 2))
     return inter / np.maximum(union, 1), 2 * inter / np.maximum(total, 1)
+
+
+def relevance_mass(heats: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Per image: the share of the map's total (non-negative) heat inside the mask (Arras et al. 2022, relevance
+    mass accuracy)."""
+    heats = np.maximum(np.asarray(heats, np.float64), 0)
+    masks = np.asarray(masks, bool)
+    inside = (heats * masks).sum(axis=(1, 2))
+    return inside / np.maximum(heats.sum(axis=(1, 2)), 1e-12)
+
+
+def relevance_rank(heats: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Per image: of the K hottest pixels, K = the mask's size, the share inside the mask (Arras et al. 2022,
+    relevance rank accuracy). Ties are broken by pixel order."""
+    out = []
+    for heat, mask in zip(np.asarray(heats), np.asarray(masks, bool)):
+        k = int(mask.sum())
+        top = np.argsort(-heat.ravel(), kind="stable")[:k]
+        out.append(mask.ravel()[top].sum() / max(k, 1))
+    return np.array(out)
