@@ -71,7 +71,7 @@ if ON_PHANTOMS:       # no Kaggle data: the demo's phantoms at 128 px, its model
     data_cfg, model_cfg, train_cfg, note = demo_configs(None, seed=SEED)
 else:
     root, found = find_data_root(DATA_DIR)
-    note = (found or f"data: {root}") + f"\nrecipe: {recipe_path(RECIPE)}"
+    note = (found or f"data: {root}") + f"\\nrecipe: {recipe_path(RECIPE)}"
     data_cfg, model_cfg, train_cfg, _ = load_recipe(RECIPE, root, seed=SEED)
 if VALIDATION:
     data_cfg = replace(data_cfg, validation=VALIDATION)
