@@ -193,3 +193,25 @@ def test_lesson_says_when_the_run_cannot_tell_and_names_false_alarms():
     assert "uses the tag (97 of 100" in used and "0.86-0.86" in used and "CANNOT" not in used
     reacting = lesson([_result(0.0, 30, {"gradcam": 0.5})])          # the clean model reacts: no control
     assert "no false-alarm control" in reacting and "ALARM" not in reacting
+
+
+@pytest.mark.slow
+def test_a_wedge_on_every_pneumonia_film_is_found_by_occlusion_where_gradcam_misses_it(tmp_path):
+    """The absence case on phantoms: a black wedge on every PNEUMONIA training film; on the flip set the
+    occlusion map (patches filled with the film's mean) puts most of the wedge in its top 10%, Grad-CAM no more
+    than a random map. (Measured 2026-11-30: occlusion 0.67, Grad-CAM 0.12, random 0.13; the issue's 0.8 is not
+    reached, see docs/results.md.)"""
+    from xai_cxr.cli import main
+    from xai_cxr.data.phantom import PhantomConfig, write_phantom_dataset
+    root = write_phantom_dataset(tmp_path / "ph", PhantomConfig(image_size=64, n_train=100, n_test=30))
+    assert main(["audit", "--confounder", "obstruction", "--degree", "1", "--data-dir", str(root),
+                 "--backbone", "cxr-small", "--weights", "none", "--image-size", "64", "--epochs1", "10",
+                 "--batch-size", "16", "--methods", "gradcam", "occlusion", "--n-images", "20",
+                 "--weights-dir", str(tmp_path / "w"), "--results-dir", str(tmp_path / "r"),
+                 "--copy-dir", str(tmp_path / "copies")]) == 0
+    runs = pd.read_csv(tmp_path / "r" / "confounder_obstruction" / "confounder_runs.csv").set_index("degree")
+    table = pd.read_csv(tmp_path / "r" / "confounder_obstruction" / "confounder_audit.csv").set_index("method")
+    assert runs.loc[1.0, "flips"] >= 5
+    occlusion, gradcam = table.loc["occlusion", "sensitivity_top10"], table.loc["gradcam", "sensitivity_top10"]
+    assert occlusion >= 0.5 and occlusion > table.loc["random", "sensitivity_top10"] + 0.3
+    assert gradcam < occlusion - 0.3

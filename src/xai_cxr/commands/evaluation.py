@@ -155,6 +155,7 @@ def cmd_audit(args):
     _audit_figures(model, card, test, masks, result["maps"], out, args.target_layer)
     regions_md = _where_it_looks(model, card, test, out, args.target_layer)
     print(md + "\n" + regions_md)
+    _print_recommendation(out / "audit.md")
     if get_task(card.task).operating_point_applies(card.class_names):            # two classes: the probes apply
         print(_what_it_reads(model, card, test, df, out, args.weights_dir, args.seed))
     print(f"audit → {out}/audit.md, audit_*.csv, regions.csv, mean_maps.png, methods/*.png, galleries/*.png, "
@@ -211,12 +212,14 @@ def _shortcut_audit(args):
     from ..studies import run_shortcut_audit
     degrees = [check_degree(d) for d in args.degree]
     data, model, train, cam = configs_from_args(args, *base_configs(args))
-    methods = tuple(args.methods or ("gradcam", "hirescam", "gradcam++", "fused", "integrated_gradients", "smoothgrad"))
+    from ..explain.recommend import recommended_methods
+    methods = tuple(args.methods or dict.fromkeys(["gradcam", "fused", *recommended_methods()]))
     out = Path(args.out or args.results_dir)      # results-dir: where the trained models' own results go too
     results = run_shortcut_audit(data, model, train, cam, args.confounder, degrees, methods, out,
                                  Path(args.weights_dir) / "confounders", args.copy_dir, args.n_images)
     from ..explain.metrics.shortcut import to_markdown
     print(to_markdown(results))
+    _print_recommendation(out / "recommendation.md")
     print(f"planted-shortcut audit → {out}/confounder_<kind>/confounder_audit.md, .csv, gallery_*.png")
 
 
@@ -233,3 +236,12 @@ def cmd_segment(args):
     save_figure(res["figure"], out / "segmentation.png")
     print(json.dumps(res["scores"], indent=2))
     print(f"segmentation → {out}/segmentation.json, segmentation.png")
+
+
+def _print_recommendation(path: Path) -> None:
+    """Which explainer to trust for which kind of shortcut (the measured table), printed and written to ``path``."""
+    from ..explain.recommend import to_markdown
+    text = "### Which explainer to trust for which shortcut\n\n" + to_markdown()
+    print("\n" + text)
+    with open(path, "a") as f:
+        f.write("\n" + text)
