@@ -7,7 +7,10 @@ Two phases, so explainers can be added without retraining:
 
     python benchmarks/shortcut_protocol.py train  --out benchmarks/runs/shortcut_protocol
     python benchmarks/shortcut_protocol.py audit  --out benchmarks/runs/shortcut_protocol \
-        --methods gradcam fused occlusion rise ablationcam contrastive lime shap --n-images 30
+        --methods gradcam contrastive ablationcam fused occlusion --n-images 20
+    python benchmarks/shortcut_protocol.py audit  --out benchmarks/runs/shortcut_protocol --n-images 20 \
+        --methods rise occlusion_blur lime shap gradcam++ smoothgrad \
+        --only clean_000_s42 tag_050_s42 hyperintensities_050_s42 obstruction_050_s42   # the costly ones
     python benchmarks/shortcut_protocol.py table  --out benchmarks/runs/shortcut_protocol   # → JSON + markdown
 
 The model: the ``cxr-res`` recipe file (AdamW, warm-up + cosine, width jitter, CLAHE, patient holdout, last
@@ -88,6 +91,8 @@ def audit(args) -> None:
     test = None
     for tag, kind, degree, seed in runs():
         folder = args.out / "weights" / tag
+        if args.only and tag not in args.only:
+            continue
         if not (folder / "done").is_file():
             print(f"{tag}: not trained yet", file=sys.stderr)
             continue
@@ -219,6 +224,7 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", type=Path, default=DATA)
     p.add_argument("--methods", nargs="+", default=["gradcam"])
     p.add_argument("--n-images", type=int, default=30)
+    p.add_argument("--only", nargs="*", default=None, help="audit only these runs, e.g. clean_000_s42 tag_050_s42")
     args = p.parse_args(argv)
     if not args.data_dir.is_dir():
         sys.exit(f"no Kermany copy at {args.data_dir} (see ../shared/data/README.md)")
