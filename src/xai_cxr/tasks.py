@@ -29,6 +29,7 @@ class Task:
     help: str
     activation: str = "softmax"         # the output layer's activation (models.build_model's ``activation``)
     unit: str = "class"                 # what an output is called in messages: "class" | "label"
+    classes_from: str = "fixed"         # what --classes names: "folders" (or 'auto'), "columns" of a CSV, "fixed"
 
     def scan(self, root: str | Path, class_names=None, seed: int = 42, labels_csv: str | None = None):
         """The manifest (one row per image: path, split, label, label_idx, patient_id, mask_path)."""
@@ -178,10 +179,11 @@ def _looks_like_mask_layout(root: Path) -> bool:
 
 
 TASKS: dict[str, Task] = {t.name: t for t in (
-    FolderTask("binary", ("NORMAL", "PNEUMONIA"), "NORMAL/PNEUMONIA folders (default; --classes for others)"),
+    FolderTask("binary", ("NORMAL", "PNEUMONIA"), "NORMAL/PNEUMONIA folders (default; --classes for others)",
+               classes_from="folders"),
     SubtypeTask("subtype", _scan.SUBTYPE_CLASSES, "NORMAL/BACTERIA/VIRUS from Kermany file names"),
     MultiLabelTask("multilabel", _scan.NIH_FINDINGS, "NIH ChestX-ray14 CSV of findings (--labels-csv)",
-                   activation="sigmoid", unit="label"),
+                   activation="sigmoid", unit="label", classes_from="columns"),
     MaskTask("mask", _scan.MASK_CLASSES, "<case>/<name> + <name>_mask files, no split folders (LGG brain MRI)"),
 )}
 

@@ -45,14 +45,14 @@ def _set(config, path: str, value):
 
 def class_names_from_args(args, task_name: str) -> tuple[str, ...] | None:
     """--classes (folder names; 'auto' = the sub-folders of train/) where the task reads class folders
-    (binary) or a CSV's columns (multilabel); None when not given."""
+    (``Task.classes_from``: "folders") or a CSV's columns ("columns"); None when not given."""
     from ..data import detect_classes
     task = TASKS[task_name]
     if not args.classes:
         return None
-    if task_name not in ("binary", "multilabel"):
+    if task.classes_from == "fixed":
         raise ValueError(f"--classes does not apply to --task {task_name} (its classes are {task.class_names})")
-    if args.classes == "auto" and task_name == "binary":
+    if args.classes == "auto" and task.classes_from == "folders":
         return detect_classes(args.data_dir)
     return tuple(c.strip() for c in args.classes.split(",") if c.strip())
 
