@@ -42,9 +42,9 @@ def test_curve_auc_is_trapezoid_on_unit_interval():
     assert curve_auc(np.array([1.0, 0.0, 0.0])) == pytest.approx(0.25)
 
 
-def test_deletion_of_the_evidence_beats_a_random_map():
-    """A 'model' whose class-1 probability is the mean brightness of a known square: deleting that square
-    first (the perfect map) must lower the deletion AUC far below a random map's."""
+def square_model():
+    """A 'model' whose class-1 probability is the mean brightness of a known 8 × 8 square of a 32 × 32 film: its
+    predict function, the film (square bright on dark) and the perfect map (the square, a little noise)."""
     yy, xx = np.mgrid[0:32, 0:32]
     square = (yy >= 8) & (yy < 16) & (xx >= 8) & (xx < 16)
 
@@ -53,7 +53,13 @@ def test_deletion_of_the_evidence_beats_a_random_map():
         return np.stack([1 - p, p], 1)
 
     gray = np.where(square, 255, 40).astype(np.uint8)[None]
-    perfect = square.astype(float)[None] + 0.01 * np.random.default_rng(0).random((1, 32, 32))
+    return predict, gray, square.astype(float)[None] + 0.01 * np.random.default_rng(0).random((1, 32, 32))
+
+
+def test_deletion_of_the_evidence_beats_a_random_map():
+    """A 'model' whose class-1 probability is the mean brightness of a known square: deleting that square
+    first (the perfect map) must lower the deletion AUC far below a random map's."""
+    predict, gray, perfect = square_model()
     d_perfect, i_perfect = deletion_insertion(predict, gray, perfect, [1], steps=16, baseline="mean")
     d_rand, i_rand = deletion_insertion(predict, gray, random_maps(1, (32, 32)), [1], steps=16, baseline="mean")
     assert d_perfect[0] < 0.5 * d_rand[0] and i_perfect[0] > i_rand[0]
@@ -96,15 +102,7 @@ def test_noisy_linear_imputation_of_two_neighbours_and_an_edge_pixel_by_hand():
 
 
 def test_road_most_relevant_first_on_a_perfect_map_falls_below_a_random_map():
-    yy, xx = np.mgrid[0:32, 0:32]
-    square = (yy >= 8) & (yy < 16) & (xx >= 8) & (xx < 16)
-
-    def predict(stack):
-        p = stack[:, square].mean(1) / 255.0
-        return np.stack([1 - p, p], 1)
-
-    gray = np.where(square, 255, 40).astype(np.uint8)[None]
-    perfect = square.astype(float)[None] + 0.01 * np.random.default_rng(0).random((1, 32, 32))
+    predict, gray, perfect = square_model()
     fractions = (0.0625, 0.125, 0.25)
     morf_perfect = road(predict, gray, perfect, [1], fractions, order="morf")
     morf_random = road(predict, gray, random_maps(1, (32, 32), seed=3), [1], fractions, order="morf")
