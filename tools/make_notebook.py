@@ -333,7 +333,7 @@ shortcut = run_shortcut_audit(small_data, ModelConfig(backbone="cxr-small", weig
                               "sample_results/shortcut", "saved_weights/shortcut", "shortcut_copies",
                               n_images=20, quiet=True)
 print(lesson(shortcut))
-Markdown(to_markdown(shortcut) + "\n\n#### Which explainer to trust for which shortcut\n\n" + recommendation_markdown())"""),
+Markdown(to_markdown(shortcut) + "\\n\\n#### Which explainer to trust for which shortcut\\n\\n" + recommendation_markdown())"""),
     md("""## 6c. When not to trust the model
 
 Kermany's films are children aged 1–5 from one hospital in Guangzhou. Show the model an adult's film from another
