@@ -179,7 +179,7 @@ def recommend(df) -> dict:
     for kind in KINDS:
         part = df[(df.confounder == kind) & (df.seed == 42)]
         control = part[part.degree == 0]
-        clean_reacts = bool(len(control)) and (control.iloc[0].flips / max(control.iloc[0].negatives, 1) > 0.05)
+        clean_reacts = bool(len(control) and control.iloc[0].flips / max(control.iloc[0].negatives, 1) > 0.05)
         rows = []
         for method, m in part.groupby("method"):
             pos = m[m.degree > 0]

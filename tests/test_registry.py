@@ -31,11 +31,13 @@ def test_layers_come_from_the_backbone_or_the_card():
     assert layers_for("gradcam", "ensemble") == ("out_relu", "relu")       # an ensemble's members, fused
     assert layers_for("hirescam", "vgg19", "block4_conv4") == ("block4_conv4",)
     with pytest.raises(ValueError, match="choose from"):
-        get_spec("occlusion")
+        get_spec("no-such-map")
 
 
 def test_registry_filters_pick_the_fast_maps_and_the_default_audit():
     # the CAMs cost one forward and backward pass; Score-CAM one forward per channel, attributions many passes
-    assert explainer_names(fast_only=True) == ["gradcam", "gradcam++", "hirescam", "layercam", "eigencam", "fused"]
+    assert explainer_names(fast_only=True) == ["gradcam", "gradcam++", "hirescam", "layercam", "eigencam", "fused",
+                                               "contrastive"]
+    # Ablation-CAM reruns the network after the target layer once per channel: slow on VGG19, not audited by default
     assert explainer_names(audited_by_default=True) == ["gradcam", "gradcam++", "hirescam", "layercam", "scorecam",
-                                                        "eigencam", "fused"]
+                                                        "eigencam", "fused", "contrastive"]

@@ -5,7 +5,8 @@ images, tf.data batches, phantoms, confounders); ``tasks`` (what a model is aske
 weights, the classifier, a saved model's folder, training, calibration, the out-of-distribution detector, the
 referral rule); ``explain`` (CAMs, attributions, maps that see absences, overlays, their metrics, the measured
 recommendation); ``serve`` (the predictor, API, app, report, export); on top ``evaluate``, ``recipes``,
-``pipeline`` and ``studies``, ``flags``, ``commands`` and ``cli`` (``xai-cxr``). The README's "Layout" names every module.
+``pipeline`` and ``studies``, ``flags``, ``commands`` and ``cli`` (``xai-cxr``). The README's "Layout" names every
+module.
 Importing the package has no side effects: TensorFlow is imported only by the modules that need it.
 """
 
