@@ -134,7 +134,7 @@ def cells(df):
             for degree in (0.0, *DEGREES):
                 r = m[(m.degree == degree) & (m.seed == 42)]
                 if not len(r):
-                    row[f"{round(degree * 100)}%"] = "—"
+                    row[f"{round(degree * 100)}%" if degree else "0% (control)"] = "—"
                     continue
                 r = r.iloc[0]
                 if degree == 0:
