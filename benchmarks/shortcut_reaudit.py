@@ -20,9 +20,10 @@ def main(argv=None):
     p.add_argument("--n-images", type=int, default=40)
     p.add_argument("--merge", default=None, help="the run's results dir, whose tables the new rows join")
     args = p.parse_args(argv)
-    from xai_cxr.data import load_images, scan_task
+    from xai_cxr.data import load_images
     from xai_cxr.explain.metrics.shortcut import read_tables, shortcut_audit, to_markdown, write_tables
     from xai_cxr.models import load_trained_model
+    from xai_cxr.tasks import get_task
     run = Path(args.run_dir)
     results = []
     kinds = ("tag", "hyperintensities", "obstruction")
@@ -31,7 +32,7 @@ def main(argv=None):
         if args.only and tag not in args.only:
             continue
         model, card = load_trained_model(folder)
-        df = scan_task(run / args.copies / tag / "chest_xray", card.class_names)
+        df = get_task(card.task).scan(run / args.copies / tag / "chest_xray", card.class_names, card.seed)
         test = load_images(df[df.split == "test"], card.image_size, progress=False)
         kind, degree = tag.rsplit("_", 1)
         for k in (kinds if kind == "clean" else (kind,)):
