@@ -13,7 +13,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from ..config import CamConfig, DataConfig, ModelConfig, TrainConfig, from_json
+from ..config import CONFIG_CLASSES, CamConfig, DataConfig, ModelConfig, TrainConfig, merged
 
 RECIPES_DIR = Path(__file__).resolve().parent
 
@@ -41,7 +41,7 @@ def load_recipe(recipe: str | Path, root: str | Path | None = None, seed: int | 
     path = recipe_path(recipe)
     try:
         raw = json.loads(path.read_text())
-        configs = from_json(json.dumps({k: v for k, v in raw.items() if k != "about"}))
+        configs = {name: merged(cls(), raw[name]) for name, cls in CONFIG_CLASSES.items() if name in raw}
     except (ValueError, TypeError) as exc:
         raise ValueError(f"recipe {path}: {exc}") from exc
     data = configs.get("DataConfig", DataConfig())
