@@ -11,7 +11,8 @@ import io
 import numpy as np
 
 from .cam.base import normalize_maps
-from .targets import ClassLogit, ClassProbability, as_targets, head_logits, output_head, predicted_class
+from .perturbation import BlackBoxExplainer
+from .targets import ClassLogit, as_targets, head_logits, output_head, predicted_class
 
 
 class _InputGradients:
@@ -126,26 +127,13 @@ def superpixels(x: np.ndarray, n_segments: int = 50) -> np.ndarray:
     return slic(g, n_segments=n_segments, compactness=0.1, channel_axis=None, start_label=0)
 
 
-class _Perturbation:
-    """Shared part of the black-box explainers: predicted-class targets, batched probabilities, normalising."""
-
-    target_layer = "input"
-    target = ClassProbability()                     # what they explain: they see probabilities only
+class _Perturbation(BlackBoxExplainer):
+    """Shared part of the superpixel explainers: the number of samples and superpixels and the seed."""
 
     def __init__(self, model, target_layer: str | None = None, batch_size: int = 32, n_samples: int = 300,
                  n_segments: int = 50, seed: int = 42):
-        self.model, self.batch_size, self.n_samples = model, batch_size, n_samples
-        self.n_segments, self.seed = n_segments, seed
-
-    def _proba(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.model.predict(np.asarray(x, np.float32), batch_size=self.batch_size, verbose=0))
-
-    def __call__(self, images, targets=None) -> np.ndarray:
-        images = np.asarray(images, np.float32)
-        targets = np.asarray(predicted_class(self._proba(images))) if targets is None else \
-            as_targets(targets, len(images))
-        maps = np.stack([self.explain_one(x, int(t)) for x, t in zip(images, targets)])
-        return normalize_maps(np.maximum(maps, 0)).astype(np.float32)
+        super().__init__(model, target_layer, batch_size)
+        self.n_samples, self.n_segments, self.seed = n_samples, n_segments, seed
 
 
 class LimeSuperpixels(_Perturbation):

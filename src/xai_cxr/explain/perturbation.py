@@ -33,8 +33,9 @@ def fill_values(x: np.ndarray, fill: str) -> np.ndarray:
     raise ValueError(f"fill must be 'mean' or 'blur', got {fill!r}")
 
 
-class _Removal:
-    """Shared part: targets (the predicted class when none are given), batched probabilities, normalising."""
+class BlackBoxExplainer:
+    """Shared part of every explainer that sees only the model's probabilities (occlusion, RISE, LIME, SHAP):
+    targets (the predicted class when none are given), batched probabilities, positive evidence normalised."""
 
     target_layer = "input"
     target = ClassProbability()
@@ -44,6 +45,7 @@ class _Removal:
 
     def _proba(self, x: np.ndarray) -> np.ndarray:
         import tensorflow as tf
+        x = np.asarray(x, np.float32)
         return np.concatenate([np.asarray(self.model(tf.constant(x[s:s + self.batch_size]), training=False))
                                for s in range(0, len(x), self.batch_size)])
 
@@ -56,7 +58,7 @@ class _Removal:
         return normalize_maps(np.maximum(maps, 0)).astype(np.float32)
 
 
-class Occlusion(_Removal):
+class Occlusion(BlackBoxExplainer):
     """A ``patch``-fraction square (default 1/8 of the side) slid with ``stride`` (1/16 of the side) and filled with
     ``fill``; value of a pixel = mean over covering patches of p(target | film) − p(target | patched film)."""
 
@@ -89,7 +91,7 @@ class Occlusion(_Removal):
         return total / np.maximum(count, 1)
 
 
-class RISE(_Removal):
+class RISE(BlackBoxExplainer):
     """``n_masks`` random masks: a ``grid`` × ``grid`` grid of cells kept with probability ``keep``, upsampled
     bilinearly with a random shift (the paper's construction), seeded; removed pixels take ``fill``. Value of a
     pixel = Σ_i p_i M_i / (n · keep), p_i = p(target | film ⊙ M_i + fill ⊙ (1 − M_i))."""
