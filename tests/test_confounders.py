@@ -199,7 +199,7 @@ def test_lesson_says_when_the_run_cannot_tell_and_names_false_alarms():
 def test_a_wedge_on_every_pneumonia_film_is_found_by_occlusion_where_gradcam_misses_it(tmp_path):
     """The absence case on phantoms: a black wedge on every PNEUMONIA training film; on the flip set the
     occlusion map (patches filled with the film's mean) puts most of the wedge in its top 10%, Grad-CAM no more
-    than a random map. (Measured 2026-11-30: occlusion 0.67, Grad-CAM 0.12, random 0.13; the issue's 0.8 is not
+    than a random map. (Measured 2026-11-30: occlusion 0.67, Grad-CAM 0.12, random 0.13; the protocol's 0.8 is not
     reached, see docs/results.md.)"""
     from xai_cxr.cli import main
     from xai_cxr.data.phantom import PhantomConfig, write_phantom_dataset

@@ -128,7 +128,7 @@ def superpixels(x: np.ndarray, n_segments: int = 50) -> np.ndarray:
 
 
 class _Perturbation(BlackBoxExplainer):
-    """Shared part of the superpixel explainers: the number of samples and superpixels and the seed."""
+    """Shared part of the superpixel explainers: samples, superpixels and random seed."""
 
     def __init__(self, model, target_layer: str | None = None, batch_size: int = 32, n_samples: int = 300,
                  n_segments: int = 50, seed: int = 42):
