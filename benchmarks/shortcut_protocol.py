@@ -3,14 +3,13 @@ at 0 / 20 / 50 / 80 / 100% of the PNEUMONIA training films, a second seed for th
 the registry scored on the flip set (confounder sensitivity at top 10% — Sun et al.'s definition — and top 5%,
 NCC clean vs confounded, seconds per map) and on the degree-0 control (the false alarm).
 
-Two phases, so explainers can be added without retraining:
+Three phases (train, audit, table), so explainers can be added without retraining:
 
     python benchmarks/shortcut_protocol.py train  --out benchmarks/runs/shortcut_protocol
-    python benchmarks/shortcut_protocol.py audit  --out benchmarks/runs/shortcut_protocol \
-        --methods gradcam contrastive ablationcam fused occlusion --n-images 20
     python benchmarks/shortcut_protocol.py audit  --out benchmarks/runs/shortcut_protocol --n-images 20 \
-        --methods rise occlusion_blur lime shap gradcam++ smoothgrad \
-        --only clean_000_s42 tag_050_s42 hyperintensities_050_s42 obstruction_050_s42   # the costly ones
+        --methods gradcam contrastive ablationcam fused occlusion gradcam++ smoothgrad lime occlusion_blur
+    python benchmarks/shortcut_protocol.py audit  --out benchmarks/runs/shortcut_protocol --n-images 10 \
+        --methods rise shap                                        # the costliest two, on fewer films
     python benchmarks/shortcut_protocol.py table  --out benchmarks/runs/shortcut_protocol   # → JSON + markdown
 
 The model: the ``cxr-res`` recipe file (AdamW, warm-up + cosine, width jitter, CLAHE, patient holdout, last
