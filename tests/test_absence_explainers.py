@@ -72,6 +72,30 @@ def test_occlusion_windows_cover_the_whole_film_edge_to_edge():
     assert starts[0] == 0 and starts[-1] == SIZE - 4 and np.all(np.diff(starts) == 2)
 
 
+def test_rise_of_a_model_that_ignores_the_film_is_flat():
+    """A constant model: keeping a pixel never changes p, so no pixel may stand out. (Σ p M / (n · keep) would
+    draw the density pattern of the shared masks instead.)"""
+    import keras
+    inp = keras.Input((SIZE, SIZE, 3))
+    model = keras.Model(inp, keras.layers.Dense(2, activation="softmax", kernel_initializer="zeros",
+                                                bias_initializer=keras.initializers.Constant([0.0, 1.0]))(
+        keras.layers.GlobalAveragePooling2D()(inp)))
+    heat = RISE(model, n_masks=100).explain_one(film(1.0)[0], 1)
+    np.testing.assert_allclose(heat, 0.0, atol=1e-6)
+
+
+def test_rise_equals_the_conditional_expectation_over_its_masks():
+    """Against a direct loop: for each pixel, mean p over the masked copies weighted by the mask, minus mean p."""
+    model, x = box_model(+1.0, 0.8), film(1.0)
+    rise = RISE(model, n_masks=40)
+    masks = rise.masks(SIZE, SIZE)
+    fill = x[0].mean()
+    p = np.array([model(x * m[None, ..., None] + fill * (1 - m[None, ..., None])).numpy()[0, 1] for m in masks])
+    expected = np.array([[np.sum(p * masks[:, i, j]) / np.sum(masks[:, i, j]) - p.mean() for j in range(SIZE)]
+                         for i in range(SIZE)])
+    np.testing.assert_allclose(rise.explain_one(x[0], 1), expected, atol=1e-5)
+
+
 def test_rise_masks_are_seeded_and_keep_about_half_the_film():
     a, b = RISE(None, seed=3, n_masks=50).masks(SIZE, SIZE), RISE(None, seed=3, n_masks=50).masks(SIZE, SIZE)
     np.testing.assert_array_equal(a, b)

@@ -94,7 +94,10 @@ class Occlusion(BlackBoxExplainer):
 class RISE(BlackBoxExplainer):
     """``n_masks`` random masks: a ``grid`` × ``grid`` grid of cells kept with probability ``keep``, upsampled
     bilinearly with a random shift (the paper's construction), seeded; removed pixels take ``fill``. Value of a
-    pixel = Σ_i p_i M_i / (n · keep), p_i = p(target | film ⊙ M_i + fill ⊙ (1 − M_i))."""
+    pixel = E[p | the pixel kept] − E[p] = Σ_i (p_i − p̄) M_i / Σ_i M_i, p_i = p(target | film ⊙ M_i + fill ⊙
+    (1 − M_i)): the paper's conditional expectation with the masks' own sum as normaliser (not n · keep) and the
+    mean probability taken off. Without both, a finite set of masks — the same for every film — adds p̄ × its own
+    density pattern to every map, and where p hardly moves that pattern is all the map shows."""
 
     def __init__(self, model, target_layer=None, batch_size: int = 64, n_masks: int = 500, grid: int = 8,
                  keep: float = 0.5, fill: str = "mean", seed: int = 0):
@@ -122,12 +125,10 @@ class RISE(BlackBoxExplainer):
         h, w = x.shape[:2]
         masks = self.masks(h, w)
         fill = fill_values(x, self.fill)
-        total = np.zeros((h, w))
-        for s in range(0, len(masks), 256):            # bounded memory: 256 masked copies at a time
-            m = masks[s:s + 256, ..., None]
-            p = self._proba(x[None] * m + fill[None] * (1 - m))[:, target]
-            total += np.tensordot(p, masks[s:s + 256], axes=1)
-        return total / (len(masks) * self.keep)
+        p = np.concatenate([self._proba(x[None] * m + fill[None] * (1 - m))[:, target]
+                            for m in (masks[s:s + 256, ..., None]          # bounded memory: 256 copies at a time
+                                      for s in range(0, len(masks), 256))]).astype(np.float64)
+        return np.tensordot(p - p.mean(), masks, axes=1) / np.maximum(masks.sum(axis=0), 1e-6)
 
 
 class BlurOcclusion(Occlusion):
