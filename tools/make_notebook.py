@@ -331,7 +331,7 @@ print("explainers run:", ", ".join(methods), "(the measured recommendation, and 
 shortcut = run_shortcut_audit(small_data, ModelConfig(backbone="cxr-small", weights="none"), small_train,
                               CamConfig(n_samples=4), ["tag"], [0.0, 1.0], methods,
                               "sample_results/shortcut", "saved_weights/shortcut", "shortcut_copies",
-                              n_images=20, quiet=True)
+                              n_images=10, quiet=True)   # 10 films: LIME and SHAP take seconds a map
 print(lesson(shortcut))
 Markdown(to_markdown(shortcut) + "\\n\\n#### Which explainer to trust for which shortcut\\n\\n" + recommendation_markdown())"""),
     md("""## 6c. When not to trust the model
