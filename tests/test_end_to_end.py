@@ -295,6 +295,7 @@ def test_cli_compare_ensemble_against_its_members(phantom_root, tmp_path):
     assert (tmp_path / "r" / "compare" / "ensemble" / "sample_results.png").is_file()
 
 
+@pytest.mark.slow
 def test_mask_layout_like_lgg_brain_mri_trains_and_audits_against_masks(tmp_path):
     """<case>/<name>.tif with <name>_mask.tif beside it (RGB TIFF slices), no split folders."""
     import pandas as pd
@@ -327,6 +328,7 @@ def test_mask_layout_like_lgg_brain_mri_trains_and_audits_against_masks(tmp_path
     assert (loc.pointing_game * loc.n_images).round(6).apply(float.is_integer).all()   # hits out of n images
 
 
+@pytest.mark.slow
 def test_colour_data_set_stays_in_colour_through_training_explain_and_faithfulness(tmp_path):
     """Two classes that differ only in hue (same gray value): the pipeline must keep RGB all the way."""
     from xai_cxr.cli import main
@@ -361,6 +363,7 @@ def test_colour_data_set_stays_in_colour_through_training_explain_and_faithfulne
     assert overlays and cv2.imread(str(overlays[0])).std() > 5
 
 
+@pytest.mark.slow
 def test_cli_evaluate_streams_across_the_chunk_boundary_like_the_in_memory_path(trained, tmp_path):
     """300 test films > one 256-image chunk: the CLI's streamed metrics equal the in-memory evaluation."""
     from xai_cxr.cli import main

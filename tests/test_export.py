@@ -38,7 +38,7 @@ def _keras_calibrated(folder, films):
     return e / e.sum(1, keepdims=True)
 
 
-@pytest.mark.parametrize("backbone", ["cxr-small", "cxr-res", "vgg19"])
+@pytest.mark.parametrize("backbone", ["cxr-small", "cxr-res", pytest.param("vgg19", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("fmt", ["savedmodel", "onnx"])
 def test_export_round_trip_gives_the_keras_calibrated_probabilities(tmp_path, backbone, fmt):
     if fmt == "onnx":

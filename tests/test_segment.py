@@ -35,6 +35,7 @@ def test_unet_shapes_and_size_check():
         build_unet(36)
 
 
+@pytest.mark.slow
 def test_unet_learns_phantom_lesions_dice_rises():
     images, masks = _phantoms(64)
     test_images, test_masks = _phantoms(16, seed=9)
