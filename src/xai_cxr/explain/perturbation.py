@@ -125,9 +125,9 @@ class RISE(BlackBoxExplainer):
         h, w = x.shape[:2]
         masks = self.masks(h, w)
         fill = fill_values(x, self.fill)
-        p = np.concatenate([self._proba(x[None] * m + fill[None] * (1 - m))[:, target]
-                            for m in (masks[s:s + 256, ..., None]          # bounded memory: 256 copies at a time
-                                      for s in range(0, len(masks), 256))]).astype(np.float64)
+        chunks = (masks[s:s + 256, ..., None] for s in range(0, len(masks), 256))   # bounded memory
+        p = np.concatenate([self._proba(x[None] * m + fill[None] * (1 - m))[:, target] for m in chunks])
+        p = p.astype(np.float64)
         return np.tensordot(p - p.mean(), masks, axes=1) / np.maximum(masks.sum(axis=0), 1e-6)
 
 
