@@ -137,3 +137,21 @@ def test_the_new_explainers_are_registry_entries_that_say_what_they_explain():
         spec = EXPLAINERS[name]
         assert spec.uses_gradients == (name == "contrastive")
     assert EXPLAINERS["contrastive"].explains.startswith("class logit minus")
+
+
+def test_recommended_explainers_whose_packages_are_missing_are_skipped_with_a_warning(tmp_path, monkeypatch):
+    """A base install (no `app` extra) has neither LIME nor SHAP: the recommendation must not hand them to the
+    notebook or the confounder audit, and must say what to install."""
+    import json
+    import sys
+
+    from xai_cxr.explain import recommend
+    table = {"confounders": {k: {"recommended": {"method": m}} for k, m in
+                             (("tag", "shap"), ("hyperintensities", "contrastive"), ("obstruction", "lime"))}}
+    (tmp_path / "rec.json").write_text(json.dumps(table))
+    monkeypatch.setattr(recommend, "RECOMMENDATION", tmp_path / "rec.json")
+    assert recommend.recommended_methods() == ["shap", "contrastive", "lime"]     # all installed here
+    monkeypatch.setitem(sys.modules, "lime", None)                                # as if not installed
+    monkeypatch.setitem(sys.modules, "shap", None)
+    with pytest.warns(UserWarning, match=r"'shap' needs shap.*\.\[app\]"):
+        assert recommend.recommended_methods() == ["contrastive"]

@@ -4,6 +4,7 @@ read by ``xai-cxr audit``, the docs and the notebook's section 6b."""
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 RECOMMENDATION = Path(__file__).with_name("recommendation.json")
@@ -17,13 +18,20 @@ def recommendation() -> dict | None:
 
 
 def recommended_methods() -> list[str]:
-    """The explainers the table recommends, one per kind of shortcut, in order, without repeats; Grad-CAM when
-    there is no table."""
+    """The explainers the table recommends, one per kind of shortcut, in order, without repeats, leaving out (with
+    a warning that names the extra to install) those whose optional packages are missing; Grad-CAM when there is
+    no table or nothing is left."""
+    from .registry import missing_packages
     rec = recommendation()
     if rec is None:
         return ["gradcam"]
-    names = [v["recommended"]["method"] for v in rec["confounders"].values() if v.get("recommended")]
-    return list(dict.fromkeys(names)) or ["gradcam"]
+    names = list(dict.fromkeys(v["recommended"]["method"] for v in rec["confounders"].values()
+                               if v.get("recommended")))
+    for name in names:
+        if missing := missing_packages(name):
+            warnings.warn(f"the recommended explainer {name!r} needs {', '.join(missing)}, not installed: skipped "
+                          "(pip install -e '.[app]' to run it)", stacklevel=2)
+    return [n for n in names if not missing_packages(n)] or ["gradcam"]
 
 
 def to_markdown(rec: dict | None = None) -> str:

@@ -35,6 +35,7 @@ class ExplainerSpec:
     explains: str            # the score a map explains
     layers: str = "target"   # which layers it reads: "target" (the backbone's CAM layer), "fusion", "input"
     audited_by_default: bool = True   # in `xai-cxr audit` when no --methods are given
+    packages: tuple[str, ...] = ()    # optional packages it imports (the `app` extra), checked by `missing_packages`
 
     def build(self, model, layers: tuple[str, ...] = (), batch_size: int | None = None):
         """The explainer on ``model``; ``layers`` as ``layers_for`` gives them; ``batch_size`` None = the class's."""
@@ -63,8 +64,8 @@ EXPLAINERS: dict[str, ExplainerSpec] = {
     "integrated_gradients": ExplainerSpec(IntegratedGradients, True, "slow", LOGIT, "input", False),
     "integrated_gradients_blur": ExplainerSpec(BlurIntegratedGradients, True, "slow", LOGIT, "input", False),
     "smoothgrad": ExplainerSpec(SmoothGrad, True, "slow", LOGIT, "input", False),
-    "lime": ExplainerSpec(LimeSuperpixels, False, "slow", PROBABILITY, "input", False),
-    "shap": ExplainerSpec(ShapPartition, False, "slow", PROBABILITY, "input", False),
+    "lime": ExplainerSpec(LimeSuperpixels, False, "slow", PROBABILITY, "input", False, ("lime", "skimage")),
+    "shap": ExplainerSpec(ShapPartition, False, "slow", PROBABILITY, "input", False, ("shap",)),
     "occlusion": ExplainerSpec(Occlusion, False, "slow", PROBABILITY, "input", False),
     "occlusion_blur": ExplainerSpec(BlurOcclusion, False, "slow", PROBABILITY, "input", False),
     "rise": ExplainerSpec(RISE, False, "slow", PROBABILITY, "input", False),
@@ -98,6 +99,12 @@ def layers_for(name: str, backbone: str, target_layer: str | tuple[str, ...] | N
         return tuple(bb.fusion_layers)
     layer = target_layer or bb.target_layer
     return tuple(layer.split("+")) if isinstance(layer, str) else tuple(layer)
+
+
+def missing_packages(name: str) -> list[str]:
+    """The optional packages explainer ``name`` needs that are not installed (empty when it can run)."""
+    import importlib.util
+    return [p for p in get_spec(name).packages if importlib.util.find_spec(p) is None]
 
 
 def make_explainer(name: str, model, backbone: str, target_layer=None, batch_size: int | None = None):
