@@ -155,3 +155,13 @@ def test_recommended_explainers_whose_packages_are_missing_are_skipped_with_a_wa
     monkeypatch.setitem(sys.modules, "shap", None)
     with pytest.warns(UserWarning, match=r"'shap' needs shap.*\.\[app\]"):
         assert recommend.recommended_methods() == ["contrastive"]
+
+
+def test_audit_stops_before_any_work_when_a_requested_explainer_lacks_its_package(tmp_path, monkeypatch):
+    import sys
+
+    from xai_cxr.cli import main
+    monkeypatch.setitem(sys.modules, "shap", None)
+    with pytest.raises(SystemExit, match=r"--methods shap needs shap, not installed: pip install -e '\.\[app\]'"):
+        main(["audit", "--methods", "gradcam", "shap", "--weights-dir", str(tmp_path / "none"),
+              "--data-dir", str(tmp_path / "none")])

@@ -117,6 +117,10 @@ def cmd_audit(args):
     import matplotlib
     matplotlib.use("Agg")
     given = [k for k, v in args.training_defaults.items() if getattr(args, k) != v]
+    from ..explain.registry import missing_packages
+    if absent := {m: missing_packages(m) for m in args.methods or () if missing_packages(m)}:
+        sys.exit("error: " + "; ".join(f"--methods {m} needs {', '.join(pk)}" for m, pk in absent.items())
+                 + ", not installed: pip install -e '.[app]'")
     if args.confounder:
         if args.label_randomization:
             sys.exit("error: --label-randomization audits a saved model; it does not combine with --confounder")
