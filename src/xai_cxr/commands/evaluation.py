@@ -118,7 +118,7 @@ def cmd_audit(args):
     matplotlib.use("Agg")
     given = [k for k, v in args.training_defaults.items() if getattr(args, k) != v]
     from ..explain.registry import missing_packages
-    if absent := {m: missing_packages(m) for m in args.methods or () if missing_packages(m)}:
+    if absent := {m: pk for m in args.methods or () if (pk := missing_packages(m))}:
         sys.exit("error: " + "; ".join(f"--methods {m} needs {', '.join(pk)}" for m, pk in absent.items())
                  + ", not installed: pip install -e '.[app]'")
     if args.confounder:

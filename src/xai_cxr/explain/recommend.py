@@ -27,11 +27,12 @@ def recommended_methods() -> list[str]:
         return ["gradcam"]
     names = list(dict.fromkeys(v["recommended"]["method"] for v in rec["confounders"].values()
                                if v.get("recommended")))
-    for name in names:
-        if missing := missing_packages(name):
-            warnings.warn(f"the recommended explainer {name!r} needs {', '.join(missing)}, not installed: skipped "
+    missing = {name: missing_packages(name) for name in names}
+    for name, packages in missing.items():
+        if packages:
+            warnings.warn(f"the recommended explainer {name!r} needs {', '.join(packages)}, not installed: skipped "
                           "(pip install -e '.[app]' to run it)", stacklevel=2)
-    return [n for n in names if not missing_packages(n)] or ["gradcam"]
+    return [name for name in names if not missing[name]] or ["gradcam"]
 
 
 def to_markdown(rec: dict | None = None) -> str:
