@@ -385,17 +385,13 @@ plot_ood_scores({k: score(v) for k, v in film_sets.items()}, detector.threshold)
 Other explainers side by side (Grad-CAM++, HiResCAM, Integrated Gradients, SmoothGrad, and LIME / SHAP when the
 optional packages are installed: `pip install -e ".[app]"`), the three-class task NORMAL / BACTERIA / VIRUS,
 a U-Net where lesion masks exist, and a one-file HTML report of a prediction."""),
-    code("""def missing_packages(*names):
-    import importlib.util
-    return [n for n in names if importlib.util.find_spec(n) is None]
-
-if RUN_EXTRAS:
-    from xai_cxr.explain.registry import EXPLAINERS, make_explainer
+    code("""if RUN_EXTRAS:
+    from xai_cxr.explain.registry import EXPLAINERS, make_explainer, missing_packages
     from xai_cxr.explain.overlay import red_overlay
     print("explainers in the registry:", ", ".join(f"{n} ({s.cost})" for n, s in EXPLAINERS.items()))
     explainers = {m: make_explainer(m, model, model_cfg.backbone)
                   for m in ("gradcam", "gradcam++", "hirescam", "integrated_gradients", "smoothgrad")}
-    absent = missing_packages("lime", "shap", "skimage")
+    absent = sorted({p for m in ("lime", "shap") for p in missing_packages(m)})   # the registry knows their packages
     if absent:
         print(f"LIME and SHAP skipped: {', '.join(absent)} not installed (pip install -e '.[app]')")
     else:
