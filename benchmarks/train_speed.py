@@ -83,7 +83,9 @@ def main(argv=None) -> int:
             for prec in args.precisions:
                 rows.append(measure(b, s, prec))
                 print(rows[-1], flush=True)
-    RESULTS.write_text(json.dumps({"date": dt.date.today().isoformat(), "cores": os.cpu_count(),
+    from xai_cxr.runtime import cpu_description
+    RESULTS.write_text(json.dumps({"date": dt.date.today().isoformat(), "machine": cpu_description(),
+                                   "cores": os.cpu_count(),
                                    "clock_ghz": clock_ghz(), "command": "python benchmarks/train_speed.py "
                                    + " ".join(argv or sys.argv[1:]), "runs": rows}, indent=2))
     return 0

@@ -94,3 +94,36 @@ def standin_keras_home(tmp_path_factory):
     path = home / "models" / "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
     kernel = write_standin_imagenet(path)
     return home, path, kernel
+
+
+# --- the quick suite's per-test time budget (tests/timing.py) -------------------------------------------------
+_durations: dict[str, float] = {}
+_over: dict[str, float] = {}
+_factor = [1.0]
+
+
+def pytest_runtest_logreport(report):
+    if "slow" not in report.keywords:
+        _durations[report.nodeid] = _durations.get(report.nodeid, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session, exitstatus):
+    import timing
+    budget = timing.budget_s()
+    if budget <= 0 or not timing.over_budget(_durations, budget, 1.0):
+        return
+    _factor[0] = timing.slowness()
+    _over.update(timing.over_budget(_durations, budget, _factor[0]))
+    if _over and session.exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _over:
+        import timing
+        terminalreporter.section("per-test time budget exceeded", red=True)
+        terminalreporter.write_line(
+            f"a test not marked slow must finish within {timing.budget_s():g} s × {_factor[0]:.2f} (this machine's "
+            "slowness against the reference CPU, tests/timing.py): make it cheaper or mark it slow")
+        for name, t in sorted(_over.items(), key=lambda kv: -kv[1]):
+            terminalreporter.write_line(f"  {t:6.1f} s  {name}")

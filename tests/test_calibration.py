@@ -93,3 +93,55 @@ def test_mc_dropout_samples_dropout_but_keeps_batchnorm_in_inference_mode():
     assert r["std"].max() > 0.01 and (r["entropy"] >= 0).all()
     plain = keras.Sequential([keras.Input((5,)), layers.Dense(2, activation="softmax")])
     assert mc_dropout_model(plain) is None
+
+
+def test_mc_dropout_runs_the_trunk_once_and_samples_only_the_head_with_unbiased_dropout():
+    import keras
+    from keras import layers
+
+    from xai_cxr.models.uncertainty import mc_dropout_model, mc_predict
+    rng = np.random.default_rng(0)
+    inp = keras.Input((5,))
+    h = layers.Dense(6, activation="relu", name="trunk_dense")(inp)
+    out = layers.Dense(2, name="linear_head")(layers.Dropout(0.5)(h))      # linear: E[output] = the plain output
+    model = keras.Model(inp, out)
+    model.set_weights([rng.normal(0, 1, w.shape).astype("float32") for w in model.get_weights()])
+    x = rng.normal(size=(3, 5)).astype("float32")
+    mc = mc_dropout_model(model)
+    w1, b1 = model.get_weights()[:2]
+    np.testing.assert_allclose(np.asarray(mc.trunk(x)), np.maximum(x @ w1 + b1, 0), rtol=1e-5, atol=1e-6)   # ends
+    # where dropout begins
+    passes = 4000
+    r = mc_predict(mc, x, passes=passes, activation="sigmoid")
+    plain = model.predict(x, verbose=0)
+    # inverted dropout at rate 0.5 keeps each unit with p = 0.5 and doubles it: the mean over passes is unbiased
+    w2 = model.get_weights()[2]
+    hidden = np.asarray(mc.trunk(x))
+    se = np.sqrt(((hidden[:, :, None] * w2[None]) ** 2).sum(1) / passes)  # sd of one pass = sqrt(Σ (h w)²)
+    assert (np.abs(r["mean"] - plain) < 4 * se + 1e-4).all()
+    assert (r["std"] > 0.1 * np.sqrt(passes) * se).all()                  # and the passes really differ
+
+
+def test_mc_dropout_samples_the_whole_network_when_the_graph_branches_after_a_dropout():
+    import keras
+    from keras import layers
+
+    from xai_cxr.models.uncertainty import mc_dropout_model, mc_predict
+    inp = keras.Input((4,))
+    d = layers.Dropout(0.0)(layers.Dense(4)(inp))
+    out = layers.Dense(2, activation="softmax")(layers.Add()([d, layers.Dense(4)(inp)]))
+    model = keras.Model(inp, out)
+    mc = mc_dropout_model(model)
+    assert mc.trunk is None
+    x = np.random.default_rng(1).normal(size=(5, 4)).astype("float32")
+    np.testing.assert_allclose(mc_predict(mc, x, passes=3)["mean"], model.predict(x, verbose=0), atol=1e-6)
+
+
+def test_the_classifier_is_split_at_its_head_so_a_film_costs_one_backbone_pass():
+    from xai_cxr.config import ModelConfig
+    from xai_cxr.models import build_model
+    from xai_cxr.models.uncertainty import mc_dropout_model
+    model = build_model(ModelConfig(backbone="cxr-small", weights="none"), 32)
+    mc = mc_dropout_model(model)
+    assert mc.trunk.output.shape[-1] == model.get_layer("head_gap").output.shape[-1]
+    assert [l.name for l in mc.head.layers[1:]] == [l.name for l in model.layers if l.name.startswith("head_")][1:]

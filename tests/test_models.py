@@ -328,3 +328,32 @@ def test_budget_replans_the_cosine_so_the_last_epoch_run_gets_the_floor_and_keep
     kept.load_weights(tmp_path / "model.weights.h5")
     for a, b in zip(kept.get_weights(), model.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("epoch_s, expected", [(6.0, 6), (30.0, 6), (70.0, 6), (84.0, 5), (150.0, 2)])
+def test_demo_recipe_keeps_its_epochs_on_ordinary_machines_and_ends_at_the_floor_on_slower_ones(epoch_s, expected,
+                                                                                                 monkeypatch):
+    """The demo's recipe on a fake clock: its 6 cosine epochs of ~6 s on the reference CPU all run on a machine 5×
+    or even 10× slower; slower still, the 7-minute budget re-plans the schedule so the last epoch run ends at the
+    floor of the cosine."""
+    import types
+
+    from xai_cxr.models import callbacks
+    from xai_cxr.models.schedule import BudgetPlanner
+    from xai_cxr.models.train import learning_rate
+    from xai_cxr.recipes import load_recipe
+    _, _, train, _ = load_recipe("demo-phantoms")
+    steps = 19                                                     # 300 phantoms in batches of 16
+    schedule = learning_rate(train.stage1, train, steps)
+    clock = [0.0]
+    monkeypatch.setattr(callbacks, "now", lambda: clock[0])
+    planner = BudgetPlanner(60 * train.budget_minutes, schedule, steps, train.stage1.epochs)
+    planner.set_model(types.SimpleNamespace(stop_training=False))
+    ran = 0
+    while ran < train.stage1.epochs and not planner.model.stop_training:
+        planner.on_epoch_begin(ran)
+        clock[0] += epoch_s
+        planner.on_epoch_end(ran)
+        ran += 1
+    assert ran == expected
+    assert float(schedule(ran * steps)) == 0.0 and float(schedule(ran * steps - 1)) > 0.0

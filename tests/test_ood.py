@@ -148,7 +148,10 @@ def test_synthetic_shifts_are_flagged_and_new_phantoms_of_the_training_kind_are_
     pred = small_phantom_model
     own = _phantoms(64, seed=99)
     flagged = lambda imgs: np.array([p.out_of_distribution for p in pred.predict(imgs, mc=False)])  # noqa: E731
-    assert flagged(own).mean() <= 0.15
+    # the threshold is the 97th percentile of 30 calibration films, so even for films exchangeable with them the
+    # share flagged varies by chance: over 60 films it exceeds 0.15 in 4.9% of draws and 0.25 in 0.4% (simulated with
+    # uniform scores), so 0.25 is the bound that tests the detector rather than the draw
+    assert flagged(own).mean() <= 0.25
     inverted = 255 - own
     yy, xx = np.mgrid[:64, :64]
     checker = (((yy // 4 + xx // 4) % 2) * 60).astype(np.int16)
@@ -203,3 +206,18 @@ def test_without_a_holdout_a_share_of_the_training_films_calibrates_and_new_film
     assert det.assess(det.image_values(model, new, pre)).flagged.mean() <= 0.10
     naive = fit_for_model(model, pre, train, labels, train, input_check=False)      # calibrated on its own fit
     assert naive.assess(naive.image_values(model, new, pre)).flagged.mean() >= 0.5
+
+
+def test_feature_models_take_the_image_tensor_keras_expects_without_a_structure_warning():
+    import warnings
+
+    from xai_cxr.config import ModelConfig
+    from xai_cxr.models import build_model
+    from xai_cxr.models.ood import branch_model, depth_layers
+    from xai_cxr.models.uncertainty import mc_dropout_model
+    model = build_model(ModelConfig(backbone="cxr-small", weights="none"), 32)
+    x = np.zeros((2, 32, 32, 3), np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                  # Keras warns once per call when given [image] for image
+        branch_model(model, depth_layers(model), 2)(x, training=False)
+        mc_dropout_model(model).trunk(x, training=False)

@@ -28,6 +28,30 @@ def quiet_tensorflow(verbose: bool = False):
     return tf
 
 
+def cpu_description(cpuinfo: str | None = None) -> dict:
+    """The CPU a time was measured on: model name, logical cores, and whether it has AVX-512 and AVX512-BF16 (the
+    instructions that make the same training 3-6× faster than on an AVX2-only CPU). ``cpuinfo``: the text of
+    /proc/cpuinfo (read when None; elsewhere only the model and cores are known)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = open("/proc/cpuinfo").read()
+        except OSError:
+            cpuinfo = ""
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
+                 platform.processor() or platform.machine())
+    flags = next((set(line.split(":", 1)[1].split()) for line in cpuinfo.splitlines() if line.startswith("flags")),
+                 set())
+    return {"cpu": model, "cores": os.cpu_count(), "avx512": "avx512f" in flags if flags else None,
+            "avx512_bf16": "avx512_bf16" in flags if flags else None}
+
+
+def cpu_line(desc: dict | None = None) -> str:
+    """``cpu_description`` in words: "Intel(R) Xeon(R) Processor, 2 cores, AVX-512"."""
+    d = desc or cpu_description()
+    simd = {True: "AVX-512", False: "no AVX-512", None: "AVX-512 unknown"}[d["avx512"]]
+    return f"{d['cpu']}, {d['cores']} cores, {simd}"
+
+
 def describe_devices() -> str:
     """What TensorFlow computes on, e.g. "GPU 0: NVIDIA H100 80GB HBM3 (CUDA)", "GPU 0: Apple Metal
     (tensorflow-metal)" or "CPU only: 2 cores"."""

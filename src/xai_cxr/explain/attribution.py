@@ -29,7 +29,7 @@ class _InputGradients:
         if head is None:
             self._logits = model
         else:
-            body = keras.Model(model.inputs, head.input)
+            body = keras.Model(model.input, head.input)
             self._logits = lambda x: head_logits(head, body(x, training=False))
         self._grad = tf.function(self._grad_fn, reduce_retracing=True)
 

@@ -52,7 +52,7 @@ def extract_features(model, layer_name: str, images: np.ndarray, preprocess, bat
     """Output of ``layer_name`` for uint8 gray ``images`` (N, h, w, c). float16 halves the memory but, measured
     on VGG19's block4_pool, moves stage-2 gradients by ~6% (ReLUs flip in block 5), so float32 is the default."""
     import keras
-    extractor = keras.Model(model.inputs, model.get_layer(layer_name).output)
+    extractor = keras.Model(model.input, model.get_layer(layer_name).output)
     ds = make_dataset(images, None, preprocess, batch_size=batch_size)
     return extractor.predict(ds, verbose=0).astype(dtype)
 

@@ -133,3 +133,21 @@ class NaNGuard(keras.callbacks.TerminateOnNaN):
             print(f"training stopped: the loss became {logs.get('loss')} at batch {batch}. Lower the "
                   "learning rate, check the input images (all-constant or corrupt), or run with --device cpu "
                   "to rule out a GPU/Metal numerical problem.")
+
+
+class EpochProgress(keras.callbacks.Callback):
+    """One line per epoch for a fit that is otherwise silent: ``what``, the epoch, its loss and the time left at
+    the mean epoch so far."""
+
+    def __init__(self, what: str, epochs: int):
+        super().__init__()
+        self.what, self.epochs = what, int(epochs)
+
+    def on_train_begin(self, logs=None):
+        self._t0 = now()
+
+    def on_epoch_end(self, epoch, logs=None):
+        spent = now() - self._t0
+        left = spent / (epoch + 1) * (self.epochs - epoch - 1)
+        print(f"{self.what}: epoch {epoch + 1}/{self.epochs}, loss {(logs or {}).get('loss', float('nan')):.4f}, "
+              f"{spent:.0f} s, ~{left:.0f} s left", flush=True)

@@ -86,12 +86,16 @@ class InputCheck:
 
 
 def fit_input_check(images: np.ndarray, seed: int = 42, epochs: int = EPOCHS, batch_size: int = 64,
-                    verbose: int = 0) -> InputCheck:
-    """Train the autoencoder on the training films (MSE, Adam 1e-3, a fixed number of epochs, seeded)."""
+                    progress: bool = False) -> InputCheck:
+    """Train the autoencoder on the training films (MSE, Adam 1e-3, a fixed number of epochs, seeded);
+    ``progress``: one line per epoch with the time left."""
     import keras
+
+    from .callbacks import EpochProgress
     x = to_input(images)
     keras.utils.set_random_seed(seed)              # here, not in the builder: loading a detector seeds nothing
     scorer, autoencoder = build_autoencoder()
     autoencoder.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
-    autoencoder.fit(x, x, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=verbose)
+    autoencoder.fit(x, x, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0,
+                    callbacks=[EpochProgress("input check (autoencoder)", epochs)] if progress else [])
     return InputCheck(scorer, autoencoder)

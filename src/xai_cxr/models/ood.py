@@ -136,10 +136,12 @@ class OODDetector:
                    float(z["threshold"]), float(z["quantile"]), str(z["calibrated_on"]), int(z["grid"]),
                    InputCheck.load(folder))
 
-    def image_values(self, model, images: np.ndarray, preprocess, net=None) -> dict[str, np.ndarray]:
+    def image_values(self, model, images: np.ndarray, preprocess, net=None,
+                     progress: str | None = None) -> dict[str, np.ndarray]:
         """Every branch's input for decoded images (``image_branch_values`` with this detector's settings);
-        ``net``: its ``branch_model`` when the caller keeps one."""
-        return image_branch_values(model, images, preprocess, self.layers, self.input_check, self.grid, net=net)
+        ``net``: its ``branch_model`` when the caller keeps one; ``progress``: a progress bar's label."""
+        return image_branch_values(model, images, preprocess, self.layers, self.input_check, self.grid, net=net,
+                                   progress=progress)
 
     def branch_model(self, model):
         """The Keras model that computes this detector's layer branches for ``model``."""
@@ -227,7 +229,7 @@ def branch_model(model, layers: tuple[str, ...], grid: int = 1):
     import keras
     outs = [model.get_layer(n).output for n in layers]
     outs = [grid_pool(o, grid, f"ood_pool_{i}") if len(o.shape) == 4 else o for i, o in enumerate(outs)]
-    return keras.Model(model.inputs, [*outs, _head_layer(model).input])
+    return keras.Model(model.input, [*outs, _head_layer(model).input])
 
 
 def logits_of(model, head_features: np.ndarray) -> np.ndarray:
@@ -254,13 +256,18 @@ def branch_values(model, net, layers: tuple[str, ...], x: np.ndarray, batch_size
 
 
 def image_branch_values(model, images: np.ndarray, preprocess, layers: tuple[str, ...], input_check=None,
-                        grid: int = 1, chunk: int = 256, net=None) -> dict[str, np.ndarray]:
+                        grid: int = 1, chunk: int = 256, net=None,
+                        progress: str | None = None) -> dict[str, np.ndarray]:
     """Branch inputs of decoded images (uint8, (N, S, S) or (N, S, S, 3)), ``chunk`` images at a time: memory
-    stays bounded by the pooled features, whatever N. ``net``: a ``branch_model`` already built."""
+    stays bounded by the pooled features, whatever N. ``net``: a ``branch_model`` already built; ``progress``: the
+    label of a progress bar (None = quiet)."""
+    from tqdm.auto import tqdm
+
     from ..data import to_model_input
     net = net or branch_model(model, layers, grid)
     parts = [branch_values(model, net, layers, to_model_input(images[s:s + chunk], preprocess).numpy())
-             for s in range(0, len(images), chunk)]
+             for s in tqdm(range(0, len(images), chunk), desc=progress, disable=progress is None, unit="chunk",
+                           leave=False)]
     out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
     if input_check is not None:
         out.update(input_check.branch_values(images))
@@ -270,13 +277,14 @@ def image_branch_values(model, images: np.ndarray, preprocess, layers: tuple[str
 def fit_for_model(model, preprocess, train_images, train_labels, calibration_images=None,
                   quantile: float = DEFAULT_QUANTILE, input_check: bool = True, seed: int = 42,
                   combine: tuple[str, ...] | None = None, grid: int = DEFAULT_GRID,
-                  calibration_share: float = 0.2) -> OODDetector:
+                  calibration_share: float = 0.2, progress: bool = False) -> OODDetector:
     """The detector of a trained model: Mahalanobis branches (and the input-level autoencoder, ``input_check``)
     fitted on the training films, every branch standardised and the threshold set on ``calibration_images``
     (in-distribution films the model did not train on). Without them, a seeded ``calibration_share`` of the
     training films is kept out of the detector's own fit and calibrates it ("train, held out of the detector"):
     scored against a fit that saw them, training films look closer than any new film, and the threshold would flag
-    ordinary new films by the dozen (measured: half of the demo's phantom test films)."""
+    ordinary new films by the dozen (measured: half of the demo's phantom test films). ``progress``: a line per
+    stage (the autoencoder's epochs, the features of the fit and calibration films)."""
     layers = depth_layers(model)
     fit_images, fit_labels, calibrated_on = train_images, np.asarray(train_labels), "holdout"
     if calibration_images is None:            # (a memory-mapped store stays mapped on the holdout path)
@@ -288,8 +296,11 @@ def fit_for_model(model, preprocess, train_images, train_labels, calibration_ima
     check = None
     if input_check:
         from .input_check import fit_input_check
-        check = fit_input_check(fit_images, seed=seed)
-    train = image_branch_values(model, fit_images, preprocess, layers, check, grid)
-    calib = image_branch_values(model, calibration_images, preprocess, layers, check, grid)
+        check = fit_input_check(fit_images, seed=seed, progress=progress)
+    say = (lambda what: what) if progress else (lambda what: None)  # noqa: E731
+    train = image_branch_values(model, fit_images, preprocess, layers, check, grid,
+                                progress=say(f"detector: features of {len(fit_images)} training films"))
+    calib = image_branch_values(model, calibration_images, preprocess, layers, check, grid,
+                                progress=say(f"detector: features of {len(calibration_images)} calibration films"))
     plain = (ENERGY_BRANCH, *(check.plain_branches if check else ()))
     return fit_detector(train, fit_labels, calib, plain, combine, quantile, calibrated_on, grid, check)

@@ -68,7 +68,7 @@ def apply_operating_point(rule: str, metrics: dict, prep: Prepared, data_cfg: Da
     return out
 
 
-def fit_out_of_distribution(model, prep: Prepared, weights_dir: Path, seed: int = 42) -> dict:
+def fit_out_of_distribution(model, prep: Prepared, weights_dir: Path, seed: int = 42, progress: bool = False) -> dict:
     """Fit the out-of-distribution detector (``models/ood.py``: Mahalanobis at several depths + the input-level
     autoencoder) on the training films, standardise it and set its threshold on the holdout (the training films
     when validation is the test split), save it beside the weights (the app, API, report, ``explain`` and
@@ -76,9 +76,10 @@ def fit_out_of_distribution(model, prep: Prepared, weights_dir: Path, seed: int 
     from ..models.ood import fit_for_model
     preprocess = BACKBONES[backbone_of(model)].preprocess
     det = fit_for_model(model, preprocess, prep.train.images, prep.train.labels,
-                        None if prep.val is prep.test else prep.val.images, seed=seed)
+                        None if prep.val is prep.test else prep.val.images, seed=seed, progress=progress)
     det.save(weights_dir)
-    flagged = det.assess(det.image_values(model, prep.test.images, preprocess)).flagged
+    flagged = det.assess(det.image_values(model, prep.test.images, preprocess,
+                                          progress="detector: test films" if progress else None)).flagged
     return {"score": "sum of z-scores of Mahalanobis distances at several depths + the input-level check",
             "branches": list(det.combine), "threshold": det.threshold, "quantile": det.quantile,
             "calibrated_on": det.calibrated_on,
@@ -97,4 +98,4 @@ def refit_out_of_distribution(weights_dir: str | Path, data_root: str | Path | N
         data_cfg = replace(data_cfg, root=str(data_root))
     model, _ = folder.load()
     prep = prepare_data(data_cfg, progress=progress)
-    return fit_out_of_distribution(model, prep, folder.path, data_cfg.seed), prep
+    return fit_out_of_distribution(model, prep, folder.path, data_cfg.seed, progress), prep

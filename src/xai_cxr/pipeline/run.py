@@ -22,6 +22,7 @@ def run(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, ca
     None = ``MirroredStrategy`` over all GPUs when several are visible, else the default."""
     from ..evaluate import plot_confusion, plot_roc
     from ..models.train import distribution_strategy, plot_history, seed_everything
+    from ..runtime import cpu_description
     t0 = time.time()
     weights_dir, results_dir = Path(weights_dir), Path(results_dir)
     model_cfg = resolve_model(model_cfg, data_cfg)                  # weights fetched before any image is decoded
@@ -49,7 +50,9 @@ def run(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, ca
     metrics.update(backbone=model_cfg.backbone, weights=model_cfg.weights, image_size=data_cfg.image_size,
                    validation=data_cfg.validation, validation_note=prep.validation_note,
                    training_minutes=training_minutes, budget_minutes=train_cfg.budget_minutes,
-                   epochs_run={stage: len(h.get("loss", [])) for stage, h in history.items()})
+                   epochs_run={stage: len(h.get("loss", [])) for stage, h in history.items()},
+                   epochs_planned={"stage1": train_cfg.stage1.epochs, "stage2": train_cfg.stage2.epochs},
+                   n_train_images=len(prep.train.images))
     metrics["calibration"], val_calibrated = calibrate(model, prep, data_cfg, proba, weights_dir, results_dir)
     if train_cfg.operating_point:
         metrics = apply_operating_point(train_cfg.operating_point, metrics, prep, data_cfg, val_calibrated, proba,
@@ -64,16 +67,35 @@ def run(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, ca
         save_figure(plot_confusion(metrics, data_cfg.class_names), results_dir / "confusion_matrix.png")
     save_figure(plot_roc(prep.test.labels, proba, data_cfg.class_names), results_dir / "roc_curve.png")
     metrics["wall_time_s"] = round(time.time() - t0, 1)
+    metrics["machine"] = cpu_description()
     write_json_atomic(metrics, results_dir / "metrics.json")
 
     print_summary(metrics, prep.skipped, weights_dir, results_dir)
     return {"model": model, "card": card, "metrics": metrics, "history": history, "prepared": prep}
 
 
+def training_line(metrics: dict) -> str:
+    """What training did, in one line: epochs per stage (and why fewer than planned), films, minutes."""
+    run, planned = metrics["epochs_run"], metrics.get("epochs_planned", {})
+    parts = [f"{stage} {n}" + (f" of {planned[stage]}" if planned.get(stage, n) > n else "")
+             for stage, n in run.items()]
+    line = (f"training: {', '.join(parts)} epochs on {metrics.get('n_train_images', '?')} films in "
+            f"{metrics['training_minutes']:.1f} min")
+    if any(planned.get(stage, n) > n for stage, n in run.items()):
+        line += " — fewer epochs than planned: early stopping"
+        if metrics.get("budget_minutes"):
+            line += (f" or the {metrics['budget_minutes']:g}-minute budget on this machine (the log above says "
+                     "which; a budget's cut makes these metrics differ from a faster machine's)")
+    return line
+
+
 def print_summary(metrics: dict, skipped, weights_dir: Path, results_dir: Path) -> None:
     """The end-of-run report: test metrics, the phantom pointing game, skipped files, where everything went."""
     from ..evaluate import format_metrics
+    from ..runtime import cpu_line
     print("\ntest metrics:\n" + format_metrics(metrics))
+    if "epochs_run" in metrics:
+        print(training_line(metrics))
     pg = metrics.get("gradcam_pointing_game")
     if pg:
         print(f"Grad-CAM pointing game on phantom lesions: {pg['hit_rate']:.1%} of {pg['n_images']} images")
@@ -85,4 +107,5 @@ def print_summary(metrics: dict, skipped, weights_dir: Path, results_dir: Path) 
           f"\ncurves       {weights_dir / 'training_curves.png'}\nmetrics      {results_dir / 'metrics.json'}"
           f"\nfigures      {results_dir / 'confusion_matrix.png'}, {results_dir / 'roc_curve.png'}, "
           f"{results_dir / 'reliability.png'}"
-          f"\nGrad-CAM     {results_dir / 'sample_results.png'}\ntotal time   {metrics['wall_time_s']:.0f} s")
+          f"\nGrad-CAM     {results_dir / 'sample_results.png'}\ntotal time   {metrics['wall_time_s']:.0f} s"
+          + (f" on {cpu_line(metrics['machine'])}" if "machine" in metrics else ""))

@@ -5,7 +5,9 @@ notebook, ``benchmarks/accuracy.py`` and the docs read the same files.
 
 - ``reference``: the reference design (two-stage VGG19 on ImageNet weights).
 - ``cxr-res``: the best recipe measured without pretrained weights.
-- ``demo``: what ``xai-cxr demo`` trains.
+- ``demo``: what ``xai-cxr demo`` trains on real data (VGG19 on ImageNet weights, short stages).
+- ``demo-phantoms``: what ``xai-cxr demo`` trains on the generated phantoms (cxr-small from scratch, sized for an
+  older 2-core CPU).
 """
 from __future__ import annotations
 
@@ -57,15 +59,16 @@ def load_recipe(recipe: str | Path, root: str | Path | None = None, seed: int | 
 
 
 PHANTOM_ROOT = Path("phantoms") / "chest_xray"
+DEMO_PHANTOMS_PER_CLASS = (150, 100)     # train, test per class: what the demo-phantoms recipe was measured on
 
 
 def demo_configs(data_root: str | Path | None = None, seed: int = 42, allow_download: bool | None = None):
-    """Configs of ``xai-cxr demo`` and a note saying what was chosen. With real data in ``data_root``: the
+    """Configs of ``xai-cxr demo`` and a note saying what was chosen and why. With real data in ``data_root``: the
     ``demo`` recipe (VGG19, ImageNet weights fetched like Keras, short stages) — or, when the ImageNet file is not
-    on disk and downloads are off, the ``cxr-res`` recipe. Otherwise phantoms at their own size (128 px, to fit
-    ≤ 10 minutes on 2 CPU cores) and VGG19 only when its ImageNet file is already on disk — else the compact
-    CNN, said in the note: the demo never downloads on phantoms, and VGG19 from random weights does not learn
-    in demo time."""
+    on disk and downloads are off, the ``cxr-res`` recipe. Otherwise the ``demo-phantoms`` recipe on phantoms made
+    at its size (cxr-small, a fixed schedule sized to finish within 10 minutes on an older 2-core CPU); VGG19 only
+    when its ImageNet file is already on disk, with the ``demo`` recipe's stages: the demo never downloads on
+    phantoms, and VGG19 from random weights does not learn in demo time."""
     from ..data import find_data_root
     from ..data.phantom import PhantomConfig, write_phantom_dataset
     from ..models import download_allowed, imagenet_available, keras_models_dir
@@ -79,15 +82,23 @@ def demo_configs(data_root: str | Path | None = None, seed: int = 42, allow_down
                 "downloads are off: training cxr-res from scratch (the cxr-res recipe, 30-minute budget) instead"]))
         data, model, train, _ = load_recipe("demo", root, seed)
         return data, model, train, "\n".join(filter(None, [f"data: {root}", found]))
-    pcfg = PhantomConfig(seed=seed)
-    root = write_phantom_dataset(PHANTOM_ROOT, pcfg)
-    data, model, train, _ = load_recipe("demo", root, seed)
-    data = replace(data, image_size=pcfg.image_size)
-    note = (f"data: {2 * pcfg.n_train} train / {2 * pcfg.n_test} test synthetic phantoms at "
-            f"{pcfg.image_size}px in {root} (no chest_xray/train found; the real input size is 256px)")
-    if not imagenet_available("vgg19"):
-        model = replace(model, backbone="cxr-small", weights="none")
-        note += (f"\nnote: VGG19's ImageNet weights are not in {keras_models_dir()}; on phantoms the demo does "
-                 "not download them and uses the compact BatchNorm CNN 'cxr-small' instead (same training, "
-                 "evaluation and Grad-CAM code; VGG19 from random weights does not learn in demo time)")
+    size = load_recipe("demo-phantoms")[0].image_size
+    n_train, n_test = DEMO_PHANTOMS_PER_CLASS
+    root = write_phantom_dataset(PHANTOM_ROOT, PhantomConfig(image_size=size, n_train=n_train, n_test=n_test,
+                                                             seed=seed))
+    data, model, train, _ = load_recipe("demo-phantoms", root, seed)
+    if imagenet_available("vgg19"):
+        _, model, vgg_train, _ = load_recipe("demo")
+        train = replace(vgg_train, seed=seed)
+        why = f"VGG19's ImageNet weights are in {keras_models_dir()}: the demo fine-tunes VGG19 on them"
+    else:
+        why = (f"VGG19's ImageNet weights are not in {keras_models_dir()}; on phantoms the demo does not download "
+               "them and trains the compact BatchNorm CNN 'cxr-small' (same training, evaluation and Grad-CAM code; "
+               "VGG19 from random weights does not learn in demo time)")
+    epochs = f"{train.stage1.epochs} + {train.stage2.epochs}" if model.weights == "imagenet" else train.stage1.epochs
+    budget = f" unless training would pass {train.budget_minutes:g} minutes" if train.budget_minutes else ""
+    note = (f"data: {2 * n_train} train / {2 * n_test} test synthetic phantoms at {size}px in {root} (no "
+            f"chest_xray/train found)\nnote: {why}\nplan: {model.backbone}, {epochs} epochs "
+            f"({train.schedule} schedule) — sized to finish within 10 minutes on an older 2-core CPU; the same "
+            f"epochs and metrics on every machine{budget}")
     return data, model, train, note

@@ -57,7 +57,7 @@ class Predictor:
     calibrated: bool = False            # a temperature was fitted (calibration.json beside the weights)
     mc_passes: int = 20
     refer_above: float = referral.REFER_ABOVE   # MC std of the predicted-class probability that triggers "refer"
-    mc_rows: int = 80                   # rows per MC forward call: 4 images × 20 passes
+    mc_batch: int = 32                  # images per MC trunk call (the head samples all their passes at once)
     ood: object = None                  # models.ood.OODDetector fitted after training (ood.npz), or None
     _mc: object = field(default=None, repr=False)
     _cams: dict = field(default_factory=dict, repr=False)
@@ -124,7 +124,7 @@ class Predictor:
             if self._mc is None:
                 self._mc = mc_dropout_model(self.model) or False
             if self._mc:
-                r = mc_predict(self._mc, x, self.mc_passes, batch_size=self.mc_rows, activation=task.activation)
+                r = mc_predict(self._mc, x, self.mc_passes, batch_size=self.mc_batch, activation=task.activation)
                 mean = task.calibrate(r["mean"], self.temperature)
                 std, entropy = r["std"], predictive_entropy(mean, task.activation)
         decided = task.decide(proba, self.card.threshold if threshold is None else threshold)

@@ -1,0 +1,45 @@
+"""The quick suite's per-test time budget: every test not marked ``slow`` must finish (setup + call + teardown)
+within ``BUDGET_S`` seconds on the reference CPU, scaled by how much slower this machine runs a fixed
+convolution (``slowness``) — so the budget means the same on a fast CPU and an old one, and a test that grows
+heavy is caught on either. ``XAI_CXR_TEST_BUDGET_S=0`` turns the check off (e.g. under a profiler)."""
+from __future__ import annotations
+
+import os
+import time
+
+BUDGET_S = 30.0
+# best of 5 runs of ``_workload`` on the reference CPU (Intel Xeon, Sapphire Rapids class, 2 cores, AVX-512),
+# 2026-12-05
+REFERENCE_WORKLOAD_S = 0.040
+
+
+def budget_s() -> float:
+    return float(os.environ.get("XAI_CXR_TEST_BUDGET_S", BUDGET_S))
+
+
+def _workload() -> None:
+    import tensorflow as tf
+    x = tf.ones((8, 96, 96, 32))
+    k = tf.ones((3, 3, 32, 32)) * 0.01
+    for _ in range(10):
+        x = tf.nn.relu(tf.nn.conv2d(x, k, 1, "SAME"))
+    float(tf.reduce_sum(x))
+
+
+def slowness(repeats: int = 5) -> float:
+    """This machine's time for the fixed workload over the reference CPU's (≥ 1: a faster machine keeps the
+    stated budget)."""
+    _workload()                                       # warm-up: kernels chosen, threads started
+    best = min(_timed(_workload) for _ in range(repeats))
+    return max(1.0, best / REFERENCE_WORKLOAD_S)
+
+
+def _timed(f) -> float:
+    t = time.perf_counter()
+    f()
+    return time.perf_counter() - t
+
+
+def over_budget(durations: dict[str, float], budget: float, factor: float) -> dict[str, float]:
+    """The tests whose total time exceeds ``budget × factor`` seconds."""
+    return {name: t for name, t in durations.items() if t > budget * factor}
