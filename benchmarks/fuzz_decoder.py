@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         seed_files(Path(tmp))
-        out = subprocess.run([sys.executable, "-m", "xai_cxr.data.fuzz", tmp, str(args.cases), str(args.seed)],
+        out = subprocess.run([sys.executable, "-m", "xai_cxr.testing.fuzz", tmp, str(args.cases), str(args.seed)],
                              capture_output=True, text=True, timeout=3600)
     if out.returncode != 0:
         print(out.stderr[-3000:])

@@ -22,7 +22,7 @@ def main(argv=None) -> int:
     matplotlib.use("Agg")
     from xai_cxr.data import load_images, scan_dataset
     from xai_cxr.explain.metrics.audit import error_galleries
-    from xai_cxr.explain.metrics.shortcut import where_it_looks
+    from xai_cxr.explain.metrics.regions import where_it_looks
     from xai_cxr.models import load_trained_model
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--weights-dir", type=Path, required=True)

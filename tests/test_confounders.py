@@ -7,16 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xai_cxr.data.confounders import (
-    CONFOUNDERS,
-    apply,
-    check_degree,
-    confounder_sensitivity,
-    contaminate,
-    get_confounder,
-    ncc,
-    negative_class,
-)
+from xai_cxr.data.confounders import CONFOUNDERS, apply, check_degree, contaminate, get_confounder, negative_class
+from xai_cxr.explain.metrics.shortcut import confounder_sensitivity, ncc
 
 
 def _film(h, w, seed=0):
@@ -136,7 +128,7 @@ def test_tag_on_every_pneumonia_film_is_found_and_the_control_is_not_flipped(tmp
 
 
 def test_heat_in_regions_counts_the_top_pixels_by_hand():
-    from xai_cxr.explain.metrics.shortcut import heat_in_regions, region_masks
+    from xai_cxr.explain.metrics.regions import heat_in_regions, region_masks
     heat = np.zeros((100, 100))
     heat[:5, :] = 1 + np.arange(500).reshape(5, 100) / 1000        # exactly the top 500 pixels = top 5%
     table = heat_in_regions(heat[None], 0.05).set_index("region")

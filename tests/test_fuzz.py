@@ -25,7 +25,7 @@ def _seed_files(folder):
 
 def test_600_mutated_files_each_decode_or_are_refused_naming_the_file_within_2_s(tmp_path):
     _seed_files(tmp_path)
-    out = subprocess.run([sys.executable, "-m", "xai_cxr.data.fuzz", str(tmp_path), "600", "1"],
+    out = subprocess.run([sys.executable, "-m", "xai_cxr.testing.fuzz", str(tmp_path), "600", "1"],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]                        # no crash (a segfault would be -11)
     summary = json.loads(out.stdout.strip().splitlines()[-1])

@@ -76,3 +76,32 @@ def test_the_package_has_no_import_cycle():
     graph = {name: _imports(name, path, modules) for name, path in modules.items()}
     assert "xai_cxr.commands" in graph["xai_cxr.cli"]            # the walker sees function-level imports
     assert _cycles(graph) == []
+
+
+def _unit(module: str) -> str:
+    """The layer unit of a module: the package itself, or its top-level module or sub-package."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def _upward(graph: dict[str, set[str]], layers) -> list[tuple[str, str]]:
+    """Imports that reach a unit of a higher layer, or another unit of the same layer."""
+    level = {unit: i for i, group in enumerate(layers) for unit in group}
+    return sorted((a, b) for a, targets in graph.items() for b in targets
+                  if _unit(a) != _unit(b) and level[_unit(b)] >= level[_unit(a)])
+
+
+def test_the_layer_check_finds_a_planted_upward_import():
+    layers = (("config",), ("data",), ("models",))
+    graph = {"xai_cxr.data.decode": {"xai_cxr.config"}, "xai_cxr.models.ood": {"xai_cxr.data.decode"},
+             "xai_cxr.data.scan": {"xai_cxr.models.ood"}}
+    assert _upward(graph, layers) == [("xai_cxr.data.scan", "xai_cxr.models.ood")]
+
+
+def test_no_module_imports_a_higher_layer():
+    from xai_cxr import LAYERS
+    modules = _modules()
+    units = {_unit(m) for m in modules}
+    assert units == {u for group in LAYERS for u in group}, "every unit of the package has a place in LAYERS"
+    graph = {name: _imports(name, path, modules) for name, path in modules.items()}
+    assert _upward(graph, LAYERS) == []

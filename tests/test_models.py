@@ -357,3 +357,20 @@ def test_demo_recipe_keeps_its_epochs_on_ordinary_machines_and_ends_at_the_floor
         ran += 1
     assert ran == expected
     assert float(schedule(ran * steps)) == 0.0 and float(schedule(ran * steps - 1)) > 0.0
+
+
+def test_the_card_stores_the_output_activation_and_reads_older_cards_by_their_task(tmp_path):
+    import json
+
+    from xai_cxr.config import CamConfig, DataConfig, TrainConfig
+    from xai_cxr.models import ModelCard
+    from xai_cxr.pipeline.fit import save_description
+    card = save_description(tmp_path, DataConfig(task="multilabel", class_names=("A", "B", "C")),
+                            ModelConfig(backbone="cxr-small", weights="none", num_classes=3), TrainConfig(), CamConfig())
+    assert ModelCard.load(tmp_path).activation == card.activation == "sigmoid"
+    for task, expected in (("multilabel", "sigmoid"), ("binary", "softmax"), ("subtype", "softmax")):
+        raw = json.loads((tmp_path / "model_config.json").read_text())
+        raw.pop("activation", None)
+        raw["task"] = task
+        (tmp_path / "model_config.json").write_text(json.dumps(raw))       # as a card of an earlier version
+        assert ModelCard.load(tmp_path).output_activation == expected

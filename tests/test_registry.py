@@ -36,8 +36,11 @@ def test_layers_come_from_the_backbone_or_the_card():
 
 def test_registry_filters_pick_the_fast_maps_and_the_default_audit():
     # the CAMs cost one forward and backward pass; Score-CAM one forward per channel, attributions many passes
-    assert explainer_names(fast_only=True) == ["gradcam", "gradcam++", "hirescam", "layercam", "eigencam", "fused",
-                                               "contrastive"]
+    fast = explainer_names(fast_only=True)
+    assert {"gradcam", "gradcam++", "hirescam", "layercam", "contrastive"} <= set(fast)
+    assert not {"scorecam", "ablationcam", "lime", "shap", "rise", "occlusion"} & set(fast)
+    assert fast == [n for n in EXPLAINERS if get_spec(n).cost == "fast"]        # registry order, each by its cost
     # Ablation-CAM reruns the network after the target layer once per channel: slow on VGG19, not audited by default
-    assert explainer_names(audited_by_default=True) == ["gradcam", "gradcam++", "hirescam", "layercam", "scorecam",
-                                                        "eigencam", "fused", "contrastive"]
+    audited = explainer_names(audited_by_default=True)
+    assert "scorecam" in audited and "ablationcam" not in audited
+    assert not {n for n in EXPLAINERS if get_spec(n).reads == "input"} & set(audited)   # attributions: on request

@@ -3,15 +3,8 @@ import numpy as np
 import pytest
 
 from xai_cxr.data.phantom import make_phantom
-from xai_cxr.models.segment import (
-    SegmentConfig,
-    build_unet,
-    classify_then_segment,
-    dice_bce_loss,
-    mask_scores,
-    segment,
-    train_unet,
-)
+from xai_cxr.explain.metrics.localization import mask_scores
+from xai_cxr.models.segment import SegmentConfig, build_unet, classify_then_segment, dice_bce_loss, segment, train_unet
 
 
 def _phantoms(n, size=64, seed=0):

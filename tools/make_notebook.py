@@ -67,7 +67,7 @@ from xai_cxr.recipes import demo_configs, load_recipe, recipe_path
 from xai_cxr.tasks import get_task
 
 ON_PHANTOMS = not has_split(DATA_DIR)
-if ON_PHANTOMS:       # no Kaggle data: the demo's phantoms at 128 px, its model and its short schedule
+if ON_PHANTOMS:       # no Kaggle data: the demo's phantoms, its model and its short schedule (demo-phantoms)
     data_cfg, model_cfg, train_cfg, note = demo_configs(None, seed=SEED)
 else:
     root, found = find_data_root(DATA_DIR)
@@ -247,28 +247,25 @@ first and measures how fast the predicted probability drops (area under the curv
 against random and centre maps. `xai-cxr audit` runs the full set (every CAM method, ROAD, randomization sanity
 checks, galleries of the model's mistakes)."""),
     code("""from IPython.display import Markdown
-from xai_cxr.explain.metrics.audit import audit
 from xai_cxr.config import AuditConfig
 from xai_cxr.pipeline import lesion_masks
+from xai_cxr.studies import audit_saved_model
 masks = lesion_masks(prep.test, data_cfg.image_size)
-check = audit(model, model_cfg.backbone, prep.test, masks,
-              AuditConfig(methods=("gradcam",), n_images=8 if QUICK else 50, steps=5 if QUICK else 20,
-                          sanity_images=2 if QUICK else 8,
-                          images="positive" if masks is not None else "all",
-                          target="true" if masks is not None else "predicted"),
-              spec.target_layer, progress=lambda *a: None)
-tables = [("Localization against the lesion masks", check["localization"]), ("Faithfulness", check["faithfulness"])]
-Markdown("\\n\\n".join(f"**{title}**\\n\\n{table.to_markdown(index=False, floatfmt='.3f')}"
-                       for title, table in tables if table is not None))"""),
+# the same audit as `xai-cxr audit`, on the model just saved: one report, shown here section by section
+report = audit_saved_model("saved_weights", data_cfg.root,
+                           AuditConfig(methods=("gradcam",), n_images=8 if QUICK else 50, steps=5 if QUICK else 20,
+                                       sanity_images=2 if QUICK else 8,
+                                       images="positive" if masks is not None else "all",
+                                       target="true" if masks is not None else "predicted", seed=SEED),
+                           spec.target_layer, progress=lambda *a: None)
+Markdown(report.section("maps").markdown)"""),
     md("""**Where does the model look, on average?** Each test film's Grad-CAM for its predicted class; per predicted
 class, the share of the top-5% heat that falls in named regions of the film, next to the region's share of the
 image (what a random map would get). A ratio far above 1 on the border, the corners or the heart is worth a look
 before trusting the accuracy."""),
-    code("""from xai_cxr.explain.metrics.shortcut import where_it_looks
-regions, fig = where_it_looks(model, model_cfg.backbone, prep.test, data_cfg.class_names)
-display(fig)
-plt.close(fig)
-regions.round(3)"""),
+    code("""regions = report.section("regions")
+display(regions.figures["mean_maps.png"])
+regions.tables["regions.csv"].round(3)"""),
     md("""## 6b. What does my model read?
 
 A heat map shows where evidence *is*. It cannot show a cue made of the film's whole shape, or of what a region
@@ -287,14 +284,7 @@ markers and text in their corners. So the model you just trained is *probed*, no
   model took it.
 
 `xai-cxr audit` prints the same table for any saved model."""),
-    code("""from xai_cxr.explain.metrics.probes import data_baseline, model_predictor, what_the_model_reads
-from xai_cxr.explain.metrics.probes import to_markdown as probes_markdown
-from xai_cxr.models import ModelCard
-from xai_cxr.models.calibration import load_temperature
-card = ModelCard.load("saved_weights")
-reads = what_the_model_reads(model_predictor(model, model_cfg.backbone, load_temperature("saved_weights")),
-                             prep.test.images, prep.test.labels, 1, card.threshold, data_baseline(manifest, seed=SEED))
-Markdown(probes_markdown(reads))"""),
+    code("""Markdown(report.section("reads").markdown)   # computed by the audit of section 6"""),
     md("""### Would the maps show a shortcut? A planted tag
 
 The question explainability is asked in medicine is whether the maps would *reveal* a shortcut the model really
@@ -418,7 +408,8 @@ else:
 else:
     print("RUN_EXTRAS is False: subtype task skipped")"""),
     code("""if RUN_EXTRAS and masks is not None:    # supervised localisation next to Grad-CAM's weak one (phantoms)
-    from xai_cxr.models.segment import SegmentConfig, classify_then_segment, mask_scores, train_unet
+    from xai_cxr.explain.metrics.localization import mask_scores
+    from xai_cxr.models.segment import SegmentConfig, classify_then_segment, train_unet
     unet, _ = train_unet(prep.train.images, lesion_masks(prep.train, data_cfg.image_size),
                          cfg=SegmentConfig(epochs=2 if QUICK else 15))
     print("U-Net (classify, then segment):", mask_scores(classify_then_segment(model, spec.preprocess, unet,

@@ -23,7 +23,7 @@ class DataConfig:
     validation: str = "test"            # "test" (seed: val has 16 images) | "val" | "holdout:0.1"
     limit: int | None = None            # cap on train images, stratified by class (quick runs); None = all
     class_names: tuple[str, ...] = ("NORMAL", "PNEUMONIA")
-    # "binary" | "subtype" (NORMAL/BACTERIA/VIRUS from Kermany file names) | "multilabel"
+    # "binary" | "subtype" (NORMAL/BACTERIA/VIRUS from Kermany file names) | "multilabel" | "mask" (tasks.TASKS)
     task: str = "binary"
     labels_csv: str | None = None       # multilabel: NIH ChestX-ray14-style CSV; images are found under ``root``
     seed: int = 42

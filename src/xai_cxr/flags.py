@@ -21,7 +21,7 @@ def add_common(p, data=True, cam=("cam", "target_layer", "top_fraction"), result
     if data:
         add_training_flags(p)
     if "cam" in cam:
-        p.add_argument("--cam", choices=[n for n, s in EXPLAINERS.items() if s.layers != "input"], default="gradcam",
+        p.add_argument("--cam", choices=[n for n, s in EXPLAINERS.items() if s.reads != "input"], default="gradcam",
                        help="CAM method for the sample grid / overlays (default gradcam)")
     if "target_layer" in cam:
         p.add_argument("--target-layer", default=None,

@@ -1,9 +1,10 @@
 """Studies beside the main run (``pipeline.run``), each training one or more models through it: k-fold
 cross-validation, a backbone comparison, Grad-CAM against NIH boxes, classify-then-segment, the label-randomized
-retraining of the sanity check, and the planted-shortcut audit's training on contaminated copies."""
+retraining of the sanity check, the planted-shortcut audit's training on contaminated copies, and the audit of a
+saved model as one report (``audit_saved_model``: the CLI's ``xai-cxr audit`` and the notebook both call it)."""
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -118,10 +119,10 @@ def segmentation_stage(weights_dir: str | Path, data_root: str | Path, seg_cfg=N
     """Classify-then-segment on a data set with lesion masks: train a U-Net on the train split's masks, run
     it on the test images the classifier (from ``weights_dir``) calls positive, and score U-Net masks and
     Grad-CAM (top 5% region) against the true masks. Returns {"scores": {...}, "figure": fig}."""
-    from .explain.metrics.localization import iou_dice
+    from .explain.metrics.localization import iou_dice, mask_scores
     from .explain.overlay import top_fraction_mask
     from .explain.registry import make_explainer
-    from .models.segment import SegmentConfig, classify_then_segment, mask_scores, train_unet
+    from .models.segment import SegmentConfig, classify_then_segment, train_unet
     seg_cfg = seg_cfg or SegmentConfig()
     model, card = ModelFolder(weights_dir).load()
     spec = BACKBONES[card.backbone]
@@ -267,3 +268,108 @@ def run_shortcut_audit(data_cfg, model_cfg, train_cfg, cam_cfg, kinds, degrees, 
     if len(kinds) > 1:
         write_tables(results, Path(out_dir) / "confounders_all")
     return results
+
+
+@dataclass
+class AuditSection:
+    """One part of a saved model's audit: its markdown (headings included), the tables it writes (CSV file name →
+    DataFrame) and its figures (PNG path relative to the audit folder → matplotlib figure)."""
+    key: str
+    markdown: str
+    tables: dict = field(default_factory=dict)
+    figures: dict = field(default_factory=dict)
+
+
+@dataclass
+class AuditReport:
+    """What ``audit_saved_model`` found, section by section; ``result`` is the explanation audit's own output (the
+    tables and every method's maps) for callers that draw more."""
+    heading: str
+    sections: list[AuditSection]
+    result: dict
+
+    def section(self, key: str) -> AuditSection:
+        found = [s for s in self.sections if s.key == key]
+        if not found:
+            raise KeyError(f"no audit section {key!r}; this audit has {[s.key for s in self.sections]}")
+        return found[0]
+
+    def to_markdown(self) -> str:
+        return f"# Explanation audit\n\n{self.heading}\n\n" + "\n\n".join(s.markdown.strip() for s in self.sections) \
+            + "\n"
+
+    def write(self, folder: str | Path) -> Path:
+        """Every section's tables and figures, then ``audit.md``, into ``folder``; returns the markdown's path."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for s in self.sections:
+            for name, table in s.tables.items():
+                write_csv_atomic(table, folder / name)
+            for name, fig in s.figures.items():
+                save_figure(fig, folder / name)
+        return write_text_atomic(self.to_markdown(), folder / "audit.md")
+
+
+def audit_saved_model(weights_dir: str | Path, data_dir: str | Path, cfg=None, target_layer: str | None = None,
+                      labels_csv: str | None = None, label_randomization_dir: str | Path | None = None,
+                      progress=print) -> AuditReport:
+    """The audit of a saved model on the test split of ``data_dir``, as one report: the explanation audit
+    (localization against lesion masks when the data have them, ROAD and deletion faithfulness, randomization
+    sanity checks; ``cfg``: an ``AuditConfig``), each method's maps and Grad-CAM's error galleries, where the heat
+    lies by region, the measured recommendation of explainers, and — for two-class models — what the model reads
+    (width, border and corner probes, the metadata-only baseline). ``label_randomization_dir``: retrain there on
+    permuted labels for the label-randomization check. A new section is one more ``AuditSection`` here."""
+    from .config import AuditConfig
+    from .explain.metrics.audit import audit, error_galleries
+    from .explain.metrics.audit import to_markdown as maps_markdown
+    from .explain.metrics.probes import data_baseline, model_predictor, what_the_model_reads
+    from .explain.metrics.probes import to_markdown as reads_markdown
+    from .explain.metrics.regions import where_it_looks
+    from .explain.overlay import gallery as map_gallery
+    from .explain.recommend import to_markdown as recommendation_markdown
+    cfg = cfg or AuditConfig()
+    folder = ModelFolder(weights_dir)
+    model, card = folder.load()
+    task = get_task(card.task)
+    manifest = task.scan(data_dir, card.class_names, card.seed, labels_csv)
+    require_splits(manifest, "test", root=data_dir)
+    test = load_images(manifest[manifest.split == "test"], card.image_size, color=card.color, clahe=card.clahe,
+                       geometry=card.geometry)
+    masks = lesion_masks(test, card.image_size)
+    label_model = None
+    if label_randomization_dir is not None:
+        progress("label randomization: retraining the same model on permuted training labels ...")
+        label_model = train_label_randomized(weights_dir, label_randomization_dir, data_dir, cfg.seed)
+    result = audit(model, card.backbone, test, masks, cfg, target_layer, progress=progress, label_model=label_model)
+
+    figures = {}
+    for name, (idx, maps) in result["maps"].items():
+        k = idx[:12]
+        figures[f"methods/{name}.png"] = map_gallery(
+            test.images[k], maps[:12], [test.manifest.path[i].split("/")[-1][:22] for i in k],
+            None if masks is None else masks[k], suptitle=f"{name}: top 5% of heat")
+    for name, fig in error_galleries(model, card.backbone, test, masks, target_layer=target_layer,
+                                     class_names=card.class_names).items():
+        figures[f"galleries/{name}.png"] = fig
+    tables = {f"audit_{key}.csv": result[key] for key in ("localization", "faithfulness", "sanity")
+              if result[key] is not None}
+    sections = [AuditSection("maps", maps_markdown(result), tables, figures)]
+
+    progress("where the model looks: Grad-CAM's top-5% heat per region ...")
+    regions, fig = where_it_looks(model, card.backbone, test, card.class_names, target_layer=target_layer)
+    sections.append(AuditSection(
+        "regions", "### Where the model looks: share of Grad-CAM's top-5% heat per region, by predicted class "
+        "(share_of_image = what a random map gets)\n\n" + regions.to_markdown(index=False, floatfmt=".3f"),
+        {"regions.csv": regions}, {"mean_maps.png": fig}))
+    sections.append(AuditSection("recommendation", "### Which explainer to trust for which shortcut\n\n"
+                                 + recommendation_markdown()))
+    if task.operating_point_applies(card.class_names):          # two classes: the shortcut probes apply
+        progress("probing what the model reads (width, border, corners; metadata-only baseline) ...")
+        reads = what_the_model_reads(model_predictor(model, card.backbone, folder.temperature()), test.images,
+                                     test.labels, 1, card.threshold, data_baseline(manifest, seed=cfg.seed))
+        sections.append(AuditSection(
+            "reads", "### What does the model read? Shortcut probes (thresholds in docs/results.md)\n\n"
+            + reads_markdown(reads), {f"what_it_reads_{n}.csv": getattr(reads, n)
+                                      for n in ("verdict", "width", "regions")}))
+    heading = f"model: {card.backbone} at {card.image_size}px ({weights_dir}); data: {data_dir} test split"
+    return AuditReport(heading, sections, result)

@@ -6,8 +6,6 @@ import json
 import sys
 from pathlib import Path
 
-from ..config import write_csv_atomic
-from ..models import ModelFolder
 from ..tasks import get_task
 from .configs import base_configs, cam_config_from_args, configs_from_args
 from .serving import _dicom_references, _write_dicom_overlay
@@ -130,85 +128,16 @@ def cmd_audit(args):
                  "(which trains a model); the audit of a saved model reads its settings from WEIGHTS_DIR")
     args.out = args.out or "sample_results/audit"
     from ..config import AuditConfig
-    from ..data import load_images, require_splits
-    from ..explain.metrics.audit import audit, to_markdown
-    from ..pipeline import lesion_masks
-    model, card = ModelFolder(args.weights_dir).load()
-    df = get_task(card.task).scan(args.data_dir, card.class_names, card.seed, args.labels_csv)
-    require_splits(df, "test", root=args.data_dir)
-    test = load_images(df[df.split == "test"], card.image_size, color=card.color, clahe=card.clahe,
-                       geometry=card.geometry)
-    masks = lesion_masks(test, card.image_size)
+    from ..studies import audit_saved_model
     cfg = AuditConfig(methods=tuple(args.methods or ()), n_images=args.n_images, steps=args.steps,
                       baseline=args.baseline, seed=args.seed, images=args.images, target=args.target)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    label_model = None
-    if args.label_randomization:
-        from ..studies import train_label_randomized
-        print("label randomization: retraining the same model on permuted training labels ...")
-        label_model = train_label_randomized(args.weights_dir, out / "label_randomized_weights", args.data_dir,
-                                             args.seed)
-    result = audit(model, card.backbone, test, masks, cfg, args.target_layer, label_model=label_model)
-    md = to_markdown(result)
-    (out / "audit.md").write_text(f"# Explanation audit\n\nmodel: {card.backbone} at {card.image_size}px "
-                                  f"({args.weights_dir}); data: {args.data_dir} test split\n\n" + md)
-    for key in ("localization", "faithfulness", "sanity"):
-        if result[key] is not None:
-            write_csv_atomic(result[key], out / f"audit_{key}.csv")
-    _audit_figures(model, card, test, masks, result["maps"], out, args.target_layer)
-    regions_md = _where_it_looks(model, card, test, out, args.target_layer)
-    print(md + "\n" + regions_md)
-    _print_recommendation(out / "audit.md")
-    if get_task(card.task).operating_point_applies(card.class_names):            # two classes: the probes apply
-        print(_what_it_reads(model, card, test, df, out, args.weights_dir, args.seed))
+    report = audit_saved_model(args.weights_dir, args.data_dir, cfg, args.target_layer, args.labels_csv,
+                               out / "label_randomized_weights" if args.label_randomization else None)
+    report.write(out)
+    print(report.to_markdown())
     print(f"audit → {out}/audit.md, audit_*.csv, regions.csv, mean_maps.png, methods/*.png, galleries/*.png, "
           "what_it_reads_*.csv")
-
-
-def _what_it_reads(model, card, test, manifest, out: Path, weights_dir, seed: int) -> str:
-    """The shortcut probes (width, border, corners) on the test films and the metadata-only baseline on the
-    data's files → what_it_reads_*.csv and a section of audit.md; returns the markdown."""
-    from ..explain.metrics.probes import data_baseline, model_predictor, to_markdown, what_the_model_reads
-    print("probing what the model reads (width, border, corners; metadata-only baseline) ...")
-    predict = model_predictor(model, card.backbone, ModelFolder(weights_dir).temperature())
-    report = what_the_model_reads(predict, test.images, test.labels, 1, card.threshold,
-                                  data_baseline(manifest, seed=seed))
-    for name in ("verdict", "width", "regions"):
-        write_csv_atomic(getattr(report, name), out / f"what_it_reads_{name}.csv")
-    md = to_markdown(report)
-    with open(out / "audit.md", "a") as f:
-        f.write("\n### What does the model read? Shortcut probes (thresholds in docs/results.md)\n\n" + md)
-    return md
-
-
-def _audit_figures(model, card, test, masks, maps_by_method, out: Path, target_layer) -> None:
-    """Per method a gallery of its maps; the error galleries (false positives / negatives) of Grad-CAM."""
-    from ..explain.metrics.audit import error_galleries
-    from ..explain.overlay import gallery
-    from ..pipeline import save_figure
-    for name, (idx, maps) in maps_by_method.items():
-        k = idx[:12]
-        fig = gallery(test.images[k], maps[:12], [test.manifest.path[i].split("/")[-1][:22] for i in k],
-                      None if masks is None else masks[k], suptitle=f"{name}: top 5% of heat")
-        save_figure(fig, out / "methods" / f"{name}.png")
-    for name, fig in error_galleries(model, card.backbone, test, masks, target_layer=target_layer,
-                                     class_names=card.class_names).items():
-        save_figure(fig, out / "galleries" / f"{name}.png")
-
-
-def _where_it_looks(model, card, test, out: Path, target_layer) -> str:
-    """Share of Grad-CAM's top-5% heat per region by predicted class → regions.csv, mean_maps.png, audit.md."""
-    from ..explain.metrics.shortcut import where_it_looks
-    from ..pipeline import save_figure
-    regions, fig = where_it_looks(model, card.backbone, test, card.class_names, target_layer=target_layer)
-    write_csv_atomic(regions, out / "regions.csv")
-    save_figure(fig, out / "mean_maps.png")
-    regions_md = regions.to_markdown(index=False, floatfmt=".3f")
-    with open(out / "audit.md", "a") as f:
-        f.write("\n### Where the model looks: share of Grad-CAM's top-5% heat per region, by predicted class "
-                "(share_of_image = what a random map gets)\n\n" + regions_md + "\n")
-    return regions_md
 
 
 def _shortcut_audit(args):

@@ -4,7 +4,8 @@ vertical **hyperintensities** near the edges, and a black **obstruction** wedge 
 Each confounder is a pure function ``(image uint8 (H, W), rng) -> (image, mask)`` whose geometry is defined on a
 320-px frame and scaled to the image; ``mask`` is exactly the set of pixels it paints (pixels that already had the
 painted value stay as they were). ``contaminate`` copies a folder data set and draws one confounder on a chosen
-share of one class's training images; the scores compare an explanation's top pixels with the mask.
+share of one class's training images. How an explanation's top pixels meet the mask is measured in
+``explain/metrics/shortcut.py``.
 """
 from __future__ import annotations
 
@@ -150,20 +151,3 @@ def contaminate(manifest: pd.DataFrame, src_root: str | Path, dst_root: str | Pa
     out = pd.DataFrame(rows)
     write_csv_atomic(out, dst_root / "confounders.csv")
     return out
-
-
-def confounder_sensitivity(heats: np.ndarray, masks: np.ndarray, fraction: float = 0.10) -> np.ndarray:
-    """Per image: the share of the confounder's pixels that lie in the map's top ``fraction`` of pixels (Sun et
-    al.'s confounder sensitivity at top 10%; "top" as in the overlays: exactly round(fraction · H · W) pixels)."""
-    from ..explain.overlay import top_fraction_mask
-    masks = np.asarray(masks, bool)
-    return np.array([(top_fraction_mask(h, fraction) & m).sum() / max(m.sum(), 1) for h, m in zip(heats, masks)])
-
-
-def ncc(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Normalised cross-correlation of map pairs (N, H, W): 1 = the same pattern; 0 when a map is flat."""
-    a = np.asarray(a, np.float64).reshape(len(a), -1)
-    b = np.asarray(b, np.float64).reshape(len(b), -1)
-    a, b = a - a.mean(1, keepdims=True), b - b.mean(1, keepdims=True)
-    den = np.sqrt((a ** 2).sum(1) * (b ** 2).sum(1))
-    return np.where(den > 0, (a * b).sum(1) / np.where(den > 0, den, 1), 0.0)

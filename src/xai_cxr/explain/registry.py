@@ -3,9 +3,9 @@ audit, the app, the API, the report and the notebook all read it, so a new expla
 subclass overriding ``weights``, or an attribution) plus one entry here.
 
 Every entry builds the same way, ``spec.build(model, layers, batch_size)``, and every explainer is called as
-``explainer(images, targets) -> maps (B, H, W) in [0, 1]``. ``layers`` is a tuple of layer names: one layer for a
-CAM, several to fuse their maps (the ``fused`` method, and any CAM on a stacked ensemble); input attributions
-ignore it.
+``explainer(images, targets) -> maps (B, H, W) in [0, 1]``. ``layers`` is always a tuple of layer names: one layer
+for a CAM, several to fuse their maps (the ``fused`` method, and any CAM on a stacked ensemble); input attributions
+ignore it. Which layers an entry reads is its ``reads``: "target", "fusion" or "input".
 """
 from __future__ import annotations
 
@@ -27,22 +27,22 @@ from .perturbation import RISE, BlurOcclusion, Occlusion
 from .targets import ClassLogit, ClassProbability, ContrastiveLogit
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ExplainerSpec:
     cls: type                # the explainer class: a BaseCAM subclass, FusedCAM, or an input attribution
     uses_gradients: bool     # False: forward passes only (no tape)
     cost: str                # "fast" (tens of ms per map on a CPU) | "slow" (seconds per map)
     explains: str            # the score a map explains
-    layers: str = "target"   # which layers it reads: "target" (the backbone's CAM layer), "fusion", "input"
+    reads: str = "target"    # which layers it reads: "target" (the backbone's CAM layer), "fusion", "input"
     audited_by_default: bool = True   # in `xai-cxr audit` when no --methods are given
     packages: tuple[str, ...] = ()    # optional packages it imports (the `app` extra), checked by `missing_packages`
 
     def build(self, model, layers: tuple[str, ...] = (), batch_size: int | None = None):
         """The explainer on ``model``; ``layers`` as ``layers_for`` gives them; ``batch_size`` None = the class's."""
         kw = {} if batch_size is None else {"batch_size": batch_size}
-        if self.layers == "input":
+        if self.reads == "input":
             return self.cls(model, **kw)
-        if self.layers == "fusion":
+        if self.reads == "fusion":
             return FusedCAM(model, layers, GradCAM, **kw)
         if len(layers) > 1:                  # several layers (an ensemble's members): their maps, fused
             return FusedCAM(model, layers, self.cls, **kw)
@@ -52,29 +52,39 @@ class ExplainerSpec:
 LOGIT, PROBABILITY = ClassLogit.description, ClassProbability.description      # what is explained (targets.py)
 CONTRAST = ContrastiveLogit.description
 EXPLAINERS: dict[str, ExplainerSpec] = {
-    "gradcam": ExplainerSpec(GradCAM, True, "fast", LOGIT),
-    "gradcam++": ExplainerSpec(GradCAMPlusPlus, True, "fast", LOGIT),
-    "hirescam": ExplainerSpec(HiResCAM, True, "fast", LOGIT),
-    "layercam": ExplainerSpec(LayerCAM, True, "fast", LOGIT),
-    "scorecam": ExplainerSpec(ScoreCAM, False, "slow", PROBABILITY),
-    "eigencam": ExplainerSpec(EigenCAM, False, "fast", "none: the activations' first principal component"),
-    "fused": ExplainerSpec(FusedCAM, True, "fast", LOGIT, layers="fusion"),
-    "ablationcam": ExplainerSpec(AblationCAM, False, "slow", LOGIT, audited_by_default=False),
-    "contrastive": ExplainerSpec(ContrastiveGradCAM, True, "fast", CONTRAST),
-    "integrated_gradients": ExplainerSpec(IntegratedGradients, True, "slow", LOGIT, "input", False),
-    "integrated_gradients_blur": ExplainerSpec(BlurIntegratedGradients, True, "slow", LOGIT, "input", False),
-    "smoothgrad": ExplainerSpec(SmoothGrad, True, "slow", LOGIT, "input", False),
-    "lime": ExplainerSpec(LimeSuperpixels, False, "slow", PROBABILITY, "input", False, ("lime", "skimage")),
-    "shap": ExplainerSpec(ShapPartition, False, "slow", PROBABILITY, "input", False, ("shap",)),
-    "occlusion": ExplainerSpec(Occlusion, False, "slow", PROBABILITY, "input", False),
-    "occlusion_blur": ExplainerSpec(BlurOcclusion, False, "slow", PROBABILITY, "input", False),
-    "rise": ExplainerSpec(RISE, False, "slow", PROBABILITY, "input", False),
+    "gradcam": ExplainerSpec(cls=GradCAM, uses_gradients=True, cost="fast", explains=LOGIT),
+    "gradcam++": ExplainerSpec(cls=GradCAMPlusPlus, uses_gradients=True, cost="fast", explains=LOGIT),
+    "hirescam": ExplainerSpec(cls=HiResCAM, uses_gradients=True, cost="fast", explains=LOGIT),
+    "layercam": ExplainerSpec(cls=LayerCAM, uses_gradients=True, cost="fast", explains=LOGIT),
+    "scorecam": ExplainerSpec(cls=ScoreCAM, uses_gradients=False, cost="slow", explains=PROBABILITY),
+    "eigencam": ExplainerSpec(cls=EigenCAM, uses_gradients=False, cost="fast",
+                              explains="none: the activations' first principal component"),
+    "fused": ExplainerSpec(cls=FusedCAM, uses_gradients=True, cost="fast", explains=LOGIT, reads="fusion"),
+    "ablationcam": ExplainerSpec(cls=AblationCAM, uses_gradients=False, cost="slow", explains=LOGIT,
+                                 audited_by_default=False),
+    "contrastive": ExplainerSpec(cls=ContrastiveGradCAM, uses_gradients=True, cost="fast", explains=CONTRAST),
+    "integrated_gradients": ExplainerSpec(cls=IntegratedGradients, uses_gradients=True, cost="slow", explains=LOGIT,
+                                          reads="input", audited_by_default=False),
+    "integrated_gradients_blur": ExplainerSpec(cls=BlurIntegratedGradients, uses_gradients=True, cost="slow",
+                                               explains=LOGIT, reads="input", audited_by_default=False),
+    "smoothgrad": ExplainerSpec(cls=SmoothGrad, uses_gradients=True, cost="slow", explains=LOGIT, reads="input",
+                                audited_by_default=False),
+    "lime": ExplainerSpec(cls=LimeSuperpixels, uses_gradients=False, cost="slow", explains=PROBABILITY, reads="input",
+                          audited_by_default=False, packages=("lime", "skimage")),
+    "shap": ExplainerSpec(cls=ShapPartition, uses_gradients=False, cost="slow", explains=PROBABILITY, reads="input",
+                          audited_by_default=False, packages=("shap",)),
+    "occlusion": ExplainerSpec(cls=Occlusion, uses_gradients=False, cost="slow", explains=PROBABILITY, reads="input",
+                               audited_by_default=False),
+    "occlusion_blur": ExplainerSpec(cls=BlurOcclusion, uses_gradients=False, cost="slow", explains=PROBABILITY,
+                                    reads="input", audited_by_default=False),
+    "rise": ExplainerSpec(cls=RISE, uses_gradients=False, cost="slow", explains=PROBABILITY, reads="input",
+                          audited_by_default=False),
 }
 
 
 def cam_classes() -> dict[str, type]:
     """The single-layer CAM methods: name → BaseCAM subclass."""
-    return {n: s.cls for n, s in EXPLAINERS.items() if s.layers == "target"}
+    return {n: s.cls for n, s in EXPLAINERS.items() if s.reads == "target"}
 
 
 def explainer_names(fast_only: bool = False, audited_by_default: bool = False) -> list[str]:
@@ -93,9 +103,9 @@ def layers_for(name: str, backbone: str, target_layer: str | tuple[str, ...] | N
     several as "a+b"), else the backbone's CAM layer(s), or its fusion layers for "fused"."""
     from ..models import BACKBONES
     spec, bb = get_spec(name), BACKBONES[backbone]
-    if spec.layers == "input":
+    if spec.reads == "input":
         return ()
-    if spec.layers == "fusion":
+    if spec.reads == "fusion":
         return tuple(bb.fusion_layers)
     layer = target_layer or bb.target_layer
     return tuple(layer.split("+")) if isinstance(layer, str) else tuple(layer)

@@ -31,6 +31,13 @@ class ModelCard:
     geometry: str = "squash"            # how films were brought to image_size (data.images.GEOMETRIES); cards
                                         # written before it existed were squashed
     population_age: tuple[float, float] | None = None   # ages (years) of the training population; None = unknown
+    activation: str | None = None       # the output layer's ("softmax" | "sigmoid"); None in cards written before
+                                        # it was stored: read as the task's (``output_activation``)
+
+    @property
+    def output_activation(self) -> str:
+        """The output layer's activation; for an older card, sigmoid for a multi-label task, else softmax."""
+        return self.activation or ("sigmoid" if self.task == "multilabel" else "softmax")
 
     def save(self, folder: str | Path) -> Path:
         return write_json_atomic(asdict(self), Path(folder) / files.CARD)
@@ -83,13 +90,12 @@ class ModelFolder:
     def load(self):
         """Rebuild the model from the card and load the weights: (model, card). FileNotFoundError names a
         missing file and the fix; ValueError says when the weights do not fit the card."""
-        from ..tasks import get_task
         from .classifier import build_model
         for f in (files.CARD, files.WEIGHTS):
             if not (self.path / f).is_file():
                 raise FileNotFoundError(f"{self.path / f} not found: train first (`xai-cxr train` or `xai-cxr demo`)")
         card = self.card()
-        model = build_model(card.model_config(), card.image_size, get_task(card.task).activation)
+        model = build_model(card.model_config(), card.image_size, card.output_activation)
         try:
             model.load_weights(self.weights)
         except ValueError as exc:

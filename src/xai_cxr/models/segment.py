@@ -1,13 +1,12 @@
 """Segmentation stage for data sets with lesion masks: a small U-Net with residual encoder blocks, trained on
 the masks, run on the images the classifier calls positive (classify, then segment). Its masks are the
-supervised localisation to set beside Grad-CAM's weakly supervised one, scored with the same IoU / Dice."""
+supervised localisation to set beside Grad-CAM's weakly supervised one, scored with the same IoU / Dice
+(``explain.metrics.localization.mask_scores``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-
-from ..explain.metrics.localization import iou_dice
 
 
 @dataclass(frozen=True)
@@ -97,12 +96,3 @@ def classify_then_segment(classifier, preprocess, unet, images, threshold: float
     if len(pos):
         masks[pos] = segment(unet, images[pos], batch_size) >= threshold
     return proba, masks
-
-
-def mask_scores(pred_masks, true_masks) -> dict:
-    """Mean IoU and Dice over images whose true mask is not empty."""
-    true_masks = np.asarray(true_masks, bool)
-    keep = true_masks.reshape(len(true_masks), -1).any(1)
-    iou, dice = iou_dice(np.asarray(pred_masks, float)[keep], true_masks[keep], threshold=0.5)
-    return {"iou": float(iou.mean()) if keep.any() else float("nan"),
-            "dice": float(dice.mean()) if keep.any() else float("nan"), "n_images": int(keep.sum())}

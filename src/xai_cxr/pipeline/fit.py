@@ -43,7 +43,8 @@ def save_description(weights_dir: str | Path, data_cfg: DataConfig, model_cfg: M
     """Write what rebuilds and uses the weights in ``weights_dir``: ``model_config.json`` (the card read by
     evaluate/explain/app/API) and ``run_config.json`` (every config of the run)."""
     card = ModelCard(model_cfg.backbone, data_cfg.image_size, tuple(data_cfg.class_names), task=data_cfg.task,
-                     color=data_cfg.color, seed=data_cfg.seed, clahe=data_cfg.clahe, geometry=data_cfg.geometry,
+                     activation=get_task(data_cfg.task).activation, color=data_cfg.color, seed=data_cfg.seed,
+                     clahe=data_cfg.clahe, geometry=data_cfg.geometry,
                      population_age=data_cfg.population_age,
                      target_layer=cam_cfg.target_layer or BACKBONES[model_cfg.backbone].target_layer,
                      dense_units=model_cfg.dense_units, dropout=tuple(model_cfg.dropout), l2=model_cfg.l2)

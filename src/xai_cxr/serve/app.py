@@ -1,7 +1,7 @@
 """Streamlit app: upload chest X-rays (PNG, JPEG, DICOM) or pick a sample → prediction, calibrated confidence,
 MC-dropout uncertainty, Grad-CAM top-5% red overlay next to other explainers, downloads of overlay and report.
 
-Run with ``xai-cxr app`` (or ``streamlit run src/xai_cxr/app.py``). The weights folder comes from
+Run with ``xai-cxr app`` (or ``streamlit run src/xai_cxr/serve/app.py``). The weights folder comes from
 ``XAI_CXR_WEIGHTS_DIR`` (default ``saved_weights``); without trained weights the phantom model is served and
 the page says so. Research use only."""
 import hashlib

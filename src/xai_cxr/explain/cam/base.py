@@ -172,20 +172,22 @@ class BaseCAM:
         return cams.astype(np.float32)
 
 
-def normalize_maps(cams: np.ndarray) -> np.ndarray:
-    """Per map: (m - min) / (max - min + eps). A flat map becomes zeros, with a warning, never NaN."""
+def normalize_maps(cams: np.ndarray, warn: bool = True) -> np.ndarray:
+    """Per map: (m - min) / (max - min + eps). A flat map becomes zeros, never NaN (with a warning unless
+    ``warn`` is False: Score-CAM's per-channel masks are often flat by design)."""
     cams = np.nan_to_num(np.asarray(cams, np.float64))
     lo = cams.min(axis=(1, 2), keepdims=True)
     span = cams.max(axis=(1, 2), keepdims=True) - lo
     flat = span[:, 0, 0] <= EPS
-    if flat.any():
+    if warn and flat.any():
         warnings.warn(f"{int(flat.sum())} CAM map(s) are constant (no positive evidence at the target layer); "
                       "returned as zeros", RuntimeWarning, stacklevel=3)
     return np.where(span > EPS, (cams - lo) / (span + EPS), 0.0)
 
 
-def upsample_maps(cams: np.ndarray, size) -> np.ndarray:
-    """Bilinear upsampling of (B, h, w) maps to (B, *size), clipped to [0, 1]."""
+def upsample_maps(cams: np.ndarray, size, clip: bool = True) -> np.ndarray:
+    """Bilinear upsampling of (B, h, w) maps to (B, *size), clipped to [0, 1] unless ``clip`` is False (raw
+    activations, normalised after)."""
     import tensorflow as tf
-    up = tf.image.resize(cams[..., None].astype(np.float32), size, method="bilinear")[..., 0].numpy()
-    return np.clip(up, 0.0, 1.0)
+    up = tf.image.resize(np.asarray(cams)[..., None].astype(np.float32), size, method="bilinear")[..., 0].numpy()
+    return np.clip(up, 0.0, 1.0) if clip else up

@@ -2,11 +2,12 @@
 channel's weight is the softmax over channels of the target-class probability of the masked input.
 
 Gradient-free. Masked inputs are run in batches of ``mask_batch`` (one forward per channel per image). As in
-pytorch-grad-cam, each activation map is upsampled first, then min-max scaled.."""
+pytorch-grad-cam, each activation map is upsampled first, then min-max scaled (the base class's
+``upsample_maps`` and ``normalize_maps``)."""
 import numpy as np
 
 from ..targets import ClassProbability, predicted_class
-from .base import BaseCAM
+from .base import BaseCAM, normalize_maps, upsample_maps
 
 
 class ScoreCAM(BaseCAM):
@@ -23,7 +24,7 @@ class ScoreCAM(BaseCAM):
         images = x.numpy()
         for i in range(b):
             chans = np.moveaxis(acts[i], -1, 0)                                  # (C, h, w)
-            masks = _minmax(_upsample(chans, images.shape[1:3]))                # (C, H, W) in [0, 1]
+            masks = normalize_maps(upsample_maps(chans, images.shape[1:3], clip=False), warn=False)   # (C, H, W)
             probs = []
             for s in range(0, c, self.mask_batch):
                 masked = images[i][None] * masks[s:s + self.mask_batch, ..., None]
@@ -33,17 +34,6 @@ class ScoreCAM(BaseCAM):
             weights = _softmax(np.concatenate(probs)[None])[0]                   # (C,)
             out[i] = np.maximum((weights[None, None, :] * acts[i]).sum(-1), 0)
         return out
-
-
-def _upsample(chans, size):
-    import tensorflow as tf
-    return tf.image.resize(chans[..., None].astype(np.float32), size, method="bilinear")[..., 0].numpy()
-
-
-def _minmax(chans):
-    lo = chans.min(axis=(1, 2), keepdims=True)
-    span = chans.max(axis=(1, 2), keepdims=True) - lo
-    return np.where(span > 0, (chans - lo) / np.where(span > 0, span, 1), 0.0)
 
 
 def _softmax(z):

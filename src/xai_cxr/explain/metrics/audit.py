@@ -64,7 +64,8 @@ def audit(model, backbone: str, test: ImageSet, masks: np.ndarray | None, cfg: A
     loc_rows, faith_rows, sanity_rows, all_maps = [], [], [], {}
     shape = grays.shape[1:3]
     baselines = {"random": random_maps(len(idx), shape, cfg.seed), "centre": centre_bias_maps(len(idx), shape)}
-    for name in method_names(cfg):
+    names, started = list(method_names(cfg)), time.perf_counter()
+    for k, name in enumerate(names, start=1):
         explainer = make_explainer(name, model, backbone, target_layer)
         t0 = time.perf_counter()
         maps = _maps(explainer, x, targets)
@@ -76,7 +77,9 @@ def audit(model, backbone: str, test: ImageSet, masks: np.ndarray | None, cfg: A
         faith_rows.append(_faithfulness_row(name, predict, grays, maps, targets, cfg))
         sanity_rows.append(_sanity_row(name, model, x[:cfg.sanity_images], targets[:cfg.sanity_images],
                                        backbone, target_layer, cfg, label_model))
-        progress(f"audit: {name} done ({1000 * secs:.0f} ms/map)")
+        spent = time.perf_counter() - started
+        progress(f"audit: {name} done ({k}/{len(names)}, {1000 * secs:.0f} ms/map; {spent:.0f} s so far, "
+                 f"~{spent / k * (len(names) - k):.0f} s left at this pace)")
     for name, maps in baselines.items():
         if with_mask is not None and with_mask.any():
             loc_rows.append(_localization_row(name, maps[with_mask], masks[idx][with_mask], cfg))

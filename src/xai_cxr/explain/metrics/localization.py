@@ -68,3 +68,12 @@ def relevance_rank(heats: np.ndarray, masks: np.ndarray) -> np.ndarray:
         top = np.argsort(-heat.ravel(), kind="stable")[:k]
         out.append(mask.ravel()[top].sum() / max(k, 1))
     return np.array(out)
+
+
+def mask_scores(pred_masks, true_masks) -> dict:
+    """Mean IoU and Dice over images whose true mask is not empty."""
+    true_masks = np.asarray(true_masks, bool)
+    keep = true_masks.reshape(len(true_masks), -1).any(1)
+    iou, dice = iou_dice(np.asarray(pred_masks, float)[keep], true_masks[keep], threshold=0.5)
+    return {"iou": float(iou.mean()) if keep.any() else float("nan"),
+            "dice": float(dice.mean()) if keep.any() else float("nan"), "n_images": int(keep.sum())}

@@ -97,7 +97,7 @@ def check(name: str, data: bytes) -> dict:
     "FAIL: ..." (anything else), with the seconds it took."""
     import time
 
-    from .decode import ImageReadError, decode_image
+    from ..data.decode import ImageReadError, decode_image
     t0 = time.perf_counter()
     try:
         img = decode_image(data, name)
