@@ -366,7 +366,8 @@ def test_the_card_stores_the_output_activation_and_reads_older_cards_by_their_ta
     from xai_cxr.models import ModelCard
     from xai_cxr.pipeline.fit import save_description
     card = save_description(tmp_path, DataConfig(task="multilabel", class_names=("A", "B", "C")),
-                            ModelConfig(backbone="cxr-small", weights="none", num_classes=3), TrainConfig(), CamConfig())
+                            ModelConfig(backbone="cxr-small", weights="none", num_classes=3), TrainConfig(),
+                            CamConfig())
     assert ModelCard.load(tmp_path).activation == card.activation == "sigmoid"
     for task, expected in (("multilabel", "sigmoid"), ("binary", "softmax"), ("subtype", "softmax")):
         raw = json.loads((tmp_path / "model_config.json").read_text())
