@@ -61,7 +61,7 @@ def _cxr_small(inputs, weights):
     """Compact BatchNorm CNN: four blocks of two 3×3 convs, 32→256 filters (trains on a CPU in minutes).
 
     BatchNorm momentum 0.9, not Keras's 0.99: with a few hundred steps the moving statistics must converge,
-    otherwise training accuracy is high and inference accuracy is at chance (measured in a trial run).
+    otherwise training accuracy is high while inference, on the lagging moving statistics, stays at chance.
     """
     from keras import layers
     x = inputs

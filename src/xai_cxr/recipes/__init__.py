@@ -100,5 +100,5 @@ def demo_configs(data_root: str | Path | None = None, seed: int = 42, allow_down
     note = (f"data: {2 * n_train} train / {2 * n_test} test synthetic phantoms at {size}px in {root} (no "
             f"chest_xray/train found)\nnote: {why}\nplan: {model.backbone}, {epochs} epochs "
             f"({train.schedule} schedule) — sized to finish within 10 minutes on an older 2-core CPU; the same "
-            f"epochs and metrics on every machine{budget}")
+            f"epochs on every machine{budget}")
     return data, model, train, note
