@@ -391,3 +391,55 @@ def test_cli_evaluate_streams_across_the_chunk_boundary_like_the_in_memory_path(
     # chunks of 256 batch the films differently from one pass over 300: float rounding may swap a near-tied pair or
     # two of the 150 × 150 (each pair moves the AUC by 1/22,500)
     assert streamed["roc_auc"] == pytest.approx(in_memory["roc_auc"], abs=2.5 / (150 * 150))
+
+
+def test_evaluate_writes_one_decision_per_film_as_the_predictor_decides_and_referral_per_class(trained, phantom_root):
+    import pandas as pd
+
+    from xai_cxr.cli import main
+    from xai_cxr.data import load_images, scan_dataset
+    from xai_cxr.serve.inference import Predictor
+    out, _ = trained
+    assert main(["evaluate", "--data-dir", str(phantom_root), "--weights-dir", str(out / "weights"),
+                 "--results-dir", str(out / "eval_decisions")]) == 0
+    table = pd.read_csv(out / "eval_decisions" / "decisions.csv")
+    manifest = scan_dataset(phantom_root)
+    test = load_images(manifest[manifest.split == "test"], 64, progress=False)
+    preds = Predictor.from_weights_dir(out / "weights").predict(test.images)       # MC dropout seeded as there
+    assert table.file.tolist() == test.manifest.path.tolist()
+    assert table.true_label.tolist() == [("NORMAL", "PNEUMONIA")[k] for k in test.labels]
+    assert table.label.tolist() == [p.label for p in preds] and table.decision.tolist() == [p.decision for p in preds]
+    np.testing.assert_allclose(table.p_PNEUMONIA, [p.probabilities["PNEUMONIA"] for p in preds], rtol=1e-5)
+    np.testing.assert_allclose(table.ood_score, [p.ood_score for p in preds], rtol=1e-5)
+    np.testing.assert_allclose(table.uncertainty, [p.uncertainty for p in preds], rtol=1e-4, atol=1e-6)
+    by_class = json.loads((out / "eval_decisions" / "metrics.json").read_text())["referral_by_class"]
+    for name in ("NORMAL", "PNEUMONIA"):
+        rows = table[table.true_label == name]
+        assert by_class[name]["referred"] == pytest.approx((rows.decision == "refer").mean())
+
+
+def test_fit_ood_writes_the_ages_into_a_card_without_them_and_explain_then_refers_an_adult_dicom(trained, tmp_path,
+                                                                                                  capsys):
+    import shutil
+
+    from conftest import write_dicom
+
+    from xai_cxr.cli import main
+    from xai_cxr.data.phantom import make_phantom
+    from xai_cxr.models import ModelCard
+    out, _ = trained
+    copy = tmp_path / "weights"
+    shutil.copytree(out / "weights", copy)
+    assert ModelCard.load(copy).population_age is None                 # as a card written before the age rule
+    assert main(["fit-ood", str(copy)]) == 0
+    assert "does not name the training population's ages" in capsys.readouterr().out
+    assert main(["fit-ood", str(copy), "--population-age", "1-5"]) == 0
+    assert ModelCard.load(copy).population_age == (1.0, 5.0)
+    write_dicom(tmp_path / "adult.dcm", make_phantom(np.random.default_rng(3), 64, n_lesions=0)[0], "MONOCHROME2",
+                PatientAge="081Y", PatientName="Doe^Jane")
+    capsys.readouterr()
+    assert main(["explain", str(tmp_path / "adult.dcm"), "--weights-dir", str(copy), "--out",
+                 str(tmp_path / "maps")]) == 0
+    said, rows = capsys.readouterr().out, (tmp_path / "maps" / "decisions.csv").read_text()
+    assert "adult.dcm: REFER (" in said and "age" in rows.splitlines()[1].split(",")[2].split(";")
+    assert all("081" not in text and "Doe" not in text for text in (said, rows))

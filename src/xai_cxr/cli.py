@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("weights_dir",
                    help="a trained model's folder (model_config.json, model.weights.h5, run_config.json)")
     o.add_argument("--data-dir", default=None, help="where its training data lives now (default: the saved path)")
+    o.add_argument("--population-age", default=None, metavar="MIN-MAX",
+                   help="ages in years of the training films' patients, written into a model card that has none "
+                        "(cards written before the age rule): a DICOM whose PatientAge lies outside is then referred")
     o.set_defaults(func=cmd_fit_ood, device="auto")
     g = sub.add_parser("phantoms", help="write a synthetic phantom data set with lesion masks")
     g.add_argument("--out", default="phantoms/chest_xray")

@@ -6,13 +6,24 @@ import json
 import sys
 from pathlib import Path
 
+from ..config import write_csv_atomic
 from ..tasks import get_task
 from .configs import base_configs, cam_config_from_args, configs_from_args
 from .serving import _dicom_references, _write_dicom_overlay
 
 
+def decision_row(pred) -> dict:
+    """What ``decisions.csv`` says of one film (``explain`` and ``evaluate``): the decision and its reasons first,
+    then the model's output and the scores behind the decision."""
+    return {"decision": pred.decision, "reasons": ";".join(pred.reasons), "label": pred.label,
+            "confidence": pred.confidence,
+            **{f"p_{name}": v for name, v in pred.probabilities.items()},
+            "uncertainty": pred.uncertainty, "ood_score": pred.ood_score, "ood_threshold": pred.ood_threshold}
+
+
 def cmd_evaluate(args):
     import numpy as np
+    import pandas as pd
 
     from ..config import write_json_atomic
     from ..data import require_splits
@@ -44,10 +55,20 @@ def cmd_evaluate(args):
         m["risk_coverage_by_uncertainty"] = accuracy_at_coverage(
             np.asarray(out["labels"]), labels, np.array([p.uncertainty for p in preds]),
             coverages=tuple(np.round(np.arange(1.0, 0.45, -0.05), 2)))
+        y = np.asarray(out["labels"])
+        m["referral_by_class"] = {name: referral.summary([tuple(p.reasons) for p, t in zip(preds, y) if t == k],
+                                                         correct[y == k])
+                                  for k, name in enumerate(card.class_names) if (y == k).any()}
         r = m["referral"]
         print(f"referral: {r['coverage']:.1%} answered (accuracy {r['accuracy_answered'] or float('nan'):.3f}), "
               f"{r['referred']:.1%} referred — out of distribution {r['referred_out_of_distribution']:.1%}, "
               f"uncertain {r['referred_uncertain']:.1%}; accuracy of all films {r['accuracy_all']:.3f}")
+        print("referred by true class: " + ", ".join(f"{name} {c['referred']:.1%}"
+                                                     for name, c in m["referral_by_class"].items()))
+        rows = [{"file": path, "true_label": card.class_names[t], **decision_row(p)}
+                for path, t, p in zip(out["paths"], y, preds)]
+        write_csv_atomic(pd.DataFrame(rows), Path(args.results_dir) / "decisions.csv")
+        print(f"decisions → {Path(args.results_dir) / 'decisions.csv'} (one row per film)")
     m["skipped_images"] = [{"path": p, "reason": r} for p, r in out["skipped"]]
     results = Path(args.results_dir)
     write_json_atomic(m, results / "metrics.json")
@@ -95,9 +116,7 @@ def cmd_explain(args):
             said = (f"REFER ({'; '.join(p.reason_text)}) — model output, not an answer: {p.label} "
                     f"({p.confidence:.1%})") if p.referred else f"{p.label} ({p.confidence:.1%})"
             print(f"{name}: {said} → {dest}")
-            rows.append({"file": name.name, "decision": p.decision, "reasons": ";".join(p.reasons),
-                         "label": p.label, "confidence": p.confidence, "uncertainty": p.uncertainty,
-                         "ood_score": p.ood_score, "ood_threshold": p.ood_threshold, "map": dest.name})
+            rows.append({"file": name.name, **decision_row(p), "map": dest.name})
             if args.dicom_out and str(name) in refs:
                 _write_dicom_overlay(refs[str(name)], red_overlay(g, h, args.top_fraction), p.label, p.confidence,
                                      predictor.weights_id, args.cam,

@@ -73,8 +73,23 @@ def cmd_train(args):
 
 
 def cmd_fit_ood(args):
-    from ..models import files
+    from dataclasses import replace
+
+    from ..data.population import parse_range
+    from ..models import ModelCard, files
     from ..pipeline import refit_out_of_distribution
+    card = ModelCard.load(args.weights_dir)
+    if args.population_age is not None:
+        age = parse_range(args.population_age)
+        if card.population_age is not None and card.population_age != age:
+            sys.exit(f"error: {args.weights_dir}'s card already names the training population's ages "
+                     f"({card.population_age[0]:g}-{card.population_age[1]:g}); --population-age does not change them")
+        replace(card, population_age=age).save(args.weights_dir)
+        print(f"model card: training population aged {age[0]:g}-{age[1]:g} years" if age else
+              "model card: training population's ages unknown")
+    elif card.population_age is None:
+        print(f"note: {args.weights_dir}'s card does not name the training population's ages, so no film is referred "
+              "for its patient's age; add them with --population-age MIN-MAX (Kermany: 1-5)")
     summary, _ = refit_out_of_distribution(args.weights_dir, args.data_dir, progress=True)
     print(f"out-of-distribution detector → {Path(args.weights_dir) / files.OOD}: threshold "
           f"{summary['threshold']:.2f} ({summary['quantile']:.0%} of the {summary['calibrated_on']} films), "
