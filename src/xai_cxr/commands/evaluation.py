@@ -56,6 +56,7 @@ def cmd_evaluate(args):
             np.asarray(out["labels"]), labels, np.array([p.uncertainty for p in preds]),
             coverages=tuple(np.round(np.arange(1.0, 0.45, -0.05), 2)))
         y = np.asarray(out["labels"])
+        m["shift"] = _shift_test(predictor.ood, preds, y, card.class_names)
         m["referral_by_class"] = {name: referral.summary([tuple(p.reasons) for p, t in zip(preds, y) if t == k],
                                                          correct[y == k])
                                   for k, name in enumerate(card.class_names) if (y == k).any()}
@@ -76,6 +77,26 @@ def cmd_evaluate(args):
     for p, r in out["skipped"]:
         print(f"skipped {p}: {r}")
     print(f"metrics → {results / 'metrics.json'}")
+
+
+def _shift_test(detector, preds, y, class_names) -> dict | None:
+    """The folder shift test (``models/shift.py``) of the evaluated films against the model's holdout films, overall
+    and per true class, printed in words before the metrics; None (with a note) when the detector has no reference."""
+    import numpy as np
+
+    from ..models.shift import c2st
+    if detector is None or detector.reference_z is None:
+        print("folder shift test: not run — the detector beside the weights keeps no holdout reference; "
+              "`xai-cxr fit-ood WEIGHTS_DIR` refits it with one")
+        return None
+    reference = detector.reference_z[:, detector.summed]
+    films = np.array([[p.ood_z[b] for b in detector.combine] for p in preds])
+    tests = {"all films": c2st(reference, films)}
+    tests.update({f"{name} films": c2st(reference, films[y == k]) for k, name in enumerate(class_names)
+                  if (y == k).sum() >= 5})
+    for what, t in tests.items():
+        print(f"folder shift test — {t.in_words(what)}")
+    return {what: {**t.__dict__, "foreign": t.foreign} for what, t in tests.items()}
 
 
 def cmd_explain(args):

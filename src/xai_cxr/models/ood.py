@@ -77,6 +77,8 @@ class OODDetector:
     calibrated_on: str                         # "holdout" | "train, held out of the detector"
     grid: int = 1                              # layer features are averaged over a grid × grid split of the map
     input_check: object = field(default=None, compare=False)   # models.input_check.InputCheck, when a branch needs it
+    reference_z: np.ndarray | None = field(default=None, compare=False)   # (M, B) z-scores of the calibration films:
+                                            # the reference sample of the folder shift test (models/shift.py)
 
     def raw(self, branch_values: dict[str, np.ndarray]) -> np.ndarray:
         """(N, B) raw scores from each branch's features (Mahalanobis branches) or score (plain branches)."""
@@ -107,6 +109,8 @@ class OODDetector:
         arrays = {"branches": np.array(self.branches), "combine": np.array(self.combine),
                   "centre": self.centre, "scale": self.scale, "threshold": self.threshold,
                   "quantile": self.quantile, "calibrated_on": self.calibrated_on, "grid": self.grid}
+        if self.reference_z is not None:
+            arrays["reference_z"] = self.reference_z
         for i, fit in enumerate(self.fits):
             if fit is not None:
                 arrays[f"means_{i}"], arrays[f"precision_{i}"] = fit.means, fit.precision
@@ -134,7 +138,7 @@ class OODDetector:
         from .input_check import InputCheck
         return cls(branches, fits, z["centre"], z["scale"], tuple(str(b) for b in z["combine"]),
                    float(z["threshold"]), float(z["quantile"]), str(z["calibrated_on"]), int(z["grid"]),
-                   InputCheck.load(folder))
+                   InputCheck.load(folder), z["reference_z"] if "reference_z" in z else None)
 
     def image_values(self, model, images: np.ndarray, preprocess, net=None,
                      progress: str | None = None) -> dict[str, np.ndarray]:
@@ -181,8 +185,9 @@ def fit_detector(train: dict[str, np.ndarray], labels: np.ndarray, calibration: 
     centre, scale = raw.mean(0), raw.std(0, ddof=1)
     scale = np.where(scale > 0, scale, 1.0)
     scored = replace(unit, centre=centre, scale=scale)
-    threshold = float(np.quantile(scored.combined(scored.z(raw)), quantile))
-    return replace(scored, threshold=threshold, input_check=input_check)
+    z = scored.z(raw)
+    threshold = float(np.quantile(scored.combined(z), quantile))
+    return replace(scored, threshold=threshold, input_check=input_check, reference_z=z)
 
 
 # --- features of a Keras model at several depths -------------------------------------------------------------
