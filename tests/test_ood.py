@@ -185,7 +185,8 @@ def test_phantom_model_flags_real_films_but_not_its_own_phantoms(kermany224, tmp
     assert on_films[0].warning.startswith("outside what this model has seen")
 
 
-def test_without_a_holdout_a_share_of_the_training_films_calibrates_and_new_films_are_not_flagged_by_the_dozen():
+def test_without_a_holdout_a_share_of_the_training_films_calibrates_and_new_films_are_not_flagged_by_the_dozen(
+        tmp_path):
     """Scored against a fit that saw them, training films look closer than any new film: calibrating on them would
     flag most new in-distribution films (a 1,024-number branch fitted on 160 films). A held-out share keeps the
     stated rate."""
@@ -202,6 +203,16 @@ def test_without_a_holdout_a_share_of_the_training_films_calibrates_and_new_film
     pre = BACKBONES["cxr-small"].preprocess
     det = fit_for_model(model, pre, train, labels, None, input_check=False, seed=1)
     assert det.calibrated_on == "train, held out of the detector"
+    # the held-out films are the folder shift test's reference: their z-scores and their own classes, saved
+    cal_idx = np.sort(np.random.default_rng(1).permutation(200)[:40])
+    np.testing.assert_array_equal(det.reference_labels, labels[cal_idx])
+    np.testing.assert_allclose(det.reference_z, det.z(det.raw(det.image_values(model, train[cal_idx], pre))),
+                               rtol=1e-6, atol=1e-6)
+    from xai_cxr.models.ood import OODDetector
+    det.save(tmp_path)
+    back = OODDetector.load(tmp_path)
+    np.testing.assert_array_equal(back.reference_labels, det.reference_labels)
+    np.testing.assert_allclose(back.reference_z, det.reference_z)
     new = films(400)
     assert det.assess(det.image_values(model, new, pre)).flagged.mean() <= 0.10
     naive = fit_for_model(model, pre, train, labels, train, input_check=False)      # calibrated on its own fit

@@ -79,6 +79,9 @@ class OODDetector:
     input_check: object = field(default=None, compare=False)   # models.input_check.InputCheck, when a branch needs it
     reference_z: np.ndarray | None = field(default=None, compare=False)   # (M, B) z-scores of the calibration films:
                                             # the reference sample of the folder shift test (models/shift.py)
+    reference_labels: np.ndarray | None = field(default=None, compare=False)   # (M,) their class indices (None:
+                                            # unknown, or a multi-label task): per-class shift tests compare like
+                                            # with like
 
     def raw(self, branch_values: dict[str, np.ndarray]) -> np.ndarray:
         """(N, B) raw scores from each branch's features (Mahalanobis branches) or score (plain branches)."""
@@ -111,6 +114,8 @@ class OODDetector:
                   "quantile": self.quantile, "calibrated_on": self.calibrated_on, "grid": self.grid}
         if self.reference_z is not None:
             arrays["reference_z"] = self.reference_z
+        if self.reference_labels is not None:
+            arrays["reference_labels"] = self.reference_labels
         for i, fit in enumerate(self.fits):
             if fit is not None:
                 arrays[f"means_{i}"], arrays[f"precision_{i}"] = fit.means, fit.precision
@@ -138,7 +143,8 @@ class OODDetector:
         from .input_check import InputCheck
         return cls(branches, fits, z["centre"], z["scale"], tuple(str(b) for b in z["combine"]),
                    float(z["threshold"]), float(z["quantile"]), str(z["calibrated_on"]), int(z["grid"]),
-                   InputCheck.load(folder), z["reference_z"] if "reference_z" in z else None)
+                   InputCheck.load(folder), z["reference_z"] if "reference_z" in z else None,
+                   z["reference_labels"] if "reference_labels" in z else None)
 
     def image_values(self, model, images: np.ndarray, preprocess, net=None,
                      progress: str | None = None) -> dict[str, np.ndarray]:
@@ -171,7 +177,7 @@ class Assessment:
 def fit_detector(train: dict[str, np.ndarray], labels: np.ndarray, calibration: dict[str, np.ndarray],
                  plain: tuple[str, ...] = (), combine: tuple[str, ...] | None = None,
                  quantile: float = DEFAULT_QUANTILE, calibrated_on: str = "holdout", grid: int = 1,
-                 input_check=None) -> OODDetector:
+                 input_check=None, calibration_labels=None) -> OODDetector:
     """Fit a Mahalanobis branch on each training feature array in ``train`` (name → (N, D)) except the ``plain``
     ones (name → (N,) scores, used as they are); standardise every branch on ``calibration`` (same names); sum
     ``combine`` (default: every branch not in ``NOT_SUMMED``); threshold = its ``quantile`` on the calibration
@@ -187,7 +193,9 @@ def fit_detector(train: dict[str, np.ndarray], labels: np.ndarray, calibration: 
     scored = replace(unit, centre=centre, scale=scale)
     z = scored.z(raw)
     threshold = float(np.quantile(scored.combined(z), quantile))
-    return replace(scored, threshold=threshold, input_check=input_check, reference_z=z)
+    labels = None if calibration_labels is None or np.ndim(calibration_labels) != 1 else \
+        np.asarray(calibration_labels, int)
+    return replace(scored, threshold=threshold, input_check=input_check, reference_z=z, reference_labels=labels)
 
 
 # --- features of a Keras model at several depths -------------------------------------------------------------
@@ -279,7 +287,7 @@ def image_branch_values(model, images: np.ndarray, preprocess, layers: tuple[str
     return out
 
 
-def fit_for_model(model, preprocess, train_images, train_labels, calibration_images=None,
+def fit_for_model(model, preprocess, train_images, train_labels, calibration_images=None, calibration_labels=None,
                   quantile: float = DEFAULT_QUANTILE, input_check: bool = True, seed: int = 42,
                   combine: tuple[str, ...] | None = None, grid: int = DEFAULT_GRID,
                   calibration_share: float = 0.2, progress: bool = False) -> OODDetector:
@@ -296,6 +304,7 @@ def fit_for_model(model, preprocess, train_images, train_labels, calibration_ima
         order = np.random.default_rng(seed).permutation(len(train_images))
         n_cal = max(1, int(round(calibration_share * len(train_images))))
         fit_idx, cal_idx = np.sort(order[n_cal:]), np.sort(order[:n_cal])
+        calibration_labels = fit_labels[cal_idx]
         fit_images, fit_labels = train_images[fit_idx], fit_labels[fit_idx]
         calibration_images, calibrated_on = train_images[cal_idx], "train, held out of the detector"
     check = None
@@ -308,4 +317,5 @@ def fit_for_model(model, preprocess, train_images, train_labels, calibration_ima
     calib = image_branch_values(model, calibration_images, preprocess, layers, check, grid,
                                 progress=say(f"detector: features of {len(calibration_images)} calibration films"))
     plain = (ENERGY_BRANCH, *(check.plain_branches if check else ()))
-    return fit_detector(train, fit_labels, calib, plain, combine, quantile, calibrated_on, grid, check)
+    return fit_detector(train, fit_labels, calib, plain, combine, quantile, calibrated_on, grid, check,
+                        calibration_labels)

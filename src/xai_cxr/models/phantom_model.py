@@ -37,5 +37,5 @@ def train_phantom_model(folder: str | Path, seed: int = 42, n_train: int = 120, 
                for s in (train, val)]
     train_two_stage(model, *batches, replace(TrainConfig(seed=seed).with_epochs(*epochs), verbose=0), weights,
                     class_weights(train.labels, 2), spec.finetune_from)
-    fit_for_model(model, spec.preprocess, train.images, train.labels, val.images).save(weights)
+    fit_for_model(model, spec.preprocess, train.images, train.labels, val.images, val.labels).save(weights)
     return weights

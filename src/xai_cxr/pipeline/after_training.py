@@ -76,7 +76,8 @@ def fit_out_of_distribution(model, prep: Prepared, weights_dir: Path, seed: int 
     from ..models.ood import fit_for_model
     preprocess = BACKBONES[backbone_of(model)].preprocess
     det = fit_for_model(model, preprocess, prep.train.images, prep.train.labels,
-                        None if prep.val is prep.test else prep.val.images, seed=seed, progress=progress)
+                        None if prep.val is prep.test else prep.val.images,
+                        None if prep.val is prep.test else prep.val.labels, seed=seed, progress=progress)
     det.save(weights_dir)
     flagged = det.assess(det.image_values(model, prep.test.images, preprocess,
                                           progress="detector: test films" if progress else None)).flagged
