@@ -25,8 +25,9 @@ def test_a_mean_shift_is_found_and_only_p_below_one_in_a_thousand_is_called_fore
     # no shuffle did as well in the first 100; with 199 asked p can never fall below 0.001, so it stops there
     assert t.p_value == 1 / 101 and t.permutations == 100 and t.auc > 0.75 and t.auc_ci95[0] > 0.6
     assert not t.foreign and "no shift found" in t.in_words()
-    assert replace(t, p_value=1 / 1001).foreign and "are not like the training films" in replace(
-        t, p_value=1 / 1001).in_words()
+    floor = replace(t, p_value=1 / 1001, permutations=1000)
+    assert floor.foreign and "are not like the training films" in floor.in_words()
+    assert "p < 0.001: none of 1000 label shuffles did as well" in floor.in_words()
 
 
 def test_the_auc_is_the_mean_out_of_fold_auc_on_the_same_folds():

@@ -32,10 +32,11 @@ class ShiftTest:
 
     def in_words(self, what: str = "these films") -> str:
         if self.foreign:
+            p = (f"p < {FOREIGN_P:g}: none of {self.permutations} label shuffles did as well"
+                 if self.p_value * (self.permutations + 1) <= 1 + 1e-9 else f"p = {self.p_value:.4f}")
             return (f"{what} are not like the training films: a classifier tells them from the model's holdout films "
-                    f"with ROC-AUC {self.auc:.2f} [{self.auc_ci95[0]:.2f}, {self.auc_ci95[1]:.2f}] (p = "
-                    f"{self.p_value:.4f}, n = {self.n_folder}); the metrics below do not describe the model on "
-                    "Kermany-like films")
+                    f"with ROC-AUC {self.auc:.2f} [{self.auc_ci95[0]:.2f}, {self.auc_ci95[1]:.2f}] ({p}, n = "
+                    f"{self.n_folder}); the metrics below do not describe the model on Kermany-like films")
         return (f"{what}: no shift found against the model's holdout films (ROC-AUC {self.auc:.2f} "
                 f"[{self.auc_ci95[0]:.2f}, {self.auc_ci95[1]:.2f}], p = {self.p_value:.3f}, n = {self.n_folder})")
 
