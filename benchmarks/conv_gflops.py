@@ -21,10 +21,8 @@ def main() -> int:
     from xai_cxr.runtime import cpu_description, quiet_tensorflow
     quiet_tensorflow()
     import timing
-    flops = 10 * 8 * 96 * 96 * 32 * 32 * 9 * 2
-    timing._workload()
-    best = min(timing._timed(timing._workload) for _ in range(20))
-    gflops = flops / best / 1e9
+    best = timing.workload_s(repeats=20)
+    gflops = timing.WORKLOAD_FLOPS / best / 1e9
     out = {"date": dt.date.today().isoformat(), "machine": cpu_description(),
            "command": "python benchmarks/conv_gflops.py", "workload_s": round(best, 4), "gflops": round(gflops, 1),
            "older_cpu_gflops": OLDER_CPU_GFLOPS, "times_faster_than_older_cpu": round(gflops / OLDER_CPU_GFLOPS, 2)}

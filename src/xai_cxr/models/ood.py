@@ -193,9 +193,10 @@ def fit_detector(train: dict[str, np.ndarray], labels: np.ndarray, calibration: 
     scored = replace(unit, centre=centre, scale=scale)
     z = scored.z(raw)
     threshold = float(np.quantile(scored.combined(z), quantile))
-    labels = None if calibration_labels is None or np.ndim(calibration_labels) != 1 else \
+    reference_labels = None if calibration_labels is None or np.ndim(calibration_labels) != 1 else \
         np.asarray(calibration_labels, int)
-    return replace(scored, threshold=threshold, input_check=input_check, reference_z=z, reference_labels=labels)
+    return replace(scored, threshold=threshold, input_check=input_check, reference_z=z,
+                   reference_labels=reference_labels)
 
 
 # --- features of a Keras model at several depths -------------------------------------------------------------

@@ -78,13 +78,13 @@ def mc_predict(mc_model: MCDropoutModel, x: np.ndarray, passes: int = 20, batch_
     predictive entropy of the mean (nats; summed over labels when ``activation`` is "sigmoid"). The trunk runs
     once per image; each image's trunk output is repeated ``passes`` times inside a head batch (every row draws its
     own dropout mask)."""
-    sampled, head = (mc_model.trunk is not None), mc_model.head
+    split, head = (mc_model.trunk is not None), mc_model.head
     chunks = []
     for s in range(0, len(x), batch_size):
         xb = x[s:s + batch_size]
-        inputs = np.asarray(mc_model.trunk(xb, training=False)) if sampled else xb
+        inputs = np.asarray(mc_model.trunk(xb, training=False)) if split else xb
         rows = np.repeat(inputs, passes, axis=0)
-        step = len(rows) if sampled else batch_size         # the head is small: one call per batch of images
+        step = len(rows) if split else batch_size           # the head is small: one call per batch of images
         p = np.concatenate([np.asarray(head(rows[r:r + step], training=False)) for r in range(0, len(rows), step)])
         chunks.append(p.reshape(-1, passes, p.shape[-1]))
     samples = np.concatenate(chunks)                    # (N, passes, K)

@@ -82,14 +82,14 @@ def demo_configs(data_root: str | Path | None = None, seed: int = 42, allow_down
                 "downloads are off: training cxr-res from scratch (the cxr-res recipe, 30-minute budget) instead"]))
         data, model, train, _ = load_recipe("demo", root, seed)
         return data, model, train, "\n".join(filter(None, [f"data: {root}", found]))
-    size = load_recipe("demo-phantoms")[0].image_size
-    n_train, n_test = DEMO_PHANTOMS_PER_CLASS
+    data, model, train, _ = load_recipe("demo-phantoms", PHANTOM_ROOT, seed)
+    size, (n_train, n_test) = data.image_size, DEMO_PHANTOMS_PER_CLASS
     root = write_phantom_dataset(PHANTOM_ROOT, PhantomConfig(image_size=size, n_train=n_train, n_test=n_test,
                                                              seed=seed))
-    data, model, train, _ = load_recipe("demo-phantoms", root, seed)
+    sized = "sized to finish within 10 minutes on an older 2-core CPU; "
     if imagenet_available("vgg19"):
         _, model, vgg_train, _ = load_recipe("demo")
-        train = replace(vgg_train, seed=seed)
+        train, sized = replace(vgg_train, seed=seed), ""
         why = f"VGG19's ImageNet weights are in {keras_models_dir()}: the demo fine-tunes VGG19 on them"
     else:
         why = (f"VGG19's ImageNet weights are not in {keras_models_dir()}; on phantoms the demo does not download "
@@ -99,6 +99,5 @@ def demo_configs(data_root: str | Path | None = None, seed: int = 42, allow_down
     budget = f" unless training would pass {train.budget_minutes:g} minutes" if train.budget_minutes else ""
     note = (f"data: {2 * n_train} train / {2 * n_test} test synthetic phantoms at {size}px in {root} (no "
             f"chest_xray/train found)\nnote: {why}\nplan: {model.backbone}, {epochs} epochs "
-            f"({train.schedule} schedule) — sized to finish within 10 minutes on an older 2-core CPU; the same "
-            f"epochs on every machine{budget}")
+            f"({train.schedule} schedule) — {sized}the same epochs on every machine{budget}")
     return data, model, train, note
