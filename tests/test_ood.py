@@ -232,3 +232,29 @@ def test_feature_models_take_the_image_tensor_keras_expects_without_a_structure_
         warnings.simplefilter("error")                  # Keras warns once per call when given [image] for image
         branch_model(model, depth_layers(model), 2)(x, training=False)
         mc_dropout_model(model).trunk(x, training=False)
+
+
+def test_knn_distance_is_the_kth_nearest_euclidean_distance_of_l2_normalised_features_by_brute_force():
+    from xai_cxr.models.ood import fit_knn
+    rng = np.random.default_rng(0)
+    train, films = rng.normal(size=(300, 16)) * rng.uniform(0.5, 3, (300, 1)), rng.normal(size=(20, 16))
+    unit = lambda a: a / np.linalg.norm(a, axis=1, keepdims=True)  # noqa: E731
+    d = np.sqrt(((unit(films)[:, None] - unit(train)[None]) ** 2).sum(-1))
+    for k in (1, 5):
+        np.testing.assert_allclose(fit_knn(train, k=k).score(films), np.sort(d, 1)[:, k - 1], atol=1e-3)
+    # the bank is a seeded sample when the training set is larger than it
+    small = fit_knn(train, k=1, bank=50, seed=3)
+    assert small.bank.shape == (50, 16) and np.array_equal(small.bank, fit_knn(train, k=1, bank=50, seed=3).bank)
+
+
+def test_a_knn_detector_survives_save_and_load(tmp_path):
+    from xai_cxr.models.ood import KNearest, OODDetector, fit_detector
+    rng = np.random.default_rng(1)
+    train = {"a": rng.normal(size=(200, 8)), "b": rng.normal(size=(200, 4))}
+    calib = {"a": rng.normal(size=(50, 8)), "b": rng.normal(size=(50, 4))}
+    det = fit_detector(train, np.arange(200) % 2, calib, distance="knn")
+    det.save(tmp_path)
+    back = OODDetector.load(tmp_path)
+    assert all(isinstance(f, KNearest) for f in back.fits)
+    films = {"a": rng.normal(size=(10, 8)) + 2, "b": rng.normal(size=(10, 4))}
+    np.testing.assert_allclose(back.assess(films).score, det.assess(films).score)

@@ -17,8 +17,8 @@ AGE = "087Y"            # an age no output may carry
 
 
 def test_each_reason_alone_and_together():
-    codes = referral.reasons([False, True, False, False, True], [0.0, 0.0, 0.2, 0.0, 0.3], 0.15,
-                             [None, False, False, True, True])
+    codes = referral.reasons([False, True, False, False, True],
+                             referral.mc_uncertain([0.0, 0.0, 0.2, 0.0, 0.3], 0.15), [None, False, False, True, True])
     assert codes == [(), ("out_of_distribution",), ("uncertain",), ("age",),
                      ("out_of_distribution", "uncertain", "age")]
     assert [referral.decision(c) for c in codes] == ["answer"] + ["refer"] * 4
@@ -98,11 +98,26 @@ def test_blank_or_constant_images_are_refused_as_bad_input(kermany_like_weights)
             pred.load(png, "flat.png")
 
 
-def test_uncertainty_above_the_limit_refers_every_film(kermany_like_weights):
+def test_the_predictor_refers_below_the_rules_confidence_and_answers_above(kermany_like_weights):
+    from xai_cxr.data.phantom import make_phantom
+    from xai_cxr.models.selective import SelectiveRule
+    from xai_cxr.serve.inference import Predictor
+    img = make_phantom(np.random.default_rng(1), 64, n_lesions=1)[0]
+    pred = Predictor.from_weights_dir(kermany_like_weights, mc_passes=1)
+    confidence = pred.predict(img[None], mc=False)[0].confidence
+    for threshold, referred in ((confidence + 1e-6, True), (confidence - 1e-6, False)):
+        pred.selective = SelectiveRule(0.05, 0.05, threshold, 0.04, 0.5, 0.01, 100)
+        p = pred.predict(img[None], mc=False)[0]
+        assert ("uncertain" in p.reasons) is referred
+        assert f"{threshold:.3f}" in pred.confidence_rule() and "5%" in pred.confidence_rule()
+
+
+def test_without_an_error_level_an_mc_sd_above_the_limit_refers_every_film(kermany_like_weights):
     from xai_cxr.data.phantom import make_phantom
     from xai_cxr.serve.inference import Predictor
     img = make_phantom(np.random.default_rng(1), 64, n_lesions=1)[0]
     pred = Predictor.from_weights_dir(kermany_like_weights, mc_passes=1, refer_above=-1.0)
+    pred.selective = None                                   # a folder written before the error level
     p = pred.predict(img[None], mc=False)[0]
     assert p.decision == "refer" and "uncertain" in p.reasons and p.as_dict()["answer"] is None
     assert list(p.as_dict())[:4] == ["decision", "reasons", "reason_text", "answer"]

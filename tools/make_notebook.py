@@ -354,8 +354,9 @@ films from elsewhere (its `test/NORMAL`, `test/PNEUMONIA`) to see how many the d
 from xai_cxr.data.phantom import PhantomConfig, write_phantom_dataset
 from xai_cxr.evaluate import plot_ood_scores
 from xai_cxr.models.ood import OODDetector
-from xai_cxr.pipeline import fit_out_of_distribution
+from xai_cxr.pipeline import fit_error_level, fit_out_of_distribution
 print(fit_out_of_distribution(model, prep, Path("saved_weights"), SEED))   # fitted and saved beside the weights
+fit_error_level(model, prep, data_cfg, Path("saved_weights"), train_cfg.error_level);
 detector = OODDetector.load("saved_weights")
 preprocess = BACKBONES[model_cfg.backbone].preprocess
 score = lambda images: detector.assess(detector.image_values(model, images, preprocess)).score  # noqa: E731

@@ -90,14 +90,18 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", required=True, help="folder for the export, its card, export.json and README.md")
     ex.set_defaults(func=cmd_export, device="cpu")
     o = sub.add_parser("fit-ood",
-                       help="fit (again) the out-of-distribution detector of a trained model on the films it "
-                                      "was trained on (its run_config.json: same training films, same holdout)")
+                       help="fit (again) the out-of-distribution detector and the error-level rule of a trained "
+                                      "model on the films it was trained on (its run_config.json: same training "
+                                      "films, same holdout)")
     o.add_argument("weights_dir",
                    help="a trained model's folder (model_config.json, model.weights.h5, run_config.json)")
     o.add_argument("--data-dir", default=None, help="where its training data lives now (default: the saved path)")
     o.add_argument("--population-age", default=None, metavar="MIN-MAX",
                    help="ages in years of the training films' patients, written into a model card that has none "
                         "(cards written before the age rule): a DICOM whose PatientAge lies outside is then referred")
+    o.add_argument("--error-level", type=float, default=None, metavar="LEVEL",
+                   help="the error of the answered films the referral rule bounds on the holdout (default: the "
+                        "folder's, else the run's, else 0.05); refitted with the detector")
     o.set_defaults(func=cmd_fit_ood, device="auto")
     g = sub.add_parser("phantoms", help="write a synthetic phantom data set with lesion masks")
     g.add_argument("--out", default="phantoms/chest_xray")

@@ -116,6 +116,8 @@ class TrainConfig:
                                         # checkpoint) | "last" (the final epoch: a cosine schedule's end)
     operating_point: str | None = None  # two classes: decision threshold chosen on validation after calibration,
                                         # "sensitivity:0.95" | "specificity:0.9" | "youden"; None = 0.5
+    error_level: float = 0.05           # the error of the answered films the referral rule bounds on validation
+                                        # (models/selective.py): films below its confidence threshold are referred
 
     def with_epochs(self, stage1: int | None = None, stage2: int | None = None) -> "TrainConfig":
         """Same schedule with other epoch counts (quick runs, tests)."""

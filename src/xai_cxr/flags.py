@@ -73,6 +73,10 @@ def add_training_flags(p) -> None:
                    help="two classes: choose the decision threshold on the validation split after calibration — "
                         "sensitivity:0.95 (highest threshold keeping 95%% sensitivity), specificity:0.9, or youden; "
                         "stored in the model card (evaluate, app, API use it); default 0.5")
+    p.add_argument("--error-level", type=float, default=None, metavar="LEVEL",
+                   help="the error of the answered films the referral rule bounds (default 0.05: answered films "
+                        "≥ 95%% right on validation, with 95%% confidence); films below the confidence this needs are "
+                        "referred")
     p.add_argument("--schedule", choices=["plateau", "cosine"], default=None,
                    help="plateau: ReduceLROnPlateau (the reference design); cosine: 1 warm-up epoch, then cosine decay "
                         "to 0")

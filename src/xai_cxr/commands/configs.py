@@ -32,6 +32,7 @@ FLAG_FIELDS: dict[str, tuple] = {
     "budget_minutes": ("train", "budget_minutes"), "optimizer": ("train", "optimizer"),
     "weight_decay": ("train", "weight_decay"), "schedule": ("train", "schedule"), "ema": ("train", "ema_momentum"),
     "keep": ("train", "keep"), "operating_point": ("train", "operating_point"),
+    "error_level": ("train", "error_level"),
     "loss": ("train", "multilabel_loss"), "focal_gamma": ("train", "focal_gamma"),
     "focal_alpha": ("train", "focal_alpha"), "cache_dir": ("train", "feature_cache_dir"),
     "no_feature_cache": ("train", "feature_cache", lambda v: not v),

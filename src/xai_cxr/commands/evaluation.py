@@ -51,7 +51,7 @@ def cmd_evaluate(args):
         m["referral"] = referral.summary([tuple(p.reasons) for p in preds], correct)
         m["referral"]["rule"] = (f"refer when out of distribution (combined score > {predictor.ood.threshold:.2f})"
                                  if predictor.ood else "no out-of-distribution detector beside the weights") + \
-            f" or MC-dropout sd > {predictor.refer_above:.2f}"
+            f"; {predictor.confidence_rule()}"
         m["risk_coverage_by_uncertainty"] = accuracy_at_coverage(
             np.asarray(out["labels"]), labels, np.array([p.uncertainty for p in preds]),
             coverages=tuple(np.round(np.arange(1.0, 0.45, -0.05), 2)))

@@ -90,10 +90,13 @@ def cmd_fit_ood(args):
     elif card.population_age is None:
         print(f"note: {args.weights_dir}'s card does not name the training population's ages, so no film is referred "
               "for its patient's age; add them with --population-age MIN-MAX (Kermany: 1-5)")
-    summary, _ = refit_out_of_distribution(args.weights_dir, args.data_dir, progress=True)
+    summary, _ = refit_out_of_distribution(args.weights_dir, args.data_dir, progress=True,
+                                           error_level=args.error_level)
     print(f"out-of-distribution detector → {Path(args.weights_dir) / files.OOD}: threshold "
           f"{summary['threshold']:.2f} ({summary['quantile']:.0%} of the {summary['calibrated_on']} films), "
           f"{summary['test_flagged']} test films flagged ({summary['test_flagged_share']:.1%})")
+    if summary["error_level"]:
+        print(f"error-level rule → {Path(args.weights_dir) / files.SELECTIVE}")
 
 
 def cmd_phantoms(args):

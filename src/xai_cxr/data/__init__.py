@@ -1,9 +1,9 @@
 """Data: ``scan`` folder layouts into manifests, ``splits`` of a manifest, ``decode`` any file once, ``images``
 (the model's square, the uint8 set), ``batches`` (tf.data), synthetic ``phantom`` films with lesion masks, planted
-``confounders``, and ``stream``ed evaluation of large sets."""
+``confounders``, synthetic film ``shifts``, and ``stream``ed evaluation of large sets."""
 from .batches import augment_batch, augmenter, encode_labels, label_array, make_dataset, to_model_input  # noqa: F401
 from .decode import MAX_PIXELS, ImageReadError, decode_image, is_dicom, read_gray  # noqa: F401
-from .images import GEOMETRIES, ImageSet, fit_size, load_image, load_images  # noqa: F401
+from .images import GEOMETRIES, ImageSet, equalize, fit_size, load_image, load_images  # noqa: F401
 from .scan import (  # noqa: F401
     IMAGE_EXTENSIONS,
     LAYOUT,

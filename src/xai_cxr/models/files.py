@@ -8,3 +8,4 @@ HISTORY = "history.json"              # per-epoch training history
 CALIBRATION = "calibration.json"      # the fitted temperature
 OOD = "ood.npz"                       # the out-of-distribution detector (models/ood.py)
 INPUT_CHECK = "input_check.weights.h5"  # its input-level autoencoder (models/input_check.py)
+SELECTIVE = "selective.json"          # the error-level rule: answer only above a confidence (models/selective.py)

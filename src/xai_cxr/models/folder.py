@@ -118,6 +118,11 @@ class ModelFolder:
         from .ood import OODDetector
         return OODDetector.load(self.path)
 
+    def selective(self):
+        """The error-level rule fitted after training (``models/selective.py``), or None."""
+        from .selective import SelectiveRule
+        return SelectiveRule.load(self.path)
+
     def weights_sha256(self) -> str:
         return sha256_of(self.weights)
 

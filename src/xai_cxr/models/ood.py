@@ -66,9 +66,49 @@ def fit_mahalanobis(features: np.ndarray, labels: np.ndarray) -> Mahalanobis:
 
 
 @dataclass(frozen=True)
+class KNearest:
+    """Distance to the k-th nearest training film after L2 normalisation of the features (Sun et al., ICML 2022):
+    no assumption on the features' shape, where Mahalanobis assumes one Gaussian per class."""
+    bank: np.ndarray           # (M, D) L2-normalised training features
+    k: int
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        f = l2_normalise(features).astype(np.float32)
+        bank = np.asarray(self.bank, np.float32)
+        k = min(self.k, len(bank))
+        out = np.empty(len(f))
+        for s in range(0, len(f), 256):                                    # (256, M) similarities at a time
+            sim = f[s:s + 256] @ bank.T
+            kth = -np.partition(-sim, k - 1, axis=1)[:, k - 1]             # the k-th largest cosine similarity
+            out[s:s + 256] = np.sqrt(np.maximum(2.0 - 2.0 * kth, 0.0))      # its Euclidean distance on the sphere
+        return out
+
+
+def l2_normalise(features: np.ndarray) -> np.ndarray:
+    f = np.asarray(features, np.float64)
+    return f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+
+
+KNN_K = 10                  # neighbours: Sun et al.'s k = 50 for 50,000 films scaled to a bank of a few thousand
+KNN_BANK = 2000             # training films kept per branch (a seeded sample: Sun et al. show a sample suffices)
+
+
+def fit_knn(features: np.ndarray, labels=None, k: int = KNN_K, bank: int = KNN_BANK, seed: int = 0) -> KNearest:
+    """The k-NN branch of training features: a seeded sample of at most ``bank`` films, L2-normalised, stored as
+    float16 (the distance's precision needs no more)."""
+    f = np.asarray(features)
+    if len(f) > bank:
+        f = f[np.sort(np.random.default_rng(seed).choice(len(f), bank, replace=False))]
+    return KNearest(l2_normalise(f).astype(np.float16), int(k))
+
+
+DISTANCES = {"mahalanobis": fit_mahalanobis, "knn": fit_knn}    # name → fit(features, labels) of a branch's distance
+
+
+@dataclass(frozen=True)
 class OODDetector:
     branches: tuple[str, ...]                  # branch names: model layers, "head", "input_error", "energy", ...
-    fits: tuple[Mahalanobis | None, ...]       # per branch: a Mahalanobis fit, or None for a plain score
+    fits: tuple[Mahalanobis | KNearest | None, ...]   # per branch: its distance's fit, or None for a plain score
     centre: np.ndarray                         # (B,) mean of each branch's raw score on the calibration films
     scale: np.ndarray                          # (B,) its standard deviation
     combine: tuple[str, ...]                   # branches summed into the combined score
@@ -117,8 +157,10 @@ class OODDetector:
         if self.reference_labels is not None:
             arrays["reference_labels"] = self.reference_labels
         for i, fit in enumerate(self.fits):
-            if fit is not None:
+            if isinstance(fit, Mahalanobis):
                 arrays[f"means_{i}"], arrays[f"precision_{i}"] = fit.means, fit.precision
+            elif isinstance(fit, KNearest):
+                arrays[f"bank_{i}"], arrays[f"k_{i}"] = fit.bank, fit.k
         with atomic_path(Path(folder) / OOD_FILE) as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, **arrays)
@@ -138,7 +180,8 @@ class OODDetector:
             return cls((str(z["layer"]),), (Mahalanobis(z["means"], z["precision"]),), np.zeros(1), np.ones(1),
                        (str(z["layer"]),), float(z["threshold"]), float(z["quantile"]), str(z["calibrated_on"]))
         branches = tuple(str(b) for b in z["branches"])
-        fits = tuple(Mahalanobis(z[f"means_{i}"], z[f"precision_{i}"]) if f"means_{i}" in z else None
+        fits = tuple(Mahalanobis(z[f"means_{i}"], z[f"precision_{i}"]) if f"means_{i}" in z else
+                     KNearest(z[f"bank_{i}"], int(z[f"k_{i}"])) if f"bank_{i}" in z else None
                      for i in range(len(branches)))
         from .input_check import InputCheck
         return cls(branches, fits, z["centre"], z["scale"], tuple(str(b) for b in z["combine"]),
@@ -177,13 +220,14 @@ class Assessment:
 def fit_detector(train: dict[str, np.ndarray], labels: np.ndarray, calibration: dict[str, np.ndarray],
                  plain: tuple[str, ...] = (), combine: tuple[str, ...] | None = None,
                  quantile: float = DEFAULT_QUANTILE, calibrated_on: str = "holdout", grid: int = 1,
-                 input_check=None, calibration_labels=None) -> OODDetector:
-    """Fit a Mahalanobis branch on each training feature array in ``train`` (name → (N, D)) except the ``plain``
-    ones (name → (N,) scores, used as they are); standardise every branch on ``calibration`` (same names); sum
-    ``combine`` (default: every branch not in ``NOT_SUMMED``); threshold = its ``quantile`` on the calibration
-    films."""
+                 input_check=None, calibration_labels=None, distance="mahalanobis") -> OODDetector:
+    """Fit a ``distance`` branch (a key of ``DISTANCES``, or a function of the same form) on each training feature
+    array in ``train`` (name → (N, D)) except the ``plain`` ones (name → (N,) scores, used as they are); standardise
+    every branch on ``calibration`` (same names); sum ``combine`` (default: every branch not in ``NOT_SUMMED``);
+    threshold = its ``quantile`` on the calibration films."""
     branches = tuple(train)
-    fits = tuple(None if b in plain else fit_mahalanobis(train[b], labels) for b in branches)
+    fit = DISTANCES[distance] if isinstance(distance, str) else distance
+    fits = tuple(None if b in plain else fit(train[b], labels) for b in branches)
     combine = tuple(combine or (b for b in branches if b not in NOT_SUMMED))
     unit = OODDetector(branches, fits, np.zeros(len(branches)), np.ones(len(branches)), combine, np.inf,
                        quantile, calibrated_on, grid)
@@ -291,7 +335,8 @@ def image_branch_values(model, images: np.ndarray, preprocess, layers: tuple[str
 def fit_for_model(model, preprocess, train_images, train_labels, calibration_images=None, calibration_labels=None,
                   quantile: float = DEFAULT_QUANTILE, input_check: bool = True, seed: int = 42,
                   combine: tuple[str, ...] | None = None, grid: int = DEFAULT_GRID,
-                  calibration_share: float = 0.2, progress: bool = False) -> OODDetector:
+                  calibration_share: float = 0.2, progress: bool = False,
+                  distance: str = "mahalanobis") -> OODDetector:
     """The detector of a trained model: Mahalanobis branches (and the input-level autoencoder, ``input_check``)
     fitted on the training films, every branch standardised and the threshold set on ``calibration_images``
     (in-distribution films the model did not train on). Without them, a seeded ``calibration_share`` of the
@@ -319,4 +364,4 @@ def fit_for_model(model, preprocess, train_images, train_labels, calibration_ima
                                 progress=say(f"detector: features of {len(calibration_images)} calibration films"))
     plain = (ENERGY_BRANCH, *(check.plain_branches if check else ()))
     return fit_detector(train, fit_labels, calib, plain, combine, quantile, calibrated_on, grid, check,
-                        calibration_labels)
+                        calibration_labels, distance)

@@ -3,7 +3,10 @@
 A film is referred to a reader when any of these holds (each is a reason; several may hold at once):
 - ``out_of_distribution``: the out-of-distribution detector (``models/ood.py``) flags it — unlike the training
   films at some depth of the network or at the input;
-- ``uncertain``: the MC-dropout standard deviation of the predicted class's probability is above the limit;
+- ``uncertain``: the model is not confident enough to answer at the error level stated beside its weights
+  (``models/selective.py``: its calibrated probability is under the threshold that keeps the answered holdout films'
+  error bounded by that level); folders written before that rule refer by the MC-dropout standard deviation instead
+  (above ``REFER_ABOVE``), a limit that in practice almost never fires;
 - ``age``: its DICOM header gives an age outside the model's training population (``data/population.py``).
 Otherwise the model answers. The report, the app, the API, ``explain`` and ``evaluate`` all use this rule.
 """
@@ -14,7 +17,7 @@ import numpy as np
 REFER_ABOVE = 0.15          # MC-dropout sd of the predicted class's probability that triggers "refer"
 REASONS = {                 # code → the reason in plain words
     "out_of_distribution": "this film is unlike the films the model was trained on",
-    "uncertain": "the model is uncertain about this film",
+    "uncertain": "the model is not confident enough to answer at its stated error level",
     "age": "the patient's age (DICOM header) is outside the model's training population",
 }
 BRANCH_WORDS = {"input_error": "the image itself (the autoencoder rebuilds it badly)",
@@ -22,15 +25,20 @@ BRANCH_WORDS = {"input_error": "the image itself (the autoencoder rebuilds it ba
                 "head": "the features the decision is made from", "energy": "the output logits"}
 
 
-def reasons(out_of_distribution, uncertainty, refer_above: float = REFER_ABOVE, age_outside=None) -> list[tuple]:
-    """Per film, the tuple of reason codes (empty = answer). ``out_of_distribution`` (N,) bool, ``uncertainty``
-    (N,) MC sd, ``age_outside`` (N,) of True / False / None (unknown age: no reason) or None for all."""
+def reasons(out_of_distribution, uncertain, age_outside=None) -> list[tuple]:
+    """Per film, the tuple of reason codes (empty = answer). ``out_of_distribution`` (N,) bool, ``uncertain`` (N,)
+    bool (below the error level's confidence, or ``mc_uncertain``), ``age_outside`` (N,) of True / False / None
+    (unknown age: no reason) or None for all."""
     ood = np.asarray(out_of_distribution, bool)
-    unc = np.asarray(uncertainty, float)
+    unc = np.asarray(uncertain, bool)
     age = [None] * len(ood) if age_outside is None else list(age_outside)
-    return [tuple(code for code, hit in (("out_of_distribution", o), ("uncertain", u > refer_above),
-                                         ("age", a is True)) if hit)
+    return [tuple(code for code, hit in (("out_of_distribution", o), ("uncertain", u), ("age", a is True)) if hit)
             for o, u, a in zip(ood, unc, age)]
+
+
+def mc_uncertain(sd, refer_above: float = REFER_ABOVE) -> np.ndarray:
+    """The rule of folders without an error level: the MC-dropout sd of the predicted class above ``refer_above``."""
+    return np.asarray(sd, float) > refer_above
 
 
 def decision(codes: tuple) -> str:

@@ -4,7 +4,8 @@ and out; ``run`` wires them and does the file I/O.
 
 - ``prepare``: scan, limit, validation, decoding, the task's class weights, datasets, sample picks, lesion masks.
 - ``fit``: the concrete model config, the saved description, the two-stage fit.
-- ``after_training``: test metrics, temperature, operating point, the detector (and refitting it later).
+- ``after_training``: test metrics, temperature, operating point, the detector and the error-level rule (and
+  refitting both later).
 - ``figures``: the sample grid and the phantom pointing game.
 - ``run``: all of the above, in order.
 """
@@ -12,6 +13,7 @@ from .after_training import (  # noqa: F401
                              apply_operating_point,
                              calibrate,
                              evaluate_on_test,
+                             fit_error_level,
                              fit_out_of_distribution,
                              refit_out_of_distribution,
 )

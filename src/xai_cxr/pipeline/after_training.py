@@ -68,6 +68,37 @@ def apply_operating_point(rule: str, metrics: dict, prep: Prepared, data_cfg: Da
     return out
 
 
+def fit_error_level(model, prep: Prepared, data_cfg: DataConfig, weights_dir: Path,
+                    error_level: float = 0.05) -> dict | None:
+    """Fit the referral rule's confidence threshold (``models/selective.py``) on the validation films' calibrated
+    probabilities at the card's decision threshold, leaving out the films the saved detector already refers, save
+    it beside the weights and return its summary (None for tasks without one answer per film)."""
+    from ..models.calibration import load_temperature
+    from ..models.selective import fit_selective, predicted_confidence
+    task = get_task(data_cfg.task)
+    if not task.per_image_figures:
+        return None
+    card = ModelCard.load(weights_dir)
+    proba = task.calibrate(predict_images(model, prep.val.images, batch_size=data_cfg.batch_size),
+                           load_temperature(weights_dir))
+    predicted = task.explained(proba, task.decide(proba, card.threshold))
+    eligible, detector = None, ModelFolder(weights_dir).detector()
+    if detector is not None:
+        if detector.calibrated_on == "holdout" and detector.reference_z is not None \
+                and len(detector.reference_z) == len(proba):
+            eligible = detector.combined(detector.reference_z) <= detector.threshold      # the same films, in order
+        else:
+            preprocess = BACKBONES[backbone_of(model)].preprocess
+            eligible = ~detector.assess(detector.image_values(model, prep.val.images, preprocess)).flagged
+    fitted_on = "validation = the test split (the bound there is optimistic)" if prep.val is prep.test else \
+        f"validation ({data_cfg.validation})"
+    rule = fit_selective(predicted_confidence(proba, predicted), predicted == prep.val.labels, error_level,
+                         eligible=eligible, fitted_on=fitted_on)
+    rule.save(weights_dir)
+    print(f"error level: {rule.in_words()}")
+    return {**rule.__dict__, "min_confidence": rule.min_confidence if rule.min_confidence != float("inf") else None}
+
+
 def fit_out_of_distribution(model, prep: Prepared, weights_dir: Path, seed: int = 42, progress: bool = False) -> dict:
     """Fit the out-of-distribution detector (``models/ood.py``: Mahalanobis at several depths + the input-level
     autoencoder) on the training films, standardise it and set its threshold on the holdout (the training films
@@ -89,7 +120,7 @@ def fit_out_of_distribution(model, prep: Prepared, weights_dir: Path, seed: int 
 
 
 def refit_out_of_distribution(weights_dir: str | Path, data_root: str | Path | None = None,
-                              progress: bool = False) -> tuple[dict, Prepared]:
+                              progress: bool = False, error_level: float | None = None) -> tuple[dict, Prepared]:
     """Fit (again) the detector of a trained model folder on the films it was trained on: its saved configs
     (``run_config.json``) rebuild the same training films and the same seeded holdout (``data_root`` when the data
     moved). For models trained before the detector changed. Returns (summary, the decoded splits)."""
@@ -99,4 +130,8 @@ def refit_out_of_distribution(weights_dir: str | Path, data_root: str | Path | N
         data_cfg = replace(data_cfg, root=str(data_root))
     model, _ = folder.load()
     prep = prepare_data(data_cfg, progress=progress)
-    return fit_out_of_distribution(model, prep, folder.path, data_cfg.seed, progress), prep
+    summary = fit_out_of_distribution(model, prep, folder.path, data_cfg.seed, progress)
+    level = error_level if error_level is not None else \
+        getattr(folder.selective(), "error_level", folder.run_configs()["TrainConfig"].error_level)
+    summary["error_level"] = fit_error_level(model, prep, data_cfg, folder.path, level)
+    return summary, prep

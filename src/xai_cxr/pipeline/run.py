@@ -8,7 +8,7 @@ from pathlib import Path
 from ..config import CamConfig, DataConfig, ModelConfig, TrainConfig, write_json_atomic
 from ..models import BACKBONES, ModelCard, build_model, files
 from ..tasks import get_task
-from .after_training import apply_operating_point, calibrate, evaluate_on_test, fit_out_of_distribution
+from .after_training import apply_operating_point, calibrate, evaluate_on_test, fit_error_level, fit_out_of_distribution
 from .figures import lesion_pointing_game, sample_figure, save_figure
 from .fit import fit, resolve_model
 from .prepare import prepare_data
@@ -59,6 +59,7 @@ def run(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, ca
                                         metrics["calibration"]["temperature"], weights_dir)
         card = ModelCard.load(weights_dir)
     metrics["out_of_distribution"] = fit_out_of_distribution(model, prep, weights_dir, data_cfg.seed)
+    metrics["error_level"] = fit_error_level(model, prep, data_cfg, weights_dir, train_cfg.error_level)
     save_figure(sample_figure(model, prep.test, data_cfg, cam_cfg, target_layer), results_dir / "sample_results.png")
     pg = lesion_pointing_game(model, prep.test, data_cfg, cam_cfg, target_layer)
     if pg:

@@ -68,7 +68,7 @@ def show(predictor, name: str, data: bytes, methods, fraction: float, threshold:
         st.error("**Referred to a reader — the model gives no answer for this film.** "
                  + " · ".join(r[0].upper() + r[1:] for r in pred.reason_text) + ".")
         st.caption(f"The model's output, not an answer: {pred.label} {pred.confidence:.1%} · uncertainty (MC-dropout "
-                   f"sd) {pred.uncertainty:.3f}, refer above {predictor.refer_above:.2f}")
+                   f"sd) {pred.uncertainty:.3f} · {predictor.confidence_rule()}")
     else:
         c1, c2, c3 = st.columns(3)
         c1.metric("Prediction", pred.label)

@@ -57,6 +57,8 @@ class Predictor:
     calibrated: bool = False            # a temperature was fitted (calibration.json beside the weights)
     mc_passes: int = 20
     refer_above: float = referral.REFER_ABOVE   # MC std of the predicted-class probability that triggers "refer"
+                                        # when the folder has no error-level rule (``selective``)
+    selective: object = None            # models.selective.SelectiveRule fitted after training (selective.json)
     mc_batch: int = 32                  # images per MC trunk call (the head samples all their passes at once)
     ood: object = None                  # models.ood.OODDetector fitted after training (ood.npz), or None
     _mc: object = field(default=None, repr=False)
@@ -70,7 +72,7 @@ class Predictor:
         saved = ModelFolder(folder)
         model, card = saved.load()
         return cls(model, card, saved.temperature(), saved.weights_sha256(), source=str(folder),
-                   calibrated=saved.calibrated, ood=saved.detector(), **kw)
+                   calibrated=saved.calibrated, ood=saved.detector(), selective=saved.selective(), **kw)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -132,7 +134,10 @@ class Predictor:
         sd = np.array([s[k] for s, k in zip(std, labels)], float)
         verdict = self.assess(grays)
         flags = np.zeros(len(x), bool) if verdict is None else verdict.flagged
-        codes = referral.reasons(flags, sd, self.refer_above, age_outside)
+        confidence = np.array([p[k] for p, k in zip(proba, labels)], float)
+        uncertain = ~self.selective.answers(confidence) if self.selective is not None else \
+            referral.mc_uncertain(sd, self.refer_above)
+        codes = referral.reasons(flags, uncertain, age_outside)
         out = []
         for i, (p, k) in enumerate(zip(proba, labels)):
             branch = verdict.loudest[i] if verdict is not None and flags[i] else None
@@ -146,6 +151,13 @@ class Predictor:
                 pred.warning = OOD_WARNING if flags[i] else None
             out.append(pred)
         return out
+
+    def confidence_rule(self) -> str:
+        """The "uncertain" reason's rule in words: the error level and its threshold, or the MC-dropout limit."""
+        if self.selective is not None:
+            return (f"refer below a calibrated probability of {self.selective.min_confidence:.3f} — the threshold "
+                    f"that keeps the answered holdout films' error bounded by {self.selective.error_level:.0%}")
+        return f"refer when the MC-dropout sd is above {self.refer_above:.2f} (no error level beside the weights)"
 
     def assess(self, grays: np.ndarray):
         """What the out-of-distribution detector says of decoded images (``models.ood.Assessment``), or None

@@ -40,7 +40,8 @@ def report_fields(prediction, predictor, image_name: str) -> dict:
         "prediction": f"none given (referred) — the model's output, not an answer: {output}" if referred else
                       prediction.label,
         "confidence (calibrated)": f"{prediction.confidence:.1%}",
-        "uncertainty (MC-dropout sd)": f"{prediction.uncertainty:.3f} (refer above {predictor.refer_above:.2f})",
+        "uncertainty (MC-dropout sd)": f"{prediction.uncertainty:.3f}",
+        "error level": predictor.confidence_rule(),
         "probabilities": ", ".join(f"{k} {v:.1%}" for k, v in prediction.probabilities.items()),
         "out of distribution": _ood_text(prediction, predictor),
         "model": f"{card.backbone}, {card.image_size}px ({card.geometry}), classes {', '.join(card.class_names)}",

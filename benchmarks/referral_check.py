@@ -1,0 +1,223 @@
+"""The referral rule measured end to end on one trained model: which per-film detector, chosen how, and what the
+whole rule (detector + error level) does on Kermany films and on films from elsewhere.
+
+Protocol (fixed before any external film is scored; the external films choose nothing):
+1. Candidates — per-film detectors that differ only in the distance at each depth: Mahalanobis (the reference
+   design), k-nearest-neighbour on L2-normalised features (Sun et al. 2022) with k = 1, 10, 50, and the sum of
+   Mahalanobis and k-NN (k = 10). All share the model's saved input check; every threshold is the 97th percentile of
+   the holdout's score (an expected 3% of Kermany-like films referred).
+2. Choice — leave-one-shift-out over the synthetic shifts of ``xai_cxr.data.shifts`` applied to the holdout films:
+   for each shift, the candidate with the highest mean detection on the *other* shifts is picked and scored on the
+   one left out (how well choosing on shifts generalises to an unseen shift); the candidate chosen is the best over
+   all shifts.
+3. The error level: ``models/selective.py`` fitted on the holdout films the candidate does not refer (level 0.05);
+   reported on the Kermany test split (coverage, accuracy of the answered films, whether the bound held) and per
+   class on the 44 external adult films.
+4. The folder shift test's power: the holdout split in halves, reference = one half, folders of n films drawn from
+   the other half shifted (and unshifted: the false-positive rate); share called foreign at p < 0.001.
+
+Writes benchmarks/results/referral_check.json; ``--table`` prints the docs' tables.
+
+    python benchmarks/referral_check.py --weights-dir benchmarks/runs/recipe-seed7/weights
+    python benchmarks/referral_check.py --table
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+RESULTS = Path(__file__).resolve().parent / "results" / "referral_check.json"
+QUANTILE = 0.97
+ERROR_LEVEL = 0.05
+POWER_N = (10, 20, 40, 80)
+POWER_REPEATS = 10
+
+
+def candidates():
+    """name → the branch distance of a per-film detector (``models.ood.fit_detector``'s ``distance``)."""
+    from functools import partial
+
+    from xai_cxr.models.ood import fit_knn, fit_mahalanobis
+    return {"mahalanobis (reference design)": fit_mahalanobis, "knn k=1": partial(fit_knn, k=1),
+            "knn k=10": partial(fit_knn, k=10), "knn k=50": partial(fit_knn, k=50)}
+
+
+SUMS = {"mahalanobis + knn k=10": ("mahalanobis (reference design)", "knn k=10")}
+
+
+def decode(manifest, card, clahe_after: bool):
+    from xai_cxr.data import load_images
+    return load_images(manifest, card.image_size, progress=False, clahe=card.clahe and not clahe_after,
+                       geometry=card.geometry)
+
+
+def main(argv=None) -> int:
+    from xai_cxr.runtime import cpu_description, quiet_tensorflow
+    quiet_tensorflow()
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--weights-dir", type=Path)
+    p.add_argument("--data-dir", type=Path, default=SHARED / "kermany224" / "chest_xray")
+    p.add_argument("--external", type=Path, default=SHARED / "external-adult" / "chest_xray")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--append", action="store_true", help="add this model to --out instead of starting it anew")
+    p.add_argument("--table", action="store_true")
+    args = p.parse_args(argv)
+    if args.table:
+        print(to_markdown(json.loads(args.out.read_text())))
+        return 0
+    if args.weights_dir is None:
+        p.error("--weights-dir is required (or --table)")
+    command = "python benchmarks/referral_check.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    result = {"date": dt.date.today().isoformat(), "command": command, "machine": cpu_description(),
+              **one_model(args.weights_dir, args.data_dir, args.external)}
+    out = json.loads(args.out.read_text()) if args.append and args.out.is_file() else {"models": []}
+    out["models"].append(result)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=1))
+    print(to_markdown(out))
+    return 0
+
+
+def one_model(weights_dir: Path, data_dir: Path, external_dir: Path) -> dict:
+    from dataclasses import replace
+
+    from xai_cxr.data import equalize, scan_dataset
+    from xai_cxr.data.shifts import SHIFTS, shift_films
+    from xai_cxr.models import BACKBONES, ModelFolder
+    from xai_cxr.models.ood import NOT_SUMMED, fit_detector, image_branch_values
+    from xai_cxr.models.predict import predict_images
+    from xai_cxr.models.selective import fit_selective, predicted_confidence
+    from xai_cxr.pipeline import prepare_data
+    from xai_cxr.tasks import get_task
+    t0 = time.time()
+    folder = ModelFolder(weights_dir)
+    model, card = folder.load()
+    saved = folder.detector()
+    task = get_task(card.task)
+    pre = BACKBONES[card.backbone].preprocess
+    data_cfg = replace(folder.run_configs()["DataConfig"], root=str(data_dir))
+    prep = prepare_data(data_cfg, progress=False)
+    # the holdout before CLAHE, so that a shift acts on the film and CLAHE after it, as on a real film
+    raw_holdout = decode(prep.val.manifest, card, clahe_after=True).images
+    finish = (lambda f: np.stack([equalize(x) for x in f])) if card.clahe else (lambda f: f)  # noqa: E731
+    ext = decode(scan_dataset(external_dir).query("split == 'test'"), card, clahe_after=False)
+    films = {"holdout": prep.val.images, "kermany_test": prep.test.images,
+             "external_normal": ext.images[ext.labels == 0], "external_pneumonia": ext.images[ext.labels == 1]}
+    films.update({f"shift:{s}": finish(shift_films(raw_holdout, s, seed=1)) for s in SHIFTS})
+    labels = {"holdout": prep.val.labels, "kermany_test": prep.test.labels,
+              "external_normal": np.zeros((ext.labels == 0).sum(), int),
+              "external_pneumonia": np.ones((ext.labels == 1).sum(), int)}
+    values = lambda f: image_branch_values(model, f, pre, saved.layers, saved.input_check, saved.grid)  # noqa: E731
+    train_values = values(prep.train.images)
+    branch_values = {k: values(f) for k, f in films.items()}
+    temperature = folder.temperature()
+    proba = {k: task.calibrate(predict_images(model, films[k]), temperature) for k in labels}
+    feature_s = time.time() - t0
+
+    plain = tuple(b for b in NOT_SUMMED if b in train_values) + ("input_error",)
+    plain = tuple(dict.fromkeys(b for b in plain if b in train_values))
+    scores = {}
+    for name, dist in candidates().items():
+        det = fit_detector(train_values, prep.train.labels, branch_values["holdout"], plain, quantile=QUANTILE,
+                           grid=saved.grid, distance=dist)
+        scores[name] = {k: det.combined(det.z(det.raw(v))) for k, v in branch_values.items()}
+    for name, parts in SUMS.items():
+        scores[name] = {k: sum(scores[p][k] for p in parts) for k in branch_values}
+    thresholds = {n: float(np.quantile(s["holdout"], QUANTILE)) for n, s in scores.items()}
+    flagged = {n: {k: s[k] > thresholds[n] for k in s} for n, s in scores.items()}
+    shift_names = [k for k in branch_values if k.startswith("shift:")]
+    detection = {n: {k: float(f[k].mean()) for k in shift_names} for n, f in flagged.items()}
+
+    # leave one shift out: choose on the others, score on the one left out
+    loso = {}
+    for left in shift_names:
+        others = [k for k in shift_names if k != left]
+        pick = max(detection, key=lambda n: np.mean([detection[n][k] for k in others]))
+        loso[left] = {"chosen": pick, "detection": detection[pick][left]}
+    chosen = max(detection, key=lambda n: np.mean(list(detection[n].values())))
+
+    rows = {}
+    for n in scores:
+        predicted = {k: task.decide(proba[k], card.threshold) for k in labels}
+        conf = {k: predicted_confidence(proba[k], predicted[k]) for k in labels}
+        rule = fit_selective(conf["holdout"], predicted["holdout"] == labels["holdout"], ERROR_LEVEL,
+                             eligible=~flagged[n]["holdout"])
+        row = {"threshold": thresholds[n], "shift_detection": detection[n],
+               "mean_shift_detection": float(np.mean(list(detection[n].values()))),
+               "min_confidence": rule.min_confidence, "holdout_error_bound": rule.error_bound}
+        for k in ("kermany_test", "external_normal", "external_pneumonia"):
+            ood = flagged[n][k]
+            answered = ~ood & rule.answers(conf[k])
+            right = predicted[k] == labels[k]
+            row[k] = {"n": int(len(ood)), "referred_ood": float(ood.mean()), "referred": float((~answered).mean()),
+                      "accuracy_all": float(right.mean()),
+                      "accuracy_answered": float(right[answered].mean()) if answered.any() else None,
+                      "answered": int(answered.sum())}
+        rows[n] = row
+    power = folder_power(saved, branch_values, finish, raw_holdout, values)
+    return {"weights_dir": str(weights_dir), "backbone": card.backbone, "image_size": card.image_size,
+            "shifts": {k: SHIFTS[k][1] for k in SHIFTS}, "candidates": rows, "leave_one_shift_out": loso,
+            "chosen": chosen, "error_level": ERROR_LEVEL, "quantile": QUANTILE, "folder_power": power,
+            "feature_seconds": round(feature_s, 1), "seconds": round(time.time() - t0, 1)}
+
+
+def folder_power(detector, branch_values, finish, raw_holdout, values) -> dict:
+    """Share of folders of n films called foreign (p < 0.001) by the shift test of ``models/shift.py``, reference =
+    one half of the holdout, folders from the other half under each shift (and unshifted)."""
+    from xai_cxr.models.shift import c2st
+    z = {k: detector.z(detector.raw(v))[:, detector.summed] for k, v in branch_values.items()
+         if k == "holdout" or k.startswith("shift:")}
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(z["holdout"]))
+    ref_idx, other_idx = order[: len(order) // 2], order[len(order) // 2:]
+    out = {}
+    for k in ["holdout", *[s for s in z if s.startswith("shift:")]]:
+        name = "no shift" if k == "holdout" else k
+        out[name] = {}
+        for n in POWER_N:
+            hits = [c2st(z["holdout"][ref_idx], z[k][rng.choice(other_idx, n, replace=False)],
+                         seed=r).foreign for r in range(POWER_REPEATS)]
+            out[name][n] = float(np.mean(hits))
+        print(f"folder power {name}: {out[name]}", flush=True)
+    return out
+
+
+def to_markdown(results: dict) -> str:
+    out = []
+    for m in results["models"]:
+        w = Path(m["weights_dir"])
+        out.append(f"**{w.parent.name}** ({m['backbone']}, {m['image_size']} px; {m['date']}, {m['machine']}; "
+                   f"chosen by leave-one-shift-out: {m['chosen']})\n")
+        shifts = list(next(iter(m["candidates"].values()))["shift_detection"])
+        out.append("| detector | " + " | ".join(s.split(":")[1] for s in shifts) + " | mean | Kermany test referred "
+                   "(out of distribution / all) | accuracy answered | external normal referred | external pneumonia "
+                   "referred | external accuracy answered (normal / pneumonia) |")
+        out.append("|---|" + "---|" * (len(shifts) + 6))
+        for n, r in m["candidates"].items():
+            k, en, ep = r["kermany_test"], r["external_normal"], r["external_pneumonia"]
+            fmt = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
+            out.append(f"| {n} | " + " | ".join(f"{r['shift_detection'][s]:.0%}" for s in shifts)
+                       + f" | {r['mean_shift_detection']:.0%} | {k['referred_ood']:.1%} / {k['referred']:.1%} | "
+                       f"{fmt(k['accuracy_answered'])} | {en['referred']:.0%} ({en['n']}) | "
+                       f"{ep['referred']:.0%} ({ep['n']}) | {fmt(en['accuracy_answered'])} / "
+                       f"{fmt(ep['accuracy_answered'])} |")
+        out.append("\nLeave one shift out: " + "; ".join(
+            f"{s.split(':')[1]} → {v['chosen']} ({v['detection']:.0%})" for s, v in m["leave_one_shift_out"].items()))
+        out.append("\n| folder of n films | " + " | ".join(str(n) for n in POWER_N) + " |")
+        out.append("|---|" + "---|" * len(POWER_N))
+        for s, v in m["folder_power"].items():
+            out.append(f"| {s.replace('shift:', '')} | " + " | ".join(f"{v[str(n)] if str(n) in v else v[n]:.0%}"
+                                                                       for n in POWER_N) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
