@@ -11,9 +11,9 @@ out-of-distribution detector's part (``models/ood.py``); both feed ``models/refe
 The search is the paper's: a binary search over the holdout's sorted confidences, ⌈log₂ m⌉ thresholds tested,
 each bound an exact one-sided (Clopper-Pearson) binomial upper limit at level ``delta`` / ⌈log₂ m⌉ (a union bound
 over the tested thresholds); where the paper returns the last threshold tested, this returns the largest coverage
-whose bound met the level (or none: refer every film). The films the detector already refers are left out of the fit: the bound is on the films the whole rule
-answers. MAPIE 1.x's risk control covers precision and recall, not the error of the answered films, so the search is
-written here, on scipy's beta quantiles.
+whose bound met the level (or none: refer every film). The films the detector already refers are left out of the
+fit: the bound is on the films the whole rule answers. MAPIE 1.x's risk control covers precision and recall, not the
+error of the answered films, so the search is written here, on scipy's beta quantiles.
 """
 from __future__ import annotations
 
