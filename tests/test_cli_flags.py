@@ -49,6 +49,7 @@ FLAG_CASES = [
     (["--ema", "0.99"], 2, "ema_momentum", 0.99),
     (["--keep", "last"], 2, "keep", "last"),
     (["--operating-point", "youden"], 2, "operating_point", "youden"),
+    (["--error-level", "0.1"], 2, "error_level", 0.1),
     (["--loss", "bce"], 2, "multilabel_loss", "bce"),
     (["--focal-gamma", "1.5"], 2, "focal_gamma", 1.5),
     (["--focal-alpha", "0.5"], 2, "focal_alpha", 0.5),

@@ -31,7 +31,7 @@ def test_short_train_on_phantoms_writes_weights_metrics_and_figure(trained):
     for f in ("weights/model.weights.h5", "weights/model_config.json", "weights/history.json",
               "weights/training_curves.png", "results/metrics.json", "results/sample_results.png",
               "results/confusion_matrix.png", "results/roc_curve.png", "results/reliability.png",
-              "weights/calibration.json"):
+              "weights/calibration.json", "weights/selective.json"):
         assert (out / f).is_file(), f
     metrics = json.loads((out / "results/metrics.json").read_text())
     assert metrics["n_images"] == 12 and metrics["backbone"] == "cxr-small"
@@ -412,10 +412,34 @@ def test_evaluate_writes_one_decision_per_film_as_the_predictor_decides_and_refe
     np.testing.assert_allclose(table.p_PNEUMONIA, [p.probabilities["PNEUMONIA"] for p in preds], rtol=1e-5)
     np.testing.assert_allclose(table.ood_score, [p.ood_score for p in preds], rtol=1e-5)
     np.testing.assert_allclose(table.uncertainty, [p.uncertainty for p in preds], rtol=1e-4, atol=1e-6)
-    by_class = json.loads((out / "eval_decisions" / "metrics.json").read_text())["referral_by_class"]
+    metrics = json.loads((out / "eval_decisions" / "metrics.json").read_text())
     for name in ("NORMAL", "PNEUMONIA"):
         rows = table[table.true_label == name]
-        assert by_class[name]["referred"] == pytest.approx((rows.decision == "refer").mean())
+        assert metrics["referral_by_class"][name]["referred"] == pytest.approx((rows.decision == "refer").mean())
+    level, answered = metrics["error_level"], table[table.decision == "answer"]     # the rule fitted after training
+    assert level["coverage"] == pytest.approx(len(answered) / len(table))
+    accuracy = (answered.label == answered.true_label).mean() if len(answered) else None
+    assert level["held"] == (None if accuracy is None else accuracy >= 1 - level["level"])
+
+
+def test_evaluate_refers_every_film_of_a_foreign_folder_and_keeps_the_film_by_film_decision(trained, tmp_path):
+    import cv2
+    import pandas as pd
+
+    from xai_cxr.cli import main
+    out, _ = trained
+    root = write_phantom_dataset(tmp_path / "inverted", PhantomConfig(image_size=64, n_train=1, n_test=15, seed=5))
+    for path in (root / "test").rglob("*.png"):                  # a folder of films unlike any training film
+        cv2.imwrite(str(path), 255 - cv2.imread(str(path), cv2.IMREAD_GRAYSCALE))
+    assert main(["evaluate", "--data-dir", str(root), "--weights-dir", str(out / "weights"),
+                 "--results-dir", str(tmp_path / "eval")]) == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    table = pd.read_csv(tmp_path / "eval" / "decisions.csv", keep_default_na=False)
+    assert metrics["shift"]["all films"]["foreign"]
+    assert (table.decision == "refer").all() and table.reasons.str.contains("foreign_folder").all()
+    assert metrics["referral"]["coverage"] == 0 and metrics["error_level"]["held"] is None
+    # film by film, a film was answered exactly when the folder was its only reason
+    assert metrics["referral_per_film"]["coverage"] == pytest.approx((table.reasons == "foreign_folder").mean())
 
 
 def test_fit_ood_writes_the_ages_into_a_card_without_them_and_explain_then_refers_an_adult_dicom(trained, tmp_path,
@@ -426,15 +450,16 @@ def test_fit_ood_writes_the_ages_into_a_card_without_them_and_explain_then_refer
 
     from xai_cxr.cli import main
     from xai_cxr.data.phantom import make_phantom
-    from xai_cxr.models import ModelCard
+    from xai_cxr.models import ModelCard, ModelFolder
     out, _ = trained
     copy = tmp_path / "weights"
     shutil.copytree(out / "weights", copy)
     assert ModelCard.load(copy).population_age is None                 # as a card written before the age rule
     assert main(["fit-ood", str(copy)]) == 0
     assert "does not name the training population's ages" in capsys.readouterr().out
-    assert main(["fit-ood", str(copy), "--population-age", "1-5"]) == 0
+    assert main(["fit-ood", str(copy), "--population-age", "1-5", "--error-level", "0.2"]) == 0
     assert ModelCard.load(copy).population_age == (1.0, 5.0)
+    assert ModelFolder(copy).selective().error_level == 0.2                    # refitted at the level asked for
     write_dicom(tmp_path / "adult.dcm", make_phantom(np.random.default_rng(3), 64, n_lesions=0)[0], "MONOCHROME2",
                 PatientAge="081Y", PatientName="Doe^Jane")
     capsys.readouterr()

@@ -123,3 +123,18 @@ def test_every_code_cell_of_the_notebook_compiles():
     for i, cell in enumerate(c for c in nb.cells if c.cell_type == "code"):
         source = "\n".join(line for line in cell.source.splitlines() if not line.strip().startswith("%"))
         compile(source, f"code cell {i}", "exec")
+
+
+def test_the_walkthrough_kept_with_its_outputs_runs_the_notebooks_code_or_is_stale():
+    """docs/walkthrough-kermany.ipynb (the notebook run on Kermany films, outputs kept) has exactly the notebook's
+    code cells with its parameters: when the walkthrough changes, this fails until the copy is run again."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("run_walkthrough", ROOT / "tools" / "run_walkthrough.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    kept = nbformat.read(tool.OUT, as_version=4)
+    assert tool.code_cells(kept) == tool.expected_code_cells(), \
+        "docs/walkthrough-kermany.ipynb is stale: run `python tools/run_walkthrough.py`"
+    assert all(c.get("outputs") for c in kept.cells if c.cell_type == "code" and c.source.strip()), \
+        "every code cell of the kept walkthrough has its output"
+    assert kept.cells[0].metadata.get("tags") == [tool.HEADER_TAG]

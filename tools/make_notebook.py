@@ -183,9 +183,10 @@ from xai_cxr.config import write_json_atomic
 from xai_cxr.evaluate import format_metrics, plot_confusion, plot_roc
 from xai_cxr.pipeline import apply_operating_point, calibrate, evaluate_on_test
 metrics, proba = evaluate_on_test(model, prep.test, data_cfg, prep.skipped)
-if train_cfg.operating_point:            # calibrate on the holdout, then pick the threshold there
-    metrics["calibration"], val_calibrated = calibrate(model, prep, data_cfg, proba, Path("saved_weights"),
-                                                       Path("sample_results"))
+# the temperature, fitted on the validation films and saved beside the weights (the app, API and 6c use it)
+metrics["calibration"], val_calibrated = calibrate(model, prep, data_cfg, proba, Path("saved_weights"),
+                                                   Path("sample_results"))
+if train_cfg.operating_point:            # then pick the threshold on the same calibrated validation films
     metrics = apply_operating_point(train_cfg.operating_point, metrics, prep, data_cfg, val_calibrated, proba,
                                     metrics["calibration"]["temperature"], Path("saved_weights"))
 metrics.update(backbone=model_cfg.backbone, weights=model_cfg.weights, validation=data_cfg.validation)
@@ -342,9 +343,9 @@ the same films adds a check that does not depend on the classifier. Each distanc
 model did not train on (the holdout) and the z-scores are summed; the threshold is the 97th percentile of the
 holdout's sums, so about 3% of ordinary films are flagged by design.
 
-A flagged film is **referred** to a reader, not answered — and so is a film on which MC-dropout says the model is
-uncertain, and a DICOM whose `PatientAge` lies outside the card's training population (compared, never shown or
-stored). The app, the report, the API, `xai-cxr explain` and `xai-cxr evaluate` apply the same rule
+A flagged film is **referred** to a reader, not answered — and so is a film the model is not confident enough to
+answer at its **error level**, and a DICOM whose `PatientAge` lies outside the card's training population (compared,
+never shown or stored). The app, the report, the API, `xai-cxr explain` and `xai-cxr evaluate` apply the same rule
 (`models/referral.py`).
 
 Below: the scores of the test films against films the model should not answer. Set `EXTERNAL_DIR` to a folder of
@@ -375,6 +376,39 @@ if EXTERNAL_DIR:
     for k, name in enumerate(data_cfg.class_names):
         film_sets[f"external {name}"] = external.images[external.labels == k]
 plot_ood_scores({k: score(v) for k, v in film_sets.items()}, detector.threshold);"""),
+    md("""**The error level.** A confidence threshold is fitted on the validation films the detector lets through
+(selective classification with guaranteed risk, Geifman & El-Yaniv 2017; `models/selective.py`): the lowest
+calibrated probability at which the answered films' error, bounded from above with 95% confidence, stays under
+`train_cfg.error_level` (default 5%: answered films ≥ 95% right). The bound is a promise about films like the
+validation films, and only about them: the figure shows the error of the answered films as more of them are
+answered, the level, and where the rule's threshold puts each film set.
+
+**Is the folder, as a whole, like the training films?** One film's flag has little evidence; 40 films have a lot.
+A linear classifier tries to tell the folder's films from the validation films by their detector z-scores
+(a classifier two-sample test, `models/shift.py`): a cross-validated ROC-AUC near 0.5 says alike, and the folder
+is called foreign at p < 0.001 over 1,000 label shuffles. It runs per class where the labels are known, since a
+folder of one class is not a shift. `xai-cxr evaluate` prints the same verdict before its metrics."""),
+    code("""from xai_cxr.evaluate import plot_error_level
+from xai_cxr.serve.inference import Predictor
+predictor = Predictor.from_weights_dir("saved_weights", mc_passes=1)
+rule = predictor.selective
+print("error level:", rule.in_words())
+labelled = {f"test {name}": (prep.test.images[prep.test.labels == k], k) for k, name in enumerate(data_cfg.class_names)}
+if EXTERNAL_DIR:
+    labelled.update({f"external {name}": (external.images[external.labels == k], k)
+                     for k, name in enumerate(data_cfg.class_names)})
+curves = {}
+for name, (images, k) in labelled.items():      # per class: the two fail differently
+    labels = np.full(len(images), k)
+    preds = predictor.predict(images, mc=False)
+    right = np.array([p.label == data_cfg.class_names[y] for p, y in zip(preds, labels)])
+    answered = np.array([p.decision == "answer" for p in preds])
+    curves[name] = (np.array([p.confidence for p in preds]), right)
+    accuracy = f"{right[answered].mean():.1%} right" if answered.any() else "none answered"
+    print(f"{name}: {answered.mean():.0%} of {len(preds)} answered, {accuracy} (all films: {right.mean():.1%})")
+    if len(images) >= 10:                        # against the validation films of the same class
+        print("   folder check —", predictor.folder_test(images, label=k)[0].in_words(name))
+plot_error_level(curves, rule.error_level, rule.min_confidence);"""),
     md("""## 7. Extras (`RUN_EXTRAS = True`)
 
 Other explainers side by side (Grad-CAM++, HiResCAM, Integrated Gradients, SmoothGrad, and LIME / SHAP when the

@@ -205,6 +205,29 @@ def plot_roc(y_true, proba, class_names=("NORMAL", "PNEUMONIA")):
     return fig
 
 
+def plot_error_level(sets: dict[str, tuple[np.ndarray, np.ndarray]], level: float, min_confidence: float):
+    """Error of the answered films against the share answered when films are answered from the most confident down
+    (name → (confidence (N,), correct (N,) bool)), the error level drawn and each set's point at the rule's
+    ``min_confidence`` marked: where the stated level holds and where, off the training distribution, it does not."""
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7.5, 3.4))
+    for name, (conf, correct) in sets.items():
+        conf, correct = np.asarray(conf, float), np.asarray(correct, bool)
+        order = np.argsort(-conf, kind="stable")
+        n = np.arange(1, len(conf) + 1)
+        line, = ax.plot(n / len(conf), np.cumsum(~correct[order]) / n, lw=1.5, label=name)
+        answered = conf >= min_confidence
+        if answered.any():
+            ax.plot(answered.mean(), 1 - correct[answered].mean(), "o", color=line.get_color())
+    ax.axhline(level, color="k", ls="--", lw=1.2, label=f"error level {level:.0%}")
+    ax.set_xlabel("share of films answered (most confident first; dot: the rule's threshold)")
+    ax.set_ylabel("error of the answered films")
+    ax.set_ylim(0, None)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def plot_ood_scores(scores: dict[str, np.ndarray], threshold: float, bins: int = 40):
     """Histograms of the out-of-distribution score of each film set (name → (N,)) with the detector's threshold
     drawn; the legend gives each set's flagged share."""

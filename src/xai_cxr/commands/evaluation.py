@@ -47,25 +47,34 @@ def cmd_evaluate(args):
     if out["records"] is not None:
         preds = out["records"]
         labels = np.array([card.class_names.index(p.label) for p in preds])
-        correct = labels == np.asarray(out["labels"])
+        y = np.asarray(out["labels"])
+        correct = labels == y
+        m["shift"] = _shift_test(predictor.ood, preds, y, card.class_names)
+        m["referral_per_film"] = referral.summary([tuple(p.reasons) for p in preds], correct)
+        folder_foreign = bool(m["shift"] and m["shift"]["all films"]["foreign"])
+        if folder_foreign:          # the error level is stated for Kermany-like films: no answer here has it
+            for p in preds:
+                p.refer_for("foreign_folder")
         m["referral"] = referral.summary([tuple(p.reasons) for p in preds], correct)
         m["referral"]["rule"] = (f"refer when out of distribution (combined score > {predictor.ood.threshold:.2f})"
                                  if predictor.ood else "no out-of-distribution detector beside the weights") + \
-            f"; {predictor.confidence_rule()}"
+            f"; {predictor.confidence_rule()}; every film of a folder the shift test finds foreign"
         m["risk_coverage_by_uncertainty"] = accuracy_at_coverage(
-            np.asarray(out["labels"]), labels, np.array([p.uncertainty for p in preds]),
+            y, labels, np.array([p.uncertainty for p in preds]),
             coverages=tuple(np.round(np.arange(1.0, 0.45, -0.05), 2)))
-        y = np.asarray(out["labels"])
-        m["shift"] = _shift_test(predictor.ood, preds, y, card.class_names)
         m["referral_by_class"] = {name: referral.summary([tuple(p.reasons) for p, t in zip(preds, y) if t == k],
                                                          correct[y == k])
                                   for k, name in enumerate(card.class_names) if (y == k).any()}
-        r = m["referral"]
-        print(f"referral: {r['coverage']:.1%} answered (accuracy {r['accuracy_answered'] or float('nan'):.3f}), "
-              f"{r['referred']:.1%} referred — out of distribution {r['referred_out_of_distribution']:.1%}, "
-              f"uncertain {r['referred_uncertain']:.1%}; accuracy of all films {r['accuracy_all']:.3f}")
+        r, f = m["referral"], m["referral_per_film"]
+        print(f"referral film by film: {f['coverage']:.1%} answered (accuracy "
+              f"{f['accuracy_answered'] or float('nan'):.3f}), {f['referred']:.1%} referred — out of distribution "
+              f"{f['referred_out_of_distribution']:.1%}, below the error level's confidence "
+              f"{f['referred_uncertain']:.1%}; accuracy of all films {f['accuracy_all']:.3f}")
+        if folder_foreign:
+            print("referral: every film referred — the folder as a whole is unlike the training films")
         print("referred by true class: " + ", ".join(f"{name} {c['referred']:.1%}"
                                                      for name, c in m["referral_by_class"].items()))
+        m["error_level"] = _error_level(predictor.selective, r)
         rows = [{"file": path, "true_label": card.class_names[t], **decision_row(p)}
                 for path, t, p in zip(out["paths"], y, preds)]
         write_csv_atomic(pd.DataFrame(rows), Path(args.results_dir) / "decisions.csv")
@@ -77,6 +86,24 @@ def cmd_evaluate(args):
     for p, r in out["skipped"]:
         print(f"skipped {p}: {r}")
     print(f"metrics → {results / 'metrics.json'}")
+
+
+def _error_level(rule, referral_summary: dict) -> dict | None:
+    """Whether the error level the rule was fitted for held on these films: the accuracy of the answered films
+    against 1 − level (None when none was answered), printed; None (with a note) for a folder without the rule."""
+    if rule is None:
+        print("error level: none beside the weights (`xai-cxr fit-ood WEIGHTS_DIR` fits one)")
+        return None
+    acc, coverage = referral_summary["accuracy_answered"], referral_summary["coverage"]
+    held = None if acc is None else bool(acc >= 1 - rule.error_level)
+    verdict = "nothing answered, nothing to check" if held is None else \
+        f"{acc:.1%} of them right — the bound {'held' if held else 'did NOT hold'} here"
+    print(f"error level {rule.error_level:.0%}: {coverage:.1%} of these films answered, {verdict} (it is stated for "
+          f"Kermany-like films: {rule.in_words()})")
+    finite = rule.min_confidence != float("inf")
+    return {"level": rule.error_level, "delta": rule.delta, "min_confidence": rule.min_confidence if finite else None,
+            "holdout_coverage": rule.holdout_coverage, "holdout_error_bound": rule.error_bound,
+            "coverage": coverage, "accuracy_answered": acc, "held": held}
 
 
 def _shift_test(detector, preds, y, class_names) -> dict | None:

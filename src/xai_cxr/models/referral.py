@@ -7,7 +7,10 @@ A film is referred to a reader when any of these holds (each is a reason; severa
   (``models/selective.py``: its calibrated probability is under the threshold that keeps the answered holdout films'
   error bounded by that level); folders written before that rule refer by the MC-dropout standard deviation instead
   (above ``REFER_ABOVE``), a limit that in practice almost never fires;
-- ``age``: its DICOM header gives an age outside the model's training population (``data/population.py``).
+- ``age``: its DICOM header gives an age outside the model's training population (``data/population.py``);
+- ``foreign_folder``: it came in a folder of films that, as a whole, the folder shift test (``models/shift.py``)
+  finds unlike the model's holdout films — the error level is stated for Kermany-like films, so no answer in such a
+  folder has its backing (``evaluate``, and the app for ten films or more; a film alone never gets this reason).
 Otherwise the model answers. The report, the app, the API, ``explain`` and ``evaluate`` all use this rule.
 """
 from __future__ import annotations
@@ -19,6 +22,7 @@ REASONS = {                 # code → the reason in plain words
     "out_of_distribution": "this film is unlike the films the model was trained on",
     "uncertain": "the model is not confident enough to answer at its stated error level",
     "age": "the patient's age (DICOM header) is outside the model's training population",
+    "foreign_folder": "the films it came with are, as a group, unlike the training films (folder shift test)",
 }
 BRANCH_WORDS = {"input_error": "the image itself (the autoencoder rebuilds it badly)",
                 "input_latent": "the image itself (coded unlike any training film)",

@@ -50,7 +50,7 @@ def samples(size: int) -> dict[str, bytes]:
     return out
 
 
-def show(predictor, name: str, data: bytes, methods, fraction: float, threshold: float):
+def show(predictor, name: str, data: bytes, methods, fraction: float, threshold: float, folder_foreign: bool = False):
     try:
         gray = predictor.load(data, name)
     except ImageReadError as exc:
@@ -58,6 +58,8 @@ def show(predictor, name: str, data: bytes, methods, fraction: float, threshold:
         return
     pred = predictor.predict(gray[None], threshold=threshold,            # the task's rule at the slider's threshold
                              age_outside=[predictor.age_outside(data)])[0]
+    if folder_foreign:                           # the films uploaded with it are, as a group, unlike the training films
+        pred.refer_for("foreign_folder")
     target = predictor.class_names.index(pred.label)
 
     key = hashlib.sha256(data).hexdigest()
@@ -94,6 +96,32 @@ def show(predictor, name: str, data: bytes, methods, fraction: float, threshold:
                        key=f"html-{key}")
 
 
+FOLDER_MIN = 10        # films uploaded together before the folder shift test runs (its power: docs/results.md)
+
+
+def show_folder(predictor, files) -> bool:
+    """Are the uploaded films, as a group, like the training films? The folder shift test in words and the
+    histogram of their out-of-distribution scores beside the holdout's; True when they are foreign (every film is
+    then referred)."""
+    from xai_cxr.evaluate import plot_ood_scores
+    grays = []
+    for name, data in files:
+        try:
+            grays.append(predictor.load(data, name))
+        except ImageReadError:
+            continue                                   # said where the film itself is shown
+    found = predictor.folder_test(np.stack(grays)) if len(grays) >= FOLDER_MIN else None
+    if found is None:
+        return False
+    test, scores = found
+    text = test.in_words(f"these {len(grays)} films").replace("the metrics below", "the model's measured accuracy")
+    (st.error if test.foreign else st.success)("**Folder check:** " + text + ".")
+    reference = predictor.ood.combined(predictor.ood.reference_z)
+    st.pyplot(plot_ood_scores({"the model's holdout films": reference, f"these {len(grays)} films": scores},
+                              predictor.ood.threshold))
+    return test.foreign
+
+
 def main():
     st.set_page_config(page_title="xai-cxr", layout="wide")
     st.title("Explainable pneumonia detection on chest X-rays")
@@ -123,8 +151,10 @@ def main():
         files.append((sample, sample_set[sample]))
     if not files:
         st.write("Upload one or more images, or pick a sample, to see the prediction and its explanation.")
+    st.caption(f"When it answers: {predictor.confidence_rule()}.")
+    foreign = show_folder(predictor, files) if len(files) >= FOLDER_MIN else False
     for name, data in files:
-        show(predictor, name, data, methods or ["gradcam"], fraction, threshold)
+        show(predictor, name, data, methods or ["gradcam"], fraction, threshold, foreign)
 
 
 # `streamlit run` and AppTest execute the file as __main__; importing it renders nothing

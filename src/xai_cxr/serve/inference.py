@@ -39,6 +39,13 @@ class Prediction:
     def referred(self) -> bool:
         return self.decision == "refer"
 
+    def refer_for(self, code: str) -> None:
+        """Add a referral reason (a key of ``referral.REASONS``) found after the prediction, e.g. the folder's."""
+        if code not in self.reasons:
+            self.reasons.append(code)
+            self.reason_text.extend(referral.in_words((code,)))
+        self.decision = "refer"
+
     def as_dict(self) -> dict:
         """The API's answer: the decision and its reasons first; ``answer`` is the label only when the model
         answers (None when referred); the model's output (label, confidence, probabilities) stays, secondary."""
@@ -158,6 +165,19 @@ class Predictor:
             return (f"refer below a calibrated probability of {self.selective.min_confidence:.3f} — the threshold "
                     f"that keeps the answered holdout films' error bounded by {self.selective.error_level:.0%}")
         return f"refer when the MC-dropout sd is above {self.refer_above:.2f} (no error level beside the weights)"
+
+    def folder_test(self, grays: np.ndarray, label: int | None = None):
+        """The folder shift test (``models/shift.py``) of decoded films against the model's holdout films — those of
+        class ``label`` when the films are known to be of one class (a folder of one class is not a shift) — and
+        the films' combined out-of-distribution scores: (ShiftTest, scores), or None without a detector that keeps
+        its holdout's scores (and classes, for ``label``)."""
+        det = self.ood
+        if det is None or det.reference_z is None or (label is not None and det.reference_labels is None):
+            return None
+        from ..models.shift import c2st
+        reference = det.reference_z if label is None else det.reference_z[det.reference_labels == label]
+        verdict = self.assess(grays)
+        return c2st(reference[:, det.summed], verdict.z[:, det.summed]), verdict.score
 
     def assess(self, grays: np.ndarray):
         """What the out-of-distribution detector says of decoded images (``models.ood.Assessment``), or None
