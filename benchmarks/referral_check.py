@@ -36,7 +36,7 @@ SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 RESULTS = Path(__file__).resolve().parent / "results" / "referral_check.json"
 QUANTILE = 0.97
 ERROR_LEVEL = 0.05
-POWER_N = (10, 20, 40, 80)
+POWER_N = (10, 20, 40)
 POWER_REPEATS = 10
 
 

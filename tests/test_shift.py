@@ -1,6 +1,7 @@
 """The folder shift test (models/shift.py): calibrated under no shift, powerful under a mean shift, its AUC the
 cross-validated one scikit-learn computes on the same folds."""
 import numpy as np
+import pytest
 
 from xai_cxr.models.shift import c2st
 
@@ -42,3 +43,9 @@ def test_the_auc_is_the_mean_out_of_fold_auc_on_the_same_folds():
         clf = LinearDiscriminantAnalysis().fit(x[train], y[train])
         aucs.append(roc_auc_score(y[test], clf.decision_function(x[test])))
     assert abs(c2st(a, b, permutations=9, seed=3, n_boot=20).auc - np.mean(aucs)) < 1e-12
+
+
+def test_fewer_than_five_films_on_a_side_is_refused_with_the_counts():
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="5 films on each side, got 4 against 30"):
+        c2st(rng.normal(size=(30, 3)), rng.normal(size=(4, 3)))

@@ -111,20 +111,24 @@ def _shift_test(detector, preds, y, class_names) -> dict | None:
     and per true class, printed in words before the metrics; None (with a note) when the detector has no reference."""
     import numpy as np
 
-    from ..models.shift import c2st
+    from ..models.shift import MIN_FILMS, c2st
     if detector is None or detector.reference_z is None:
         print("folder shift test: not run — the detector beside the weights keeps no holdout reference; "
               "`xai-cxr fit-ood WEIGHTS_DIR` refits it with one")
         return None
     reference, ref_y = detector.reference_z[:, detector.summed], detector.reference_labels
     films = np.array([[p.ood_z[b] for b in detector.combine] for p in preds])
+    if min(len(films), len(reference)) < MIN_FILMS:
+        print(f"folder shift test: not run — {len(films)} films against {len(reference)} holdout films; it needs "
+              f"{MIN_FILMS} on each side")
+        return None
     tests = {"all films": c2st(reference, films)}
     if ref_y is None:
         print("folder shift test: per class not run — the detector keeps no classes of its holdout films "
               "(`xai-cxr fit-ood WEIGHTS_DIR` refits it with them)")
     else:       # each class against the holdout films of the same class: a folder of one class is not a shift
         tests.update({f"{name} films": c2st(reference[ref_y == k], films[y == k]) for k, name in
-                      enumerate(class_names) if (y == k).sum() >= 5 and (ref_y == k).sum() >= 5})
+                      enumerate(class_names) if (y == k).sum() >= MIN_FILMS and (ref_y == k).sum() >= MIN_FILMS})
     for what, t in tests.items():
         print(f"folder shift test — {t.in_words(what)}")
     return {what: {**t.__dict__, "foreign": t.foreign} for what, t in tests.items()}

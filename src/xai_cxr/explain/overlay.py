@@ -75,9 +75,10 @@ def jet_overlay(gray: np.ndarray, heat: np.ndarray, alpha: float = 0.4, cmap: st
 
 
 def sample_grid(grays, heats, true_labels, pred_labels, confidences, class_names, fraction: float = 0.05,
-                columns: int = 4):
+                columns: int = 4, decisions=None):
     """Matplotlib figure: per image the X-ray and its top-``fraction`` red overlay, titled with
-    true label, prediction and confidence (green when right, red when wrong)."""
+    true label, prediction and confidence (green when right, red when wrong), and the decision ("answer" /
+    "refer", ``models/referral``) when ``decisions`` is given."""
     import matplotlib.pyplot as plt
     n = len(grays)
     cols = min(columns, max(n, 1))
@@ -92,7 +93,8 @@ def sample_grid(grays, heats, true_labels, pred_labels, confidences, class_names
         a1.imshow(red_overlay(grays[i], heats[i], fraction))
         ok = true_labels[i] == pred_labels[i]
         a0.set_title(f"true {class_names[true_labels[i]]}", fontsize=8)
-        a1.set_title(f"pred {class_names[pred_labels[i]]} ({confidences[i]:.0%})", fontsize=8,
+        said = "" if decisions is None else f" → {decisions[i]}"
+        a1.set_title(f"pred {class_names[pred_labels[i]]} ({confidences[i]:.0%}){said}", fontsize=8,
                      color="green" if ok else "red")
     fig.suptitle(f"Grad-CAM: top {fraction:.0%} of heat in red", fontsize=10)
     fig.tight_layout()

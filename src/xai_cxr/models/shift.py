@@ -15,6 +15,7 @@ import numpy as np
 
 FOREIGN_P = 0.001
 PERMUTATIONS = 1000
+MIN_FILMS = 5               # each sample needs this many films: fewer leave a cross-validation fold with one sample
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,11 @@ def _folds(y: np.ndarray, folds: int, seed: int):
 
 def c2st(reference: np.ndarray, folder: np.ndarray, permutations: int = PERMUTATIONS, folds: int = 5,
          seed: int = 0, n_boot: int = 1000) -> ShiftTest:
-    """The classifier two-sample test of ``folder`` (N, D) against ``reference`` (M, D) features."""
+    """The classifier two-sample test of ``folder`` (N, D) against ``reference`` (M, D) features; ValueError when
+    either has fewer than ``MIN_FILMS`` films."""
+    if min(len(reference), len(folder)) < MIN_FILMS:
+        raise ValueError(f"the shift test needs {MIN_FILMS} films on each side, got {len(folder)} against "
+                         f"{len(reference)}")
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import cross_val_predict, permutation_test_score
     x = np.vstack([np.asarray(reference, np.float64), np.asarray(folder, np.float64)])

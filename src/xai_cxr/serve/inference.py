@@ -170,12 +170,14 @@ class Predictor:
         """The folder shift test (``models/shift.py``) of decoded films against the model's holdout films — those of
         class ``label`` when the films are known to be of one class (a folder of one class is not a shift) — and
         the films' combined out-of-distribution scores: (ShiftTest, scores), or None without a detector that keeps
-        its holdout's scores (and classes, for ``label``)."""
+        its holdout's scores (and classes, for ``label``) or with fewer than ``MIN_FILMS`` films on a side."""
         det = self.ood
         if det is None or det.reference_z is None or (label is not None and det.reference_labels is None):
             return None
-        from ..models.shift import c2st
+        from ..models.shift import MIN_FILMS, c2st
         reference = det.reference_z if label is None else det.reference_z[det.reference_labels == label]
+        if min(len(reference), len(grays)) < MIN_FILMS:
+            return None
         verdict = self.assess(grays)
         return c2st(reference[:, det.summed], verdict.z[:, det.summed]), verdict.score
 
