@@ -79,3 +79,16 @@ def test_operating_threshold_rules_match_hand_counts():
     assert operating_threshold(y, p, "youden") == pytest.approx(0.7)
     with pytest.raises(ValueError, match="sensitivity:<0-1>"):
         operating_threshold(y, p, "sensitivity:high")
+
+
+def test_error_level_figure_draws_the_answered_error_by_coverage_and_the_rules_point_by_hand():
+    import matplotlib
+    matplotlib.use("Agg")
+    from xai_cxr.evaluate import plot_error_level
+    conf, correct = [0.6, 0.9, 0.7, 0.8], [True, True, True, False]      # most confident first: 0.9 0.8 0.7 0.6
+    fig = plot_error_level({"films": (conf, correct)}, 0.05, min_confidence=0.75)
+    curve, dot, level = fig.axes[0].lines
+    np.testing.assert_allclose(curve.get_xdata(), [0.25, 0.5, 0.75, 1.0])
+    np.testing.assert_allclose(curve.get_ydata(), [0, 1 / 2, 1 / 3, 1 / 4])
+    np.testing.assert_allclose([dot.get_xdata()[0], dot.get_ydata()[0]], [0.5, 0.5])   # 0.9 and 0.8 answered
+    assert level.get_ydata()[0] == 0.05
