@@ -391,8 +391,7 @@ folder of one class is not a shift. `xai-cxr evaluate` prints the same verdict b
     code("""from xai_cxr.evaluate import plot_error_level
 from xai_cxr.serve.inference import Predictor
 predictor = Predictor.from_weights_dir("saved_weights", mc_passes=1)
-rule = predictor.selective
-print("error level:", rule.in_words())
+rule = predictor.selective          # fitted above: its words were printed there
 labelled = {f"test {name}": (prep.test.images[prep.test.labels == k], k) for k, name in enumerate(data_cfg.class_names)}
 if EXTERNAL_DIR:
     labelled.update({f"external {name}": (external.images[external.labels == k], k)
