@@ -188,15 +188,21 @@ def test_an_operating_point_in_the_card_is_the_sliders_default_and_decides(phant
     assert _metric(at, "Prediction") == ("PNEUMONIA" if p_pos >= 0.97 else "NORMAL")
 
 
-def test_ten_films_or_more_get_the_folder_check_in_words_and_the_error_level_is_stated(app_env):
+def test_ten_films_or_more_get_the_folder_check_in_words_and_a_foreign_folder_refers_every_film(app_env,
+                                                                                               monkeypatch):
+    """The app's wiring of the folder shift test (its statistics: tests/test_shift.py): with the test saying
+    "foreign", the verdict leads in words and every film is referred for its folder; the error level is stated."""
+    from xai_cxr.models.shift import ShiftTest
+    from xai_cxr.serve.inference import Predictor
+    foreign = ShiftTest(0.97, (0.95, 0.99), 1 / 1001, 500, 12, 1000)
+    monkeypatch.setattr(Predictor, "folder_test", lambda self, grays, label=None: (foreign, np.zeros(len(grays))))
     at = AppTest.from_file(APP, default_timeout=180).run()
     assert any("When it answers:" in c.value for c in at.caption)
     uploader = at.file_uploader(key="uploads")
-    for i in range(12):                          # inverted phantoms: as a group, plainly unlike the training films
-        img, _ = _xray_png(100 + i)
-        uploader.upload(f"inverted{i}.png", cv2.imencode(".png", 255 - img)[1].tobytes(), "image/png")
+    for i in range(12):
+        uploader.upload(f"film{i}.png", _xray_png(100 + i)[1], "image/png")
     at.run()
     assert not at.exception
     assert at.error[0].value.startswith("**Folder check:** these 12 films are not like the training films")
-    films = [e.value for e in at.error[1:]]                     # then every film, referred for its folder
+    films = [e.value for e in at.error[1:]]
     assert len(films) == 12 and all(f.startswith("**Referred to a reader") and "folder shift test" in f for f in films)

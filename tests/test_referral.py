@@ -183,3 +183,19 @@ def test_app_leads_with_the_referral_and_shows_no_headline_prediction(kermany_li
     blank = cv2.imencode(".png", np.full((64, 64), 7, np.uint8))[1].tobytes()
     at.file_uploader(key="uploads").upload("black.png", blank, "image/png").run()
     assert any("blank" in e.value for e in at.error)
+
+
+def test_the_predictors_folder_test_is_the_shift_test_of_its_holdout_against_the_films_z_scores(kermany_like_weights):
+    from xai_cxr.data.phantom import make_phantom
+    from xai_cxr.models import BACKBONES
+    from xai_cxr.models.shift import c2st
+    from xai_cxr.serve.inference import Predictor
+    pred = Predictor.from_weights_dir(kermany_like_weights, mc_passes=1)
+    films = np.stack([make_phantom(np.random.default_rng(50 + i), 64, n_lesions=1)[0] for i in range(12)])
+    det = pred.ood
+    test, scores = pred.folder_test(films)
+    z = det.z(det.raw(det.image_values(pred.model, films, BACKBONES[pred.card.backbone].preprocess)))
+    assert test == c2st(det.reference_z[:, det.summed], z[:, det.summed])
+    np.testing.assert_allclose(scores, det.combined(z))
+    assert pred.folder_test(films[:4]) is None                             # too few films to test
+    assert (det.reference_labels == 1).sum() < 5 and pred.folder_test(films, label=1) is None   # too few of a class
