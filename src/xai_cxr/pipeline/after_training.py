@@ -121,9 +121,10 @@ def fit_out_of_distribution(model, prep: Prepared, weights_dir: Path, seed: int 
 
 def refit_out_of_distribution(weights_dir: str | Path, data_root: str | Path | None = None,
                               progress: bool = False, error_level: float | None = None) -> tuple[dict, Prepared]:
-    """Fit (again) the detector of a trained model folder on the films it was trained on: its saved configs
-    (``run_config.json``) rebuild the same training films and the same seeded holdout (``data_root`` when the data
-    moved). For models trained before the detector changed. Returns (summary, the decoded splits)."""
+    """Fit (again) the detector and the error-level rule of a trained model folder on the films it was trained on:
+    its saved configs (``run_config.json``) rebuild the same training films and the same seeded holdout
+    (``data_root`` when the data moved). For models trained before either changed. ``error_level``: default the
+    folder's rule's, else the run's. Returns (summary, the decoded splits)."""
     folder = ModelFolder(weights_dir)
     data_cfg = folder.run_configs()["DataConfig"]
     if data_root is not None:
