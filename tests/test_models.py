@@ -117,6 +117,25 @@ def test_mixed_bfloat16_model_matches_float32_predictions_and_gradcam():
         set_precision("float8")
 
 
+def test_a_saved_model_is_read_in_float32_under_a_mixed_policy_and_the_policy_is_kept(tmp_path):
+    """Every reader builds the saved model in float32, so a detector or temperature fitted after mixed-precision
+    training (run() reads the folder back the same way) sees the numbers the readers will."""
+    import keras
+
+    from xai_cxr.models import ModelCard, ModelFolder
+    from xai_cxr.models.train import set_precision
+    cfg = ModelConfig(backbone="cxr-small", weights="none")
+    build_model(cfg, 32).save_weights(tmp_path / "model.weights.h5")
+    ModelCard("cxr-small", 32, ("NORMAL", "PNEUMONIA")).save(tmp_path)
+    try:
+        set_precision("mixed_bfloat16")
+        model, _ = ModelFolder(tmp_path).load()
+        assert model.get_layer("block1_conv1").compute_dtype == "float32"
+        assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+    finally:
+        set_precision("float32")
+
+
 @pytest.mark.parametrize("name", sorted(n for n in BACKBONES if not BACKBONES[n].members))
 def test_every_registry_backbone_builds_with_its_layers_and_gradcam(name):
     """Single networks; the stacked ensemble is built, trained and explained in test_cli_compare_*."""

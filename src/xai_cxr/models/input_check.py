@@ -80,7 +80,9 @@ class InputCheck:
         path = Path(folder) / FILE
         if not path.is_file():
             return None
-        scorer, autoencoder = build_autoencoder()
+        from .folder import full_precision
+        with full_precision():
+            scorer, autoencoder = build_autoencoder()
         autoencoder.load_weights(path)
         return cls(scorer, autoencoder)
 

@@ -6,7 +6,8 @@ import time
 from pathlib import Path
 
 from ..config import CamConfig, DataConfig, ModelConfig, TrainConfig, write_json_atomic
-from ..models import BACKBONES, ModelCard, build_model, files
+from ..models import BACKBONES, ModelCard, ModelFolder, build_model, files
+from ..models.folder import full_precision
 from ..tasks import get_task
 from .after_training import apply_operating_point, calibrate, evaluate_on_test, fit_error_level, fit_out_of_distribution
 from .figures import lesion_pointing_game, sample_figure, save_figure
@@ -46,30 +47,36 @@ def run(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, ca
     card = ModelCard.load(weights_dir)
     save_figure(plot_history(history), weights_dir / "training_curves.png")
 
-    metrics, proba = evaluate_on_test(model, prep.test, data_cfg, prep.skipped)
-    metrics.update(backbone=model_cfg.backbone, weights=model_cfg.weights, image_size=data_cfg.image_size,
-                   validation=data_cfg.validation, validation_note=prep.validation_note,
-                   training_minutes=training_minutes, budget_minutes=train_cfg.budget_minutes,
-                   epochs_run={stage: len(h.get("loss", [])) for stage, h in history.items()},
-                   epochs_planned={"stage1": train_cfg.stage1.epochs, "stage2": train_cfg.stage2.epochs},
-                   n_train_images=len(prep.train.images))
-    metrics["calibration"], val_calibrated = calibrate(model, prep, data_cfg, proba, weights_dir, results_dir)
-    if train_cfg.operating_point:
-        metrics = apply_operating_point(train_cfg.operating_point, metrics, prep, data_cfg, val_calibrated, proba,
-                                        metrics["calibration"]["temperature"], weights_dir)
-        card = ModelCard.load(weights_dir)
-    metrics["out_of_distribution"] = fit_out_of_distribution(model, prep, weights_dir, data_cfg.seed)
-    metrics["error_level"] = fit_error_level(model, prep, data_cfg, weights_dir, train_cfg.error_level)
-    save_figure(sample_figure(model, prep.test, data_cfg, cam_cfg, target_layer), results_dir / "sample_results.png")
-    pg = lesion_pointing_game(model, prep.test, data_cfg, cam_cfg, target_layer)
-    if pg:
-        metrics["gradcam_pointing_game"] = pg
-    if "confusion_matrix" in metrics:
-        save_figure(plot_confusion(metrics, data_cfg.class_names), results_dir / "confusion_matrix.png")
-    save_figure(plot_roc(prep.test.labels, proba, data_cfg.class_names), results_dir / "roc_curve.png")
-    metrics["wall_time_s"] = round(time.time() - t0, 1)
-    metrics["machine"] = cpu_description()
-    write_json_atomic(metrics, results_dir / "metrics.json")
+    # every reader of the folder builds the model in float32 (ModelFolder.load): so is everything fitted below on its
+    # outputs — the temperature, the detector and its holdout reference, the error level — whatever trained it
+    if model.dtype_policy.name != "float32":
+        model, card = ModelFolder(weights_dir).load()
+    with full_precision():
+        metrics, proba = evaluate_on_test(model, prep.test, data_cfg, prep.skipped)
+        metrics.update(backbone=model_cfg.backbone, weights=model_cfg.weights, image_size=data_cfg.image_size,
+                       validation=data_cfg.validation, validation_note=prep.validation_note,
+                       training_minutes=training_minutes, budget_minutes=train_cfg.budget_minutes,
+                       epochs_run={stage: len(h.get("loss", [])) for stage, h in history.items()},
+                       epochs_planned={"stage1": train_cfg.stage1.epochs, "stage2": train_cfg.stage2.epochs},
+                       n_train_images=len(prep.train.images))
+        metrics["calibration"], val_calibrated = calibrate(model, prep, data_cfg, proba, weights_dir, results_dir)
+        if train_cfg.operating_point:
+            metrics = apply_operating_point(train_cfg.operating_point, metrics, prep, data_cfg, val_calibrated, proba,
+                                            metrics["calibration"]["temperature"], weights_dir)
+            card = ModelCard.load(weights_dir)
+        metrics["out_of_distribution"] = fit_out_of_distribution(model, prep, weights_dir, data_cfg.seed)
+        metrics["error_level"] = fit_error_level(model, prep, data_cfg, weights_dir, train_cfg.error_level)
+        save_figure(sample_figure(model, prep.test, data_cfg, cam_cfg, target_layer),
+                    results_dir / "sample_results.png")
+        pg = lesion_pointing_game(model, prep.test, data_cfg, cam_cfg, target_layer)
+        if pg:
+            metrics["gradcam_pointing_game"] = pg
+        if "confusion_matrix" in metrics:
+            save_figure(plot_confusion(metrics, data_cfg.class_names), results_dir / "confusion_matrix.png")
+        save_figure(plot_roc(prep.test.labels, proba, data_cfg.class_names), results_dir / "roc_curve.png")
+        metrics["wall_time_s"] = round(time.time() - t0, 1)
+        metrics["machine"] = cpu_description()
+        write_json_atomic(metrics, results_dir / "metrics.json")
 
     print_summary(metrics, prep.skipped, weights_dir, results_dir)
     return {"model": model, "card": card, "metrics": metrics, "history": history, "prepared": prep}
