@@ -68,8 +68,26 @@ The model is the `cxr-res` recipe (no pretrained weights, 160 px), trained here 
 (one seed) vary by about ±0.01–0.02 between seeds (docs/results.md)."""
 
 
+def compress_images(nb, above_kb: int = 100, quality: int = 85) -> None:
+    """PNG outputs larger than ``above_kb`` re-encoded as JPEG (films and heat maps: photographs, not line art), so
+    that the kept notebook stays a few MB; the pixels' size is unchanged."""
+    import base64
+    import io
+
+    from PIL import Image
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            if "image/png" in data and len(data["image/png"]) > above_kb * 1000 * 4 / 3:
+                image = Image.open(io.BytesIO(base64.b64decode(data["image/png"]))).convert("RGB")
+                buffer = io.BytesIO()
+                image.save(buffer, "JPEG", quality=quality)
+                del data["image/png"]
+                data["image/jpeg"] = base64.b64encode(buffer.getvalue()).decode()
+
+
 def main(argv=None) -> int:
-    from xai_cxr.runtime import cpu_description
+    from xai_cxr.runtime import cpu_line
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "runs" / "walkthrough")
     p.add_argument("--out", type=Path, default=OUT)
@@ -86,9 +104,10 @@ def main(argv=None) -> int:
     nbclient.NotebookClient(nb, timeout=args.timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(args.work)}}).execute()
     minutes = (time.time() - t0) / 60
-    cell = nbformat.v4.new_markdown_cell(header(started, minutes, cpu_description()))
+    cell = nbformat.v4.new_markdown_cell(header(started, minutes, cpu_line()))
     cell.metadata["tags"] = [HEADER_TAG]
     nb.cells.insert(0, cell)
+    compress_images(nb)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, args.out)
     print(f"{args.out} ({args.out.stat().st_size / 1e6:.1f} MB) in {minutes:.1f} min")
