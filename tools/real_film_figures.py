@@ -44,9 +44,19 @@ def sample_grid_figure(weights_dir: Path, out: Path, n: int = 8, seed: int = 42)
     return save_figure(fig, out)
 
 
+def first_referred(weights_dir: Path, paths: list[Path]) -> Path:
+    """The first of ``paths`` (in order) that the model refers on its own (no folder verdict for a single film)."""
+    from xai_cxr.serve.inference import Predictor
+    predictor = Predictor.from_weights_dir(weights_dir)
+    for path in paths:
+        if predictor.predict(predictor.load(path.read_bytes(), str(path))[None])[0].decision == "refer":
+            return path
+    raise SystemExit(f"none of the {len(paths)} films is referred by the model in {weights_dir}")
+
+
 def screenshot(weights_dir: Path, out_dir: Path) -> list[Path]:
-    """The app in headless Chromium (as its browser test drives it): a Kermany pneumonia film, then an adult film
-    from another hospital; and the HTML report of the adult film, rendered."""
+    """The app in headless Chromium (as its browser test drives it): a Kermany pneumonia film, then the first adult
+    normal film from another hospital that the model refers; and the HTML report of the adult film, rendered."""
     import os
     import signal
     import socket
@@ -64,7 +74,7 @@ def screenshot(weights_dir: Path, out_dir: Path) -> list[Path]:
                              str(weights_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     films = {"answered": sorted((KERMANY / "test" / "PNEUMONIA").iterdir())[0],
-             "referred": sorted((EXTERNAL / "NORMAL").iterdir())[0]}
+             "referred": first_referred(weights_dir, sorted((EXTERNAL / "NORMAL").iterdir()))}
     shots = []
     try:
         for _ in range(240):
@@ -75,7 +85,7 @@ def screenshot(weights_dir: Path, out_dir: Path) -> list[Path]:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
             for what, film in films.items():
-                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                page = browser.new_page(viewport={"width": 1280, "height": 1700})
                 page.goto(f"http://127.0.0.1:{port}", timeout=120_000)
                 page.get_by_text("Research use only").first.wait_for(timeout=120_000)
                 page.locator("input[type=file]").set_input_files(str(film))
