@@ -199,10 +199,12 @@ def folder_power(detector, branch_values, shift: str) -> dict:
 
 
 def to_markdown(results: dict) -> str:
+    from xai_cxr.runtime import cpu_line
     out = []
     for m in results["models"]:
         w = Path(m["weights_dir"])
-        out.append(f"**{w.parent.name}** ({m['backbone']}, {m['image_size']} px; {m['date']}, {m['machine']}; "
+        machine = cpu_line(m["machine"]) if isinstance(m.get("machine"), dict) else m.get("machine", "")
+        out.append(f"**{w.parent.name}** ({m['backbone']}, {m['image_size']} px; {m['date']}, {machine}; "
                    f"chosen by leave-one-shift-out: {m['chosen']})\n")
         shifts = list(next(iter(m["candidates"].values()))["shift_detection"])
         out.append("| detector | " + " | ".join(s.split(":")[1] for s in shifts) + " | mean | Kermany test referred "

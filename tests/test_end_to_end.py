@@ -422,11 +422,18 @@ def test_evaluate_writes_one_decision_per_film_as_the_predictor_decides_and_refe
     assert level["held"] == (None if accuracy is None else accuracy >= 1 - level["level"])
 
 
-def test_evaluate_refers_every_film_of_a_foreign_folder_and_keeps_the_film_by_film_decision(trained, tmp_path):
+def test_evaluate_refers_every_film_of_a_foreign_folder_and_keeps_the_film_by_film_decision(trained, tmp_path,
+                                                                                           monkeypatch):
+    """evaluate's wiring of the folder verdict (the test's statistics: tests/test_shift.py; this model's holdout is
+    too small for them): with the shift test saying "foreign", every film is referred for its folder."""
     import cv2
     import pandas as pd
 
     from xai_cxr.cli import main
+    from xai_cxr.models import shift
+    monkeypatch.setattr(shift, "MIN_FILMS", 1)
+    monkeypatch.setattr(shift, "c2st", lambda reference, films: shift.ShiftTest(0.97, (0.95, 0.99), 1 / 1001,
+                                                                                 len(reference), len(films), 1000))
     out, _ = trained
     root = write_phantom_dataset(tmp_path / "inverted", PhantomConfig(image_size=64, n_train=1, n_test=15, seed=5))
     for path in (root / "test").rglob("*.png"):                  # a folder of films unlike any training film
