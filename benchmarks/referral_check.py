@@ -208,9 +208,9 @@ def to_markdown(results: dict) -> str:
                    f"chosen by leave-one-shift-out: {m['chosen']})\n")
         shifts = list(next(iter(m["candidates"].values()))["shift_detection"])
         out.append("| detector | " + " | ".join(s.split(":")[1] for s in shifts) + " | mean | Kermany test referred "
-                   "(detector / whole rule) | accuracy answered | external normal referred (detector / whole rule) | "
-                   "external pneumonia referred (detector / whole rule) | external accuracy answered (normal / "
-                   "pneumonia) |")
+                   "(detector / + error level) | accuracy answered | external normal referred (detector / + error "
+                   "level) | external pneumonia referred (detector / + error level) | external accuracy answered "
+                   "(normal / pneumonia) |")
         out.append("|---|" + "---|" * (len(shifts) + 6))
         for n, r in m["candidates"].items():
             k, en, ep = r["kermany_test"], r["external_normal"], r["external_pneumonia"]
