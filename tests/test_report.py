@@ -67,6 +67,7 @@ class _Card:
 
 class _Predictor:
     card, weights_id, source, temperature, calibrated, refer_above = _Card, "abc", "here", 1.0, True, 0.15
+    confidence_rule = staticmethod(lambda: "refer below a calibrated probability of 0.852")
 
 
 def test_a_referred_film_leads_with_the_referral_and_keeps_the_output_secondary():

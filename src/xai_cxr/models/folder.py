@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -57,21 +56,6 @@ class ModelCard:
                            dense_units=self.dense_units, dropout=self.dropout, l2=self.l2)
 
 
-@contextmanager
-def full_precision():
-    """Models built inside compute in float32 (Keras's global dtype policy, restored after). A saved model is read
-    this way by every reader — evaluate, the predictor, the app, the API — and the steps fitted on its outputs after
-    training (temperature, detector, error level) run this way too, so that they see the numbers the readers will:
-    a detector fitted on bfloat16 features told float32 features of the same films apart (ROC-AUC 0.96)."""
-    import keras
-    before = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("float32")
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(before)
-
-
 def sha256_of(path: str | Path) -> str:
     """SHA-256 of a file, read in 1 MiB blocks."""
     h = hashlib.sha256()
@@ -110,6 +94,7 @@ class ModelFolder:
         for f in (files.CARD, files.WEIGHTS):
             if not (self.path / f).is_file():
                 raise FileNotFoundError(f"{self.path / f} not found: train first (`xai-cxr train` or `xai-cxr demo`)")
+        from ..runtime import full_precision
         card = self.card()
         with full_precision():
             model = build_model(card.model_config(), card.image_size, card.output_activation)

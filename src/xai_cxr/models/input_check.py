@@ -80,7 +80,7 @@ class InputCheck:
         path = Path(folder) / FILE
         if not path.is_file():
             return None
-        from .folder import full_precision
+        from ..runtime import full_precision
         with full_precision():
             scorer, autoencoder = build_autoencoder()
         autoencoder.load_weights(path)

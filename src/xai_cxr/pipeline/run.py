@@ -7,7 +7,6 @@ from pathlib import Path
 
 from ..config import CamConfig, DataConfig, ModelConfig, TrainConfig, write_json_atomic
 from ..models import BACKBONES, ModelCard, ModelFolder, build_model, files
-from ..models.folder import full_precision
 from ..tasks import get_task
 from .after_training import apply_operating_point, calibrate, evaluate_on_test, fit_error_level, fit_out_of_distribution
 from .figures import lesion_pointing_game, sample_figure, save_figure
@@ -23,7 +22,7 @@ def run(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, ca
     None = ``MirroredStrategy`` over all GPUs when several are visible, else the default."""
     from ..evaluate import plot_confusion, plot_roc
     from ..models.train import distribution_strategy, plot_history, seed_everything
-    from ..runtime import cpu_description
+    from ..runtime import cpu_description, full_precision
     t0 = time.time()
     weights_dir, results_dir = Path(weights_dir), Path(results_dir)
     model_cfg = resolve_model(model_cfg, data_cfg)                  # weights fetched before any image is decoded
