@@ -65,7 +65,7 @@ def cmd_evaluate(args):
         m["referral_by_class"] = {name: referral.summary([tuple(p.reasons) for p, t in zip(preds, y) if t == k],
                                                          correct[y == k])
                                   for k, name in enumerate(card.class_names) if (y == k).any()}
-        r, f = m["referral"], m["referral_per_film"]
+        f = m["referral_per_film"]
         print(f"referral film by film: {f['coverage']:.1%} answered (accuracy "
               f"{f['accuracy_answered'] or float('nan'):.3f}), {f['referred']:.1%} referred — out of distribution "
               f"{f['referred_out_of_distribution']:.1%}, below the error level's confidence "
@@ -74,7 +74,7 @@ def cmd_evaluate(args):
             print("referral: every film referred — the folder as a whole is unlike the training films")
         print("referred by true class: " + ", ".join(f"{name} {c['referred']:.1%}"
                                                      for name, c in m["referral_by_class"].items()))
-        m["error_level"] = _error_level(predictor.selective, r)
+        m["error_level"] = _error_level(predictor.selective, f)     # the level's own domain: film by film
         rows = [{"file": path, "true_label": card.class_names[t], **decision_row(p)}
                 for path, t, p in zip(out["paths"], y, preds)]
         write_csv_atomic(pd.DataFrame(rows), Path(args.results_dir) / "decisions.csv")
@@ -98,8 +98,8 @@ def _error_level(rule, referral_summary: dict) -> dict | None:
     held = None if acc is None else bool(acc >= 1 - rule.error_level)
     verdict = "nothing answered, nothing to check" if held is None else \
         f"{acc:.1%} of them right — the bound {'held' if held else 'did NOT hold'} here"
-    print(f"error level {rule.error_level:.0%}: {coverage:.1%} of these films answered, {verdict} (it is stated for "
-          f"Kermany-like films: {rule.in_words()})")
+    print(f"error level {rule.error_level:.0%}: film by film {coverage:.1%} of these films answered, {verdict} (it is "
+          f"stated for Kermany-like films: {rule.in_words()})")
     finite = rule.min_confidence != float("inf")
     return {"level": rule.error_level, "delta": rule.delta, "min_confidence": rule.min_confidence if finite else None,
             "holdout_coverage": rule.holdout_coverage, "holdout_error_bound": rule.error_bound,
