@@ -49,7 +49,7 @@ def test_the_bound_at_the_chosen_threshold_is_recomputed_from_the_answered_films
     conf, ok = _calibrated_classifier(np.random.default_rng(2), 3000)
     rule = fit_selective(conf, ok, 0.05)
     answered = conf >= rule.min_confidence
-    k = math.ceil(math.log2(len(conf)))
+    k = math.ceil(math.log2(len(conf))) + 1
     assert rule.holdout_coverage == pytest.approx(answered.mean())
     assert rule.holdout_error == pytest.approx(1 - ok[answered].mean())
     assert rule.error_bound == pytest.approx(error_upper_bound(int((~ok[answered]).sum()), int(answered.sum()),
@@ -76,3 +76,14 @@ def test_an_impossible_level_refers_every_film_and_survives_saving(tmp_path):
     assert SelectiveRule.load(tmp_path / "nowhere") is None
     with pytest.raises(ValueError, match="error_level"):
         fit_selective(conf, conf > 0.6, 0.0)
+
+
+def test_a_small_holdout_with_few_errors_answers_every_film():
+    """194 films, 2 wrong: the bound of answering all (4.6% at δ/9) meets 5%, while answering the most confident
+    half (0 of 97 wrong: 5.1%) does not — the half-way test alone would refer every film."""
+    conf = np.linspace(0.99, 0.6, 194)
+    ok = np.ones(194, bool)
+    ok[[150, 190]] = False
+    rule = fit_selective(conf, ok, 0.05)
+    assert rule.holdout_coverage == 1.0 and rule.error_bound <= 0.05
+    assert error_upper_bound(0, 97, 0.05 / 9) > 0.05

@@ -8,10 +8,12 @@ holdout films stays under the user's ``error_level``. Its guarantee: on films ex
 at most ``error_level`` of the time. Off the training distribution it guarantees nothing — that is the
 out-of-distribution detector's part (``models/ood.py``); both feed ``models/referral``.
 
-The search is the paper's: a binary search over the holdout's sorted confidences, ⌈log₂ m⌉ thresholds tested,
-each bound an exact one-sided (Clopper-Pearson) binomial upper limit at level ``delta`` / ⌈log₂ m⌉ (a union bound
-over the tested thresholds); where the paper returns the last threshold tested, this returns the largest coverage
-whose bound met the level (or none: refer every film). The films the detector already refers are left out of the
+The search is the paper's with one test before it: answering every film is tested first (the bound is not
+monotone in coverage, and a small holdout with few errors passes there while the search's first, half-way test
+fails), then a binary search over the holdout's sorted confidences; at most k = ⌈log₂ m⌉ + 1 thresholds are tested,
+each bound an exact one-sided (Clopper-Pearson) binomial upper limit at level ``delta`` / k (a union bound over the
+tested thresholds); where the paper returns the last threshold tested, this returns the largest coverage whose bound
+met the level (or none: refer every film). The films the detector already refers are left out of the
 fit: the bound is on the films the whole rule answers. MAPIE 1.x's risk control covers precision and recall, not the
 error of the answered films, so the search is written here, on scipy's beta quantiles.
 """
@@ -97,18 +99,28 @@ def fit_selective(confidence, correct, error_level: float = DEFAULT_ERROR_LEVEL,
         return none
     order = np.argsort(-conf, kind="stable")                  # most confident first
     conf_sorted, errors_sorted = conf[order], np.cumsum(~ok[order])
-    k = max(1, math.ceil(math.log2(m)))
-    best, lo, hi = none, 0, m - 1                             # index into the sorted list: answer the first z + 1
-    for _ in range(k):
-        z = (lo + hi + 1) // 2
+    k = max(1, math.ceil(math.log2(m))) + 1                   # answer-all, then the binary search's tests
+
+    def test(z: int) -> SelectiveRule | None:                 # answer the films at least as confident as the z-th
         theta = conf_sorted[z]
         n_answered = int(np.searchsorted(-conf_sorted, -theta, side="right"))     # every film ≥ theta (ties in)
         errors = int(errors_sorted[n_answered - 1])
         bound = error_upper_bound(errors, n_answered, delta / k)
-        if bound <= error_level:
-            if n_answered / m > best.holdout_coverage or not np.isfinite(best.min_confidence):
-                best = SelectiveRule(error_level, delta, float(theta), bound, n_answered / m, errors / n_answered,
-                                     m, fitted_on)
+        return SelectiveRule(error_level, delta, float(theta), bound, n_answered / m, errors / n_answered, m,
+                             fitted_on) if bound <= error_level else None
+
+    # the bound is not monotone in coverage (more films, a tighter bound): answering every film is tested first,
+    # where a small holdout with few errors passes while the search's first half-way test would not
+    found = test(m - 1)
+    if found is not None:
+        return found
+    best, lo, hi = none, 0, m - 1                             # index into the sorted list: answer the first z + 1
+    for _ in range(k - 1):
+        z = (lo + hi + 1) // 2
+        found = test(z)
+        if found is not None:
+            if found.holdout_coverage > best.holdout_coverage or not np.isfinite(best.min_confidence):
+                best = found
             lo = z                                            # the bound holds: try answering more
         else:
             hi = z - 1                                        # it does not: answer fewer
