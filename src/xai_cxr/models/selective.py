@@ -59,11 +59,11 @@ class SelectiveRule:
     def in_words(self) -> str:
         if not np.isfinite(self.min_confidence):
             return (f"no confidence threshold keeps the answered films' error under {self.error_level:.0%} on the "
-                    f"{self.n_holdout} holdout films: every film is referred")
+                    f"{self.n_holdout} validation films: every film is referred")
         return (f"answers when the calibrated probability of its class is ≥ {self.min_confidence:.3f}: on the "
-                f"{self.n_holdout} holdout films it answered {self.holdout_coverage:.0%} with error "
+                f"{self.n_holdout} validation films it answered {self.holdout_coverage:.0%} with error "
                 f"{self.holdout_error:.1%}, bounded by {self.error_bound:.1%} ≤ {self.error_level:.0%} "
-                f"with {1 - self.delta:.0%} confidence (Kermany-like films only)")
+                f"with {1 - self.delta:.0%} confidence (for films like those only)")
 
     def save(self, folder: str | Path) -> Path:
         from ..config import write_json_atomic
