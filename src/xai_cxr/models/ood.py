@@ -7,6 +7,9 @@ matter (adults from another hospital). The detector therefore looks at several d
 feature maps are averaged over the image, and each such *branch* gets the squared Mahalanobis distance to the
 nearest training class mean under one shared covariance (Ledoit-Wolf shrinkage). A branch may also be a plain
 score where larger means stranger (the input-level autoencoder's reconstruction error, ``models/input_check``).
+The distance is a key of ``DISTANCES``: Mahalanobis (the reference design) or the k-th nearest training film's
+distance after L2 normalisation (Sun et al., ICML 2022), measured beside it and not chosen (docs/results.md, "Answer
+only what it can stand behind").
 
 Each branch's score is standardised on in-distribution films the model did not train on (the holdout, or the
 training films when there is none): z = (score − mean) / sd. The combined score is the sum of the z-scores of
