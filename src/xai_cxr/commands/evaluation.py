@@ -116,7 +116,7 @@ def _shift_test(detector, preds, y, class_names) -> dict | None:
         print("folder shift test: not run — the detector beside the weights keeps no holdout reference; "
               "`xai-cxr fit-ood WEIGHTS_DIR` refits it with one")
         return None
-    reference, ref_y = detector.reference_z[:, detector.summed], detector.reference_labels
+    reference, ref_y = detector.reference(), detector.reference_labels
     films = np.array([[p.ood_z[b] for b in detector.combine] for p in preds])
     if min(len(films), len(reference)) < MIN_FILMS:
         print(f"folder shift test: not run — {len(films)} films against {len(reference)} holdout films; it needs "
@@ -127,7 +127,7 @@ def _shift_test(detector, preds, y, class_names) -> dict | None:
         print("folder shift test: per class not run — the detector keeps no classes of its holdout films "
               "(`xai-cxr fit-ood WEIGHTS_DIR` refits it with them)")
     else:       # each class against the holdout films of the same class: a folder of one class is not a shift
-        tests.update({f"{name} films": c2st(reference[ref_y == k], films[y == k]) for k, name in
+        tests.update({f"{name} films": c2st(detector.reference(k), films[y == k]) for k, name in
                       enumerate(class_names) if (y == k).sum() >= MIN_FILMS and (ref_y == k).sum() >= MIN_FILMS})
     for what, t in tests.items():
         print(f"folder shift test — {t.in_words(what)}")

@@ -140,6 +140,12 @@ class OODDetector:
         """Column indices of the ``combine`` branches."""
         return [self.branches.index(b) for b in self.combine]
 
+    def reference(self, label: int | None = None) -> np.ndarray:
+        """The holdout films' z-scores of the summed branches — the folder shift test's reference sample — or only
+        those of class ``label``."""
+        z = np.asarray(self.reference_z)[:, self.summed]
+        return z if label is None else z[np.asarray(self.reference_labels) == label]
+
     def combined(self, z: np.ndarray) -> np.ndarray:
         return np.asarray(z)[:, self.summed].sum(1)
 

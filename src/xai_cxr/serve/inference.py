@@ -175,11 +175,11 @@ class Predictor:
         if det is None or det.reference_z is None or (label is not None and det.reference_labels is None):
             return None
         from ..models.shift import MIN_FILMS, c2st
-        reference = det.reference_z if label is None else det.reference_z[det.reference_labels == label]
+        reference = det.reference(label)
         if min(len(reference), len(grays)) < MIN_FILMS:
             return None
         verdict = self.assess(grays)
-        return c2st(reference[:, det.summed], verdict.z[:, det.summed]), verdict.score
+        return c2st(reference, verdict.z[:, det.summed]), verdict.score
 
     def assess(self, grays: np.ndarray):
         """What the out-of-distribution detector says of decoded images (``models.ood.Assessment``), or None
