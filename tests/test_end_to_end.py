@@ -116,6 +116,16 @@ def test_fit_ood_rebuilds_the_detector_from_the_same_training_films(trained, tmp
     for b, f in zip(before.branches, before.fits):      # the features' class means: the same films, the same model
         if f is not None and not b.startswith("input_"):
             np.testing.assert_allclose(after.fits[after.branches.index(b)].means, f.means, rtol=1e-4, atol=1e-5)
+    # --input-checks: the self-supervised encoder joins the detector; refitted without it, a stale file is not read
+    assert main(["fit-ood", str(copy), "--input-checks", "autoencoder", "contrastive"]) == 0
+    both = OODDetector.load(copy)
+    assert "input_contrastive" in both.combine and (copy / "contrastive.weights.h5").is_file()
+    encoder_fit = both.fits[both.branches.index("input_contrastive")]
+    assert encoder_fit.means.shape[1] == 256                 # its representation, scored by Mahalanobis
+    assert sorted(type(c).__name__ for c in both.input_checks) == ["ContrastiveCheck", "InputCheck"]
+    assert main(["fit-ood", str(copy)]) == 0
+    again = OODDetector.load(copy)
+    assert again.branches == before.branches and [type(c).__name__ for c in again.input_checks] == ["InputCheck"]
 
 
 def test_cli_missing_imagenet_weights_is_a_clear_error(phantom_root, tmp_path, monkeypatch, capsys):

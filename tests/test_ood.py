@@ -201,7 +201,7 @@ def test_without_a_holdout_a_share_of_the_training_films_calibrates_and_new_film
     films = lambda n: np.clip(rng.normal(120, 30, (n, 32, 32)), 0, 255).astype(np.uint8)  # noqa: E731
     train, labels = films(200), np.arange(200) % 2
     pre = BACKBONES["cxr-small"].preprocess
-    det = fit_for_model(model, pre, train, labels, None, input_check=False, seed=1)
+    det = fit_for_model(model, pre, train, labels, None, input_checks=(), seed=1)
     assert det.calibrated_on == "train, held out of the detector"
     # the held-out films are the folder shift test's reference: their z-scores and their own classes, saved
     cal_idx = np.sort(np.random.default_rng(1).permutation(200)[:40])
@@ -215,7 +215,7 @@ def test_without_a_holdout_a_share_of_the_training_films_calibrates_and_new_film
     np.testing.assert_allclose(back.reference_z, det.reference_z)
     new = films(400)
     assert det.assess(det.image_values(model, new, pre)).flagged.mean() <= 0.10
-    naive = fit_for_model(model, pre, train, labels, train, input_check=False)      # calibrated on its own fit
+    naive = fit_for_model(model, pre, train, labels, train, input_checks=())      # calibrated on its own fit
     assert naive.assess(naive.image_values(model, new, pre)).flagged.mean() >= 0.5
 
 

@@ -341,7 +341,11 @@ feature maps are averaged over a 2 × 2 grid and compared with the training film
 al. 2018; Anthony & Kamnitsas 2023: which depth sees a shift depends on the shift); a small autoencoder trained on
 the same films adds a check that does not depend on the classifier. Each distance is standardised on films the
 model did not train on (the holdout) and the z-scores are summed; the threshold is the 97th percentile of the
-holdout's sums, so about 3% of ordinary films are flagged by design.
+holdout's sums, so about 3% of ordinary films are flagged by design. A second check independent of the
+classifier can join them: a self-supervised encoder trained on the training films alone (SimCLR,
+`models/contrastive.py`; `xai-cxr fit-ood MODEL_DIR --input-checks autoencoder contrastive`). It is not in the
+reference design — on synthetic film shifts it catches less — but it flags far more adult films from another
+hospital (docs/results.md, "Answer only what it can stand behind").
 
 A flagged film is **referred** to a reader, not answered — and so is a film the model is not confident enough to
 answer at its **error level**, and a DICOM whose `PatientAge` lies outside the card's training population (compared,

@@ -89,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--format", choices=["savedmodel", "onnx"], required=True)
     ex.add_argument("--out", required=True, help="folder for the export, its card, export.json and README.md")
     ex.set_defaults(func=cmd_export, device="cpu")
+    from .models.ood import INPUT_CHECKS
     o = sub.add_parser("fit-ood",
                        help="fit (again) the out-of-distribution detector and the error-level rule of a trained "
                                       "model on the films it was trained on (its run_config.json: same training "
@@ -102,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--error-level", type=float, default=None, metavar="LEVEL",
                    help="the error of the answered films the referral rule bounds on the holdout (default: the "
                         "folder's, else the run's, else 0.05); refitted with the detector")
+    o.add_argument("--input-checks", nargs="+", default=None, choices=sorted(INPUT_CHECKS), metavar="CHECK",
+                   help="the input-level checks the detector scores beside the model's features: autoencoder (the "
+                        "default), contrastive (a self-supervised encoder of the training films; minutes more), "
+                        "or both")
     o.set_defaults(func=cmd_fit_ood, device="auto")
     g = sub.add_parser("phantoms", help="write a synthetic phantom data set with lesion masks")
     g.add_argument("--out", default="phantoms/chest_xray")

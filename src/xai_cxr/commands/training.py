@@ -91,8 +91,10 @@ def cmd_fit_ood(args):
         print(f"note: {args.weights_dir}'s card does not name the training population's ages, so no film is referred "
               "for its patient's age; add them with --population-age MIN-MAX (Kermany: 1-5)")
     summary, _ = refit_out_of_distribution(args.weights_dir, args.data_dir, progress=True,
-                                           error_level=args.error_level)
-    print(f"out-of-distribution detector → {Path(args.weights_dir) / files.OOD}: threshold "
+                                           error_level=args.error_level,
+                                           input_checks=tuple(args.input_checks) if args.input_checks else None)
+    print(f"out-of-distribution detector ({' + '.join(summary['input_checks'])}) → "
+          f"{Path(args.weights_dir) / files.OOD}: threshold "
           f"{summary['threshold']:.2f} ({summary['quantile']:.0%} of the {summary['calibrated_on']} films), "
           f"{summary['test_flagged']} test films flagged ({summary['test_flagged_share']:.1%})")
     if summary["error_level"]:

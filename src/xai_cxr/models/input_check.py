@@ -15,9 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from .files import INPUT_CHECK as FILE
+from .files import load_weights, save_weights
 
 SIZE = 64
 INPUT_PREFIX = "input_"
+ERROR_BRANCH, LATENT_BRANCH = INPUT_PREFIX + "error", INPUT_PREFIX + "latent"   # the branches it gives
 EPOCHS = 20
 
 
@@ -54,7 +56,7 @@ def build_autoencoder(size: int = SIZE):
 class InputCheck:
     scorer: object                      # film → (code, rebuilt film)
     autoencoder: object                 # film → rebuilt film (what trains and is saved)
-    plain_branches: tuple[str, ...] = (INPUT_PREFIX + "error",)
+    plain_branches: tuple[str, ...] = (ERROR_BRANCH,)
 
     def branch_values(self, images: np.ndarray, batch_size: int = 128) -> dict[str, np.ndarray]:
         """``input_error`` (N,) and ``input_latent`` (N, 256) of decoded films."""
@@ -66,25 +68,16 @@ class InputCheck:
             errors.append(((rebuilt - b) ** 2).mean((1, 2, 3)))
             codes.append(code)
         dim = int(self.scorer.outputs[0].shape[-1])
-        return {INPUT_PREFIX + "error": np.concatenate(errors) if errors else np.zeros(0),
-                INPUT_PREFIX + "latent": np.concatenate(codes) if codes else np.zeros((0, dim))}
+        return {ERROR_BRANCH: np.concatenate(errors) if errors else np.zeros(0),
+                LATENT_BRANCH: np.concatenate(codes) if codes else np.zeros((0, dim))}
 
     def save(self, folder: str | Path) -> Path:
-        from ..config import atomic_path
-        with atomic_path(Path(folder) / FILE) as tmp:
-            self.autoencoder.save_weights(tmp)
-        return Path(folder) / FILE
+        return save_weights(self.autoencoder, folder, FILE)
 
     @classmethod
     def load(cls, folder: str | Path) -> "InputCheck | None":
-        path = Path(folder) / FILE
-        if not path.is_file():
-            return None
-        from ..runtime import full_precision
-        with full_precision():
-            scorer, autoencoder = build_autoencoder()
-        autoencoder.load_weights(path)
-        return cls(scorer, autoencoder)
+        built = load_weights(build_autoencoder, folder, FILE, model_of=lambda b: b[1])
+        return None if built is None else cls(*built)
 
 
 def fit_input_check(images: np.ndarray, seed: int = 42, epochs: int = EPOCHS, batch_size: int = 64,

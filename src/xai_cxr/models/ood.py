@@ -25,12 +25,16 @@ the autoencoder's reconstruction error are computed beside it, not summed (``NOT
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from .contrastive import BRANCH as CONTRASTIVE_BRANCH
+from .contrastive import ContrastiveCheck, fit_contrastive_check
 from .files import OOD as OOD_FILE
+from .input_check import ERROR_BRANCH, INPUT_PREFIX, LATENT_BRANCH, InputCheck, fit_input_check
 
 WARNING = "outside what this model has seen — do not trust this prediction"
 HEAD_BRANCH = "head"            # the head's features: the input of the prediction layer
@@ -40,7 +44,7 @@ DEFAULT_GRID = 2
 # computed and reported, not summed: the energy score is at chance on chest films (Wollek et al. 2023) and the
 # autoencoder's reconstruction error is *lower* for smooth, simple images than for films (phantoms, the adult NIH
 # film: docs/results.md) — the known failure that its latent distance repairs (Denouden et al. 2018)
-NOT_SUMMED = (ENERGY_BRANCH, "input_error")
+NOT_SUMMED = (ENERGY_BRANCH, ERROR_BRANCH)
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,22 @@ DISTANCES = {"mahalanobis": fit_mahalanobis, "knn": fit_knn}    # name → fit(f
 
 
 @dataclass(frozen=True)
+class InputCheckKind:
+    """A kind of input-level check: a model of the training films alone, independent of the classifier, whose
+    branches the detector scores beside the classifier's."""
+    fit: Callable            # (training films, seed=, progress=) → the check (its ``branch_values``, ``save``)
+    load: Callable           # folder → the check saved there, or None
+    branches: tuple[str, ...]   # the branches it gives the detector
+
+
+# the autoencoder is the reference design's; the contrastive encoder is measured beside it and not chosen by the
+# leave-one-shift-out protocol (docs/results.md, "Answer only what it can stand behind")
+INPUT_CHECKS = {"autoencoder": InputCheckKind(fit_input_check, InputCheck.load, (ERROR_BRANCH, LATENT_BRANCH)),
+                "contrastive": InputCheckKind(fit_contrastive_check, ContrastiveCheck.load, (CONTRASTIVE_BRANCH,))}
+DEFAULT_INPUT_CHECKS = ("autoencoder",)
+
+
+@dataclass(frozen=True)
 class OODDetector:
     branches: tuple[str, ...]                  # branch names: model layers, "head", "input_error", "energy", ...
     fits: tuple[Mahalanobis | KNearest | None, ...]   # per branch: its distance's fit, or None for a plain score
@@ -119,7 +139,8 @@ class OODDetector:
     quantile: float                            # which quantile of the calibration films' combined scores it is
     calibrated_on: str                         # "holdout" | "train, held out of the detector"
     grid: int = 1                              # layer features are averaged over a grid × grid split of the map
-    input_check: object = field(default=None, compare=False)   # models.input_check.InputCheck, when a branch needs it
+    input_checks: tuple = field(default=(), compare=False)     # the input-level checks whose branches it scores
+                                            # (models.input_check.InputCheck, models.contrastive.ContrastiveCheck)
     reference_z: np.ndarray | None = field(default=None, compare=False)   # (M, B) z-scores of the calibration films:
                                             # the reference sample of the folder shift test (models/shift.py)
     reference_labels: np.ndarray | None = field(default=None, compare=False)   # (M,) their class indices (None:
@@ -173,8 +194,8 @@ class OODDetector:
         with atomic_path(Path(folder) / OOD_FILE) as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, **arrays)
-        if self.input_check is not None:
-            self.input_check.save(folder)
+        for check in self.input_checks:
+            check.save(folder)
         return Path(folder) / OOD_FILE
 
     @classmethod
@@ -192,17 +213,18 @@ class OODDetector:
         fits = tuple(Mahalanobis(z[f"means_{i}"], z[f"precision_{i}"]) if f"means_{i}" in z else
                      KNearest(z[f"bank_{i}"], int(z[f"k_{i}"])) if f"bank_{i}" in z else None
                      for i in range(len(branches)))
-        from .input_check import InputCheck
+        checks = tuple(c for c in (kind.load(folder) for kind in INPUT_CHECKS.values()   # those its branches use
+                                   if set(kind.branches) & set(branches)) if c is not None)
         return cls(branches, fits, z["centre"], z["scale"], tuple(str(b) for b in z["combine"]),
                    float(z["threshold"]), float(z["quantile"]), str(z["calibrated_on"]), int(z["grid"]),
-                   InputCheck.load(folder), z["reference_z"] if "reference_z" in z else None,
+                   checks, z["reference_z"] if "reference_z" in z else None,
                    z["reference_labels"] if "reference_labels" in z else None)
 
     def image_values(self, model, images: np.ndarray, preprocess, net=None,
                      progress: str | None = None) -> dict[str, np.ndarray]:
         """Every branch's input for decoded images (``image_branch_values`` with this detector's settings);
         ``net``: its ``branch_model`` when the caller keeps one; ``progress``: a progress bar's label."""
-        return image_branch_values(model, images, preprocess, self.layers, self.input_check, self.grid, net=net,
+        return image_branch_values(model, images, preprocess, self.layers, self.input_checks, self.grid, net=net,
                                    progress=progress)
 
     def branch_model(self, model):
@@ -212,7 +234,6 @@ class OODDetector:
     @property
     def layers(self) -> tuple[str, ...]:
         """The model layers whose pooled features some branch needs."""
-        from .input_check import INPUT_PREFIX
         return tuple(b for b, f in zip(self.branches, self.fits)
                      if f is not None and b != HEAD_BRANCH and not b.startswith(INPUT_PREFIX))
 
@@ -229,7 +250,7 @@ class Assessment:
 def fit_detector(train: dict[str, np.ndarray], labels: np.ndarray, calibration: dict[str, np.ndarray],
                  plain: tuple[str, ...] = (), combine: tuple[str, ...] | None = None,
                  quantile: float = DEFAULT_QUANTILE, calibrated_on: str = "holdout", grid: int = 1,
-                 input_check=None, calibration_labels=None, distance="mahalanobis") -> OODDetector:
+                 input_checks=(), calibration_labels=None, distance="mahalanobis") -> OODDetector:
     """Fit a ``distance`` branch (a key of ``DISTANCES``, or a function of the same form) on each training feature
     array in ``train`` (name → (N, D)) except the ``plain`` ones (name → (N,) scores, used as they are); standardise
     every branch on ``calibration`` (same names); sum ``combine`` (default: every branch not in ``NOT_SUMMED``);
@@ -248,7 +269,7 @@ def fit_detector(train: dict[str, np.ndarray], labels: np.ndarray, calibration: 
     threshold = float(np.quantile(scored.combined(z), quantile))
     reference_labels = None if calibration_labels is None or np.ndim(calibration_labels) != 1 else \
         np.asarray(calibration_labels, int)
-    return replace(scored, threshold=threshold, input_check=input_check, reference_z=z,
+    return replace(scored, threshold=threshold, input_checks=tuple(input_checks), reference_z=z,
                    reference_labels=reference_labels)
 
 
@@ -322,7 +343,7 @@ def branch_values(model, net, layers: tuple[str, ...], x: np.ndarray, batch_size
     return out
 
 
-def image_branch_values(model, images: np.ndarray, preprocess, layers: tuple[str, ...], input_check=None,
+def image_branch_values(model, images: np.ndarray, preprocess, layers: tuple[str, ...], input_checks=(),
                         grid: int = 1, chunk: int = 256, net=None,
                         progress: str | None = None) -> dict[str, np.ndarray]:
     """Branch inputs of decoded images (uint8, (N, S, S) or (N, S, S, 3)), ``chunk`` images at a time: memory
@@ -336,17 +357,18 @@ def image_branch_values(model, images: np.ndarray, preprocess, layers: tuple[str
              for s in tqdm(range(0, len(images), chunk), desc=progress, disable=progress is None, unit="chunk",
                            leave=False)]
     out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
-    if input_check is not None:
-        out.update(input_check.branch_values(images))
+    for check in input_checks:
+        out.update(check.branch_values(images))
     return out
 
 
 def fit_for_model(model, preprocess, train_images, train_labels, calibration_images=None, calibration_labels=None,
-                  quantile: float = DEFAULT_QUANTILE, input_check: bool = True, seed: int = 42,
+                  quantile: float = DEFAULT_QUANTILE, input_checks: tuple[str, ...] = DEFAULT_INPUT_CHECKS,
+                  seed: int = 42,
                   combine: tuple[str, ...] | None = None, grid: int = DEFAULT_GRID,
                   calibration_share: float = 0.2, progress: bool = False,
                   distance: str = "mahalanobis") -> OODDetector:
-    """The detector of a trained model: Mahalanobis branches (and the input-level autoencoder, ``input_check``)
+    """The detector of a trained model: Mahalanobis branches and the ``input_checks`` (keys of ``INPUT_CHECKS``)
     fitted on the training films, every branch standardised and the threshold set on ``calibration_images``
     (in-distribution films the model did not train on). Without them, a seeded ``calibration_share`` of the
     training films is kept out of the detector's own fit and calibrates it ("train, held out of the detector"):
@@ -362,15 +384,12 @@ def fit_for_model(model, preprocess, train_images, train_labels, calibration_ima
         calibration_labels = fit_labels[cal_idx]
         fit_images, fit_labels = train_images[fit_idx], fit_labels[fit_idx]
         calibration_images, calibrated_on = train_images[cal_idx], "train, held out of the detector"
-    check = None
-    if input_check:
-        from .input_check import fit_input_check
-        check = fit_input_check(fit_images, seed=seed, progress=progress)
+    checks = tuple(INPUT_CHECKS[name].fit(fit_images, seed=seed, progress=progress) for name in input_checks)
     say = (lambda what: what) if progress else (lambda what: None)  # noqa: E731
-    train = image_branch_values(model, fit_images, preprocess, layers, check, grid,
+    train = image_branch_values(model, fit_images, preprocess, layers, checks, grid,
                                 progress=say(f"detector: features of {len(fit_images)} training films"))
-    calib = image_branch_values(model, calibration_images, preprocess, layers, check, grid,
+    calib = image_branch_values(model, calibration_images, preprocess, layers, checks, grid,
                                 progress=say(f"detector: features of {len(calibration_images)} calibration films"))
-    plain = (ENERGY_BRANCH, *(check.plain_branches if check else ()))
-    return fit_detector(train, fit_labels, calib, plain, combine, quantile, calibrated_on, grid, check,
+    plain = (ENERGY_BRANCH, *(b for c in checks for b in c.plain_branches))
+    return fit_detector(train, fit_labels, calib, plain, combine, quantile, calibrated_on, grid, checks,
                         calibration_labels, distance)

@@ -26,6 +26,7 @@ REASONS = {                 # code → the reason in plain words
 }
 BRANCH_WORDS = {"input_error": "the image itself (the autoencoder rebuilds it badly)",
                 "input_latent": "the image itself (coded unlike any training film)",
+                "input_contrastive": "the image itself (unlike the training films to an encoder trained on them alone)",
                 "head": "the features the decision is made from", "energy": "the output logits"}
 
 

@@ -99,20 +99,24 @@ def fit_error_level(model, prep: Prepared, data_cfg: DataConfig, weights_dir: Pa
     return {**rule.__dict__, "min_confidence": rule.min_confidence if rule.min_confidence != float("inf") else None}
 
 
-def fit_out_of_distribution(model, prep: Prepared, weights_dir: Path, seed: int = 42, progress: bool = False) -> dict:
+def fit_out_of_distribution(model, prep: Prepared, weights_dir: Path, seed: int = 42, progress: bool = False,
+                            input_checks: tuple[str, ...] | None = None) -> dict:
     """Fit the out-of-distribution detector (``models/ood.py``: Mahalanobis at several depths + the input-level
-    autoencoder) on the training films, standardise it and set its threshold on the holdout (the training films
-    when validation is the test split), save it beside the weights (the app, API, report, ``explain`` and
-    ``evaluate`` read it) and return its summary with the share of test films it flags."""
-    from ..models.ood import fit_for_model
+    checks, default the autoencoder) on the training films, standardise it and set its threshold on the holdout (the
+    training films when validation is the test split), save it beside the weights (the app, API, report,
+    ``explain`` and ``evaluate`` read it) and return its summary with the share of test films it flags."""
+    from ..models.ood import DEFAULT_INPUT_CHECKS, fit_for_model
+    input_checks = input_checks or DEFAULT_INPUT_CHECKS
     preprocess = BACKBONES[backbone_of(model)].preprocess
     det = fit_for_model(model, preprocess, prep.train.images, prep.train.labels,
                         None if prep.val is prep.test else prep.val.images,
-                        None if prep.val is prep.test else prep.val.labels, seed=seed, progress=progress)
+                        None if prep.val is prep.test else prep.val.labels, seed=seed, progress=progress,
+                        input_checks=input_checks)
     det.save(weights_dir)
     flagged = det.assess(det.image_values(model, prep.test.images, preprocess,
                                           progress="detector: test films" if progress else None)).flagged
-    return {"score": "sum of z-scores of Mahalanobis distances at several depths + the input-level check",
+    return {"score": "sum of z-scores of Mahalanobis distances at several depths + the input-level checks",
+            "input_checks": list(input_checks),
             "branches": list(det.combine), "threshold": det.threshold, "quantile": det.quantile,
             "calibrated_on": det.calibrated_on,
             "test_flagged_share": float(flagged.mean()) if len(flagged) else float("nan"),
@@ -120,18 +124,20 @@ def fit_out_of_distribution(model, prep: Prepared, weights_dir: Path, seed: int 
 
 
 def refit_out_of_distribution(weights_dir: str | Path, data_root: str | Path | None = None,
-                              progress: bool = False, error_level: float | None = None) -> tuple[dict, Prepared]:
+                              progress: bool = False, error_level: float | None = None,
+                              input_checks: tuple[str, ...] | None = None) -> tuple[dict, Prepared]:
     """Fit (again) the detector and the error-level rule of a trained model folder on the films it was trained on:
     its saved configs (``run_config.json``) rebuild the same training films and the same seeded holdout
     (``data_root`` when the data moved). For models trained before either changed. ``error_level``: default the
-    folder's rule's, else the run's. Returns (summary, the decoded splits)."""
+    folder's rule's, else the run's; ``input_checks``: keys of ``models.ood.INPUT_CHECKS`` (default the reference
+    design's). Returns (summary, the decoded splits)."""
     folder = ModelFolder(weights_dir)
     data_cfg = folder.run_configs()["DataConfig"]
     if data_root is not None:
         data_cfg = replace(data_cfg, root=str(data_root))
     model, _ = folder.load()
     prep = prepare_data(data_cfg, progress=progress)
-    summary = fit_out_of_distribution(model, prep, folder.path, data_cfg.seed, progress)
+    summary = fit_out_of_distribution(model, prep, folder.path, data_cfg.seed, progress, input_checks)
     level = error_level if error_level is not None else \
         getattr(folder.selective(), "error_level", folder.run_configs()["TrainConfig"].error_level)
     summary["error_level"] = fit_error_level(model, prep, data_cfg, folder.path, level)
