@@ -2,10 +2,13 @@
 whole rule (detector + error level) does on Kermany films and on films from elsewhere.
 
 Protocol (fixed before any external film is scored; the external films choose nothing):
-1. Candidates — per-film detectors that differ only in the distance at each depth: Mahalanobis (the reference
-   design), k-nearest-neighbour on L2-normalised features (Sun et al. 2022) with k = 1, 10, 50, and the sum of
-   Mahalanobis and k-NN (k = 10). All share the model's saved input check; every threshold is the 97th percentile of
-   the holdout's score (an expected 3% of Kermany-like films referred).
+1. Candidates — per-film detectors: Mahalanobis at every depth (the reference design), k-nearest-neighbour on
+   L2-normalised features (Sun et al. 2022) with k = 1, 10, 50, the self-supervised encoder of the training films
+   alone (``models/contrastive.py``, k-NN or Mahalanobis on its representation), the reference design with the
+   encoder's branch summed in, and combinations of two detectors' scores: their sum after each is standardised on
+   the holdout, or "either" (the larger of their holdout percentiles). The classifier-feature candidates share the
+   model's saved input-level autoencoder; every threshold is the 97th percentile of the holdout's score (an expected
+   3% of Kermany-like films referred).
 2. Choice — leave-one-shift-out over the synthetic shifts of ``xai_cxr.data.shifts`` applied to the holdout films:
    for each shift, the candidate with the highest mean detection on the *other* shifts is picked and scored on the
    one left out (how well choosing on shifts generalises to an unseen shift); the candidate chosen is the best over
@@ -42,15 +45,37 @@ POWER_SHIFTS = ("gamma", "contrast", "blur")      # those single films rarely sh
 
 
 def candidates():
-    """name → the branch distance of a per-film detector (``models.ood.fit_detector``'s ``distance``)."""
+    """name → (the branches it scores: "classifier" = every branch but the encoder's, "encoder" = only it, "all";
+    the branch distance, ``models.ood.fit_detector``'s ``distance``)."""
     from functools import partial
 
     from xai_cxr.models.ood import fit_knn, fit_mahalanobis
-    return {"mahalanobis (reference design)": fit_mahalanobis, "knn k=1": partial(fit_knn, k=1),
-            "knn k=10": partial(fit_knn, k=10), "knn k=50": partial(fit_knn, k=50)}
+    return {"mahalanobis (reference design)": ("classifier", fit_mahalanobis),
+            "knn k=1": ("classifier", partial(fit_knn, k=1)), "knn k=10": ("classifier", partial(fit_knn, k=10)),
+            "knn k=50": ("classifier", partial(fit_knn, k=50)),
+            "encoder, knn k=10": ("encoder", partial(fit_knn, k=10)),
+            "encoder, mahalanobis": ("encoder", fit_mahalanobis),
+            "reference design with the encoder's branch": ("all", fit_mahalanobis)}
 
 
-SUMS = {"mahalanobis + knn k=10": ("mahalanobis (reference design)", "knn k=10")}
+# two candidates' scores combined: "sum" of their holdout-standardised scores, or "either" (the larger holdout
+# percentile: a film is referred when either detector finds it unusual, at the same 3% of the holdout overall)
+COMBINED = {"mahalanobis + knn k=10": ("sum", "mahalanobis (reference design)", "knn k=10"),
+            "mahalanobis + encoder": ("sum", "mahalanobis (reference design)", "encoder, mahalanobis"),
+            "mahalanobis or encoder": ("either", "mahalanobis (reference design)", "encoder, mahalanobis")}
+
+
+def combine_scores(how: str, a: dict, b: dict) -> dict:
+    """Two detectors' scores per film set (name → (N,)) combined as in ``COMBINED``, both set on the "holdout"."""
+    def standard(s):
+        return {k: (v - s["holdout"].mean()) / s["holdout"].std() for k, v in s.items()}
+
+    def percentile(s):
+        ref = np.sort(s["holdout"])
+        return {k: np.searchsorted(ref, v, side="right") / len(ref) for k, v in s.items()}
+    f = standard if how == "sum" else percentile
+    fa, fb = f(a), f(b)
+    return {k: fa[k] + fb[k] if how == "sum" else np.maximum(fa[k], fb[k]) for k in a}
 
 
 def decode(manifest, card, clahe_after: bool):
@@ -97,7 +122,8 @@ def one_model(weights_dir: Path, data_dir: Path, external_dir: Path, power_shift
     from xai_cxr.data import equalize, scan_dataset
     from xai_cxr.data.shifts import SHIFTS, shift_films
     from xai_cxr.models import BACKBONES, ModelFolder
-    from xai_cxr.models.ood import NOT_SUMMED, fit_detector, image_branch_values
+    from xai_cxr.models.contrastive import BRANCH
+    from xai_cxr.models.ood import INPUT_CHECKS, NOT_SUMMED, fit_detector, image_branch_values
     from xai_cxr.models.predict import predict_images
     from xai_cxr.models.selective import fit_selective, predicted_confidence
     from xai_cxr.pipeline import prepare_data
@@ -120,7 +146,9 @@ def one_model(weights_dir: Path, data_dir: Path, external_dir: Path, power_shift
     labels = {"holdout": prep.val.labels, "kermany_test": prep.test.labels,
               "external_normal": np.zeros((ext.labels == 0).sum(), int),
               "external_pneumonia": np.ones((ext.labels == 1).sum(), int)}
-    values = lambda f: image_branch_values(model, f, pre, saved.layers, saved.input_check, saved.grid)  # noqa: E731
+    encoder = INPUT_CHECKS["contrastive"].fit(prep.train.images, seed=data_cfg.seed, progress=True)
+    checks = (*saved.input_checks, encoder)
+    values = lambda f: image_branch_values(model, f, pre, saved.layers, checks, saved.grid)  # noqa: E731
     train_values = values(prep.train.images)
     branch_values = {k: values(f) for k, f in films.items()}
     temperature = folder.temperature()
@@ -130,12 +158,15 @@ def one_model(weights_dir: Path, data_dir: Path, external_dir: Path, power_shift
     plain = tuple(b for b in NOT_SUMMED if b in train_values) + ("input_error",)
     plain = tuple(dict.fromkeys(b for b in plain if b in train_values))
     scores = {}
-    for name, dist in candidates().items():
-        det = fit_detector(train_values, prep.train.labels, branch_values["holdout"], plain, quantile=QUANTILE,
-                           grid=saved.grid, distance=dist)
-        scores[name] = {k: det.combined(det.z(det.raw(v))) for k, v in branch_values.items()}
-    for name, parts in SUMS.items():
-        scores[name] = {k: sum(scores[p][k] for p in parts) for k in branch_values}
+    keep = {"classifier": lambda b: b != BRANCH, "encoder": lambda b: b == BRANCH, "all": lambda b: True}
+    for name, (which, dist) in candidates().items():
+        pick = lambda v: {b: x for b, x in v.items() if keep[which](b)}  # noqa: E731
+        det = fit_detector(pick(train_values), prep.train.labels, pick(branch_values["holdout"]),
+                           tuple(b for b in plain if keep[which](b)), quantile=QUANTILE, grid=saved.grid,
+                           distance=dist)
+        scores[name] = {k: det.combined(det.z(det.raw(pick(v)))) for k, v in branch_values.items()}
+    for name, (how, a, b) in COMBINED.items():
+        scores[name] = combine_scores(how, scores[a], scores[b])
     thresholds = {n: float(np.quantile(s["holdout"], QUANTILE)) for n, s in scores.items()}
     flagged = {n: {k: s[k] > thresholds[n] for k in s} for n, s in scores.items()}
     shift_names = [k for k in branch_values if k.startswith("shift:")]
@@ -170,9 +201,10 @@ def one_model(weights_dir: Path, data_dir: Path, external_dir: Path, power_shift
     found = {"weights_dir": str(weights_dir), "backbone": card.backbone, "image_size": card.image_size,
              "shifts": {k: SHIFTS[k][1] for k in SHIFTS}, "candidates": rows, "leave_one_shift_out": loso,
              "chosen": chosen, "error_level": ERROR_LEVEL, "quantile": QUANTILE, "folder_power": {},
+             "encoder_loss": [round(v, 4) for v in encoder.history],
              "feature_seconds": round(feature_s, 1)}
     save(found)
-    for shift in ["no shift", *power_shifts]:
+    for shift in ["no shift", *power_shifts] if power_shifts else []:
         found["folder_power"][shift] = folder_power(saved, branch_values, shift)
         found["seconds"] = round(time.time() - t0, 1)
         save(found)
@@ -198,9 +230,32 @@ def folder_power(detector, branch_values, shift: str) -> dict:
     return out
 
 
+SUMMARY = ("mahalanobis (reference design)", "reference design with the encoder's branch", "encoder, mahalanobis",
+           "mahalanobis + encoder")
+
+
+def across_models(results: dict) -> str:
+    """One row per model and candidate of ``SUMMARY``: the choice, the synthetic shifts' mean, what each refers."""
+    out = ["| model | detector | shifts caught (mean) | Kermany test referred (detector / + error level) | external "
+           "normal referred (detector / + error level) | external pneumonia referred (detector / + error level) |",
+           "|---|---|---|---|---|---|"]
+    for m in results["models"]:
+        for n in SUMMARY:
+            r = m["candidates"].get(n)
+            if r is None:
+                continue
+            k, en, ep = r["kermany_test"], r["external_normal"], r["external_pneumonia"]
+            chosen = " (chosen)" if n == m["chosen"] else ""
+            out.append(f"| {Path(m['weights_dir']).parent.name} | {n}{chosen} | {r['mean_shift_detection']:.0%} | "
+                       f"{k['referred_ood']:.1%} / {k['referred']:.1%} | "
+                       f"{en['referred_ood']:.0%} / {en['referred']:.0%} | {ep['referred_ood']:.0%} / "
+                       f"{ep['referred']:.0%} |")
+    return "\n".join(out)
+
+
 def to_markdown(results: dict) -> str:
     from xai_cxr.runtime import cpu_line
-    out = []
+    out = [across_models(results), ""] if len(results["models"]) > 1 else []
     for m in results["models"]:
         w = Path(m["weights_dir"])
         machine = cpu_line(m["machine"]) if isinstance(m.get("machine"), dict) else m.get("machine", "")
