@@ -1,6 +1,7 @@
 """The error-level rule (selective classification with guaranteed risk): its bound against a synthetic classifier
 whose error at every confidence is known, the exact binomial limit by hand, the films the detector refers left out
-of the fit, an impossible level, saving, and the rule as the predictor applies it."""
+of the fit, an impossible level, saving, the rule as the predictor applies it, and MAPIE's Learn-then-Test on the
+same holdouts."""
 import math
 
 import numpy as np
@@ -87,3 +88,28 @@ def test_a_small_holdout_with_few_errors_answers_every_film():
     rule = fit_selective(conf, ok, 0.05)
     assert rule.holdout_coverage == 1.0 and rule.error_bound <= 0.05
     assert error_upper_bound(0, 97, 0.05 / 9) > 0.05
+
+
+def test_every_threshold_mapie_certifies_our_bound_certifies_and_ours_answers_at_least_as_many():
+    """MAPIE's risk control (Learn-then-Test, Hoeffding-Bentkus p-values, Bonferroni over its 100 thresholds) on the
+    same question — "answered" is MAPIE's positive prediction, "right" its positive label, so its precision is the
+    accuracy of the answered films. Its p-values are never below the exact binomial tail and its correction is
+    stricter than ours, so every threshold it certifies must pass our Clopper-Pearson bound; our search, tighter,
+    must answer from no higher a threshold than MAPIE's lowest."""
+    risk_control = pytest.importorskip("mapie.risk_control")
+    level, delta = 0.05, 0.05
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        conf = 0.5 + 0.5 * rng.beta(4, 1, 2000)              # calibrated: right with probability = confidence
+        right = rng.random(len(conf)) < conf
+        mapie = risk_control.BinaryClassificationController(
+            lambda c: np.column_stack([1 - c, c]), "precision", target_level=1 - level, confidence_level=1 - delta,
+            fwer_method="bonferroni")
+        mapie.calibrate(conf, right.astype(int))
+        certified = np.atleast_1d(mapie.valid_predict_params).ravel()
+        assert len(certified), "the synthetic holdout is large enough for MAPIE to certify a threshold"
+        k = math.ceil(math.log2(len(conf))) + 1                 # our union bound's number of tests
+        for theta in certified:
+            answered = conf >= theta
+            assert error_upper_bound(int((~right[answered]).sum()), int(answered.sum()), delta / k) <= level
+        assert fit_selective(conf, right, level, delta).min_confidence <= certified.min()
