@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .ood import CONTRASTIVE_BRANCH, ENERGY_BRANCH, ERROR_BRANCH, HEAD_BRANCH, LATENT_BRANCH
+
 REFER_ABOVE = 0.15          # MC-dropout sd of the predicted class's probability that triggers "refer"
 REASONS = {                 # code → the reason in plain words
     "out_of_distribution": "this film is unlike the films the model was trained on",
@@ -24,10 +26,10 @@ REASONS = {                 # code → the reason in plain words
     "age": "the patient's age (DICOM header) is outside the model's training population",
     "foreign_folder": "the films it came with are, as a group, unlike the training films (folder shift test)",
 }
-BRANCH_WORDS = {"input_error": "the image itself (the autoencoder rebuilds it badly)",
-                "input_latent": "the image itself (coded unlike any training film)",
-                "input_contrastive": "the image itself (unlike the training films to an encoder trained on them alone)",
-                "head": "the features the decision is made from", "energy": "the output logits"}
+BRANCH_WORDS = {ERROR_BRANCH: "the image itself (the autoencoder rebuilds it badly)",
+                LATENT_BRANCH: "the image itself (coded unlike any training film)",
+                CONTRASTIVE_BRANCH: "the image itself (unlike the training films to an encoder trained on them alone)",
+                HEAD_BRANCH: "the features the decision is made from", ENERGY_BRANCH: "the output logits"}
 
 
 def reasons(out_of_distribution, uncertain, age_outside=None) -> list[tuple]:
