@@ -155,8 +155,7 @@ def one_model(weights_dir: Path, data_dir: Path, external_dir: Path, power_shift
     proba = {k: task.calibrate(predict_images(model, films[k]), temperature) for k in labels}
     feature_s = time.time() - t0
 
-    plain = tuple(b for b in NOT_SUMMED if b in train_values) + ("input_error",)
-    plain = tuple(dict.fromkeys(b for b in plain if b in train_values))
+    plain = tuple(b for b in NOT_SUMMED if b in train_values)      # scored as they are, not summed
     scores = {}
     keep = {"classifier": lambda b: b != BRANCH, "encoder": lambda b: b == BRANCH, "all": lambda b: True}
     for name, (which, dist) in candidates().items():
@@ -180,10 +179,10 @@ def one_model(weights_dir: Path, data_dir: Path, external_dir: Path, power_shift
         loso[left] = {"chosen": pick, "detection": detection[pick][left]}
     chosen = max(detection, key=lambda n: np.mean(list(detection[n].values())))
 
+    predicted = {k: task.decide(proba[k], card.threshold) for k in labels}
+    conf = {k: predicted_confidence(proba[k], predicted[k]) for k in labels}
     rows = {}
     for n in scores:
-        predicted = {k: task.decide(proba[k], card.threshold) for k in labels}
-        conf = {k: predicted_confidence(proba[k], predicted[k]) for k in labels}
         rule = fit_selective(conf["holdout"], predicted["holdout"] == labels["holdout"], ERROR_LEVEL,
                              eligible=~flagged[n]["holdout"])
         row = {"threshold": thresholds[n], "shift_detection": detection[n],
