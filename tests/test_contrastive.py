@@ -21,18 +21,16 @@ def test_nt_xent_is_the_cross_entropy_of_finding_each_views_partner_by_hand():
                                                                                             rel=1e-5)
 
 
-def _phantoms(n, seed):
-    import tempfile
-
+def _phantoms(folder, n, seed):
     from xai_cxr.data import load_images, scan_dataset
     from xai_cxr.data.phantom import PhantomConfig, write_phantom_dataset
-    root = write_phantom_dataset(tempfile.mkdtemp(), PhantomConfig(image_size=64, n_train=0, n_test=n, seed=seed))
+    root = write_phantom_dataset(folder, PhantomConfig(image_size=64, n_train=0, n_test=n, seed=seed))
     return load_images(scan_dataset(root), 64, progress=False).images
 
 
 def test_the_encoders_loss_falls_on_phantoms_and_its_representation_survives_save_and_load(tmp_path):
     from xai_cxr.models.contrastive import BRANCH, ContrastiveCheck, fit_contrastive_check
-    films = _phantoms(128, seed=5)
+    films = _phantoms(tmp_path / "phantoms", 128, seed=5)
     check = fit_contrastive_check(films, seed=1, epochs=15, batch_size=32)
     # chance for 63 candidates is log(63) = 4.14; the loss must fall well below its first epoch
     assert check.history[-1] < check.history[0] - 0.3
